@@ -1,0 +1,223 @@
+//! Configuration: `config/confab.toml` (or `--config PATH`), overridden by `CONFAB_*`
+//! environment variables (`__` separates sections: `CONFAB_MEDIA__BIND=0.0.0.0:50000`).
+//! Every key has a default, so Confab starts with no file at all.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP / WebSocket listener.
+    pub http: HttpConfig,
+    /// The shared UDP media port.
+    pub media: MediaConfig,
+    /// Signaling limits.
+    pub signaling: SignalingConfig,
+    /// STUN/TURN servers handed to clients in `joined`.
+    pub ice_servers: Vec<IceServer>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// HTTP / WebSocket listener.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address the HTTP server binds (serves `/`, `/ws`, `/metrics`, `/healthz`, `/readyz`).
+    pub bind: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// The shared UDP media port and media behaviour.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Address of the single UDP socket all peer connections share.
+    pub bind: SocketAddr,
+    /// IP put in the host candidate clients connect to. Empty: the bind IP (which must then not
+    /// be unspecified). Set it to the public IP when binding `0.0.0.0` behind NAT.
+    pub advertise_ip: Option<IpAddr>,
+    /// How long a peer connection may stay `disconnected` before the participant is removed.
+    #[serde(with = "humantime_serde")]
+    pub disconnect_timeout: Duration,
+    /// Minimum interval between keyframe requests (PLI) sent for one published track.
+    #[serde(with = "humantime_serde")]
+    pub pli_throttle: Duration,
+    /// How long the server waits for an answer to its offer before removing the participant.
+    #[serde(with = "humantime_serde")]
+    pub negotiation_timeout: Duration,
+    /// Datagrams queued per room between the socket and the room task; beyond it they drop.
+    pub room_inbox_capacity: usize,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 50000)),
+            advertise_ip: None,
+            disconnect_timeout: Duration::from_secs(10),
+            pli_throttle: Duration::from_millis(500),
+            negotiation_timeout: Duration::from_secs(10),
+            room_inbox_capacity: 4096,
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The IP clients are told to send media to.
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.advertise_ip.unwrap_or(self.bind.ip())
+    }
+}
+
+/// Signaling limits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignalingConfig {
+    /// Largest accepted WebSocket message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// One ICE server for clients (the W3C `RTCIceServer` shape).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:` / `turn:` / `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Logging.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `confab=debug,info`); `RUST_LOG` wins when set.
+    pub level: String,
+    /// `text` (human-readable) or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file or an environment variable did not fit the schema.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    /// `media.advertise_ip` is needed because `media.bind` is unspecified.
+    #[error("media.bind is {0}: set media.advertise_ip to the address clients can reach")]
+    NoAdvertisedIp(IpAddr),
+}
+
+impl Config {
+    /// Loads defaults, then the TOML file (when given, or `config/confab.toml` when it exists),
+    /// then `CONFAB_*` environment variables.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(p) => fig = fig.merge(Toml::file_exact(p)),
+            None => fig = fig.merge(Toml::file("config/confab.toml")),
+        }
+        fig = fig.merge(
+            Env::prefixed("CONFAB_")
+                .split("__")
+                // Flat secrets belong to later features (auth); keep them out of this schema.
+                .ignore(&["api_key", "api_secret", "bin"]),
+        );
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ip = self.media.advertised_ip();
+        if ip.is_unspecified() {
+            return Err(ConfigError::NoAdvertisedIp(ip));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_file_equals_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/confab.toml");
+        let from_file: Config = Figment::from(Toml::file_exact(&path)).extract().unwrap();
+        assert_eq!(from_file, Config::default());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CONFAB_MEDIA__BIND", "127.0.0.1:40000");
+            jail.set_env("CONFAB_MEDIA__DISCONNECT_TIMEOUT", "3s");
+            let cfg = Config::load(None).unwrap();
+            assert_eq!(cfg.media.bind.port(), 40000);
+            assert_eq!(cfg.media.disconnect_timeout, Duration::from_secs(3));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unspecified_bind_needs_an_advertised_ip() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CONFAB_MEDIA__BIND", "0.0.0.0:50000");
+            assert!(matches!(
+                Config::load(None),
+                Err(ConfigError::NoAdvertisedIp(_))
+            ));
+            jail.set_env("CONFAB_MEDIA__ADVERTISE_IP", "203.0.113.7");
+            assert!(Config::load(None).is_ok());
+            Ok(())
+        });
+    }
+}

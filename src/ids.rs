@@ -1,0 +1,148 @@
+//! Newtype identifiers. Peer-chosen strings are validated once, at the signaling edge, and never
+//! travel as raw `String`s past it.
+
+use std::fmt;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Characters allowed in minted identifiers and ICE credentials (ICE `ice-char` is a superset).
+const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+
+/// A random alphanumeric string of `len` characters.
+pub fn random_alnum(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)
+        .collect()
+}
+
+/// A room name: 1–64 characters of `[A-Za-z0-9_.-]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RoomName(String);
+
+impl RoomName {
+    /// Validates a client-supplied room name.
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        ok.then(|| Self(s.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A display name chosen by the participant: 1–64 characters, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// Validates a client-supplied display name (trimmed).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let ok = !s.is_empty() && s.chars().count() <= 64 && !s.chars().any(char::is_control);
+        ok.then(|| Self(s.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A participant id minted by the server (`p` + 10 alphanumerics). It is also the `msid` stream
+/// id of every track that participant publishes, so browsers can map tracks to people.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ParticipantId(String);
+
+impl ParticipantId {
+    /// Mints a fresh random id.
+    pub fn mint() -> Self {
+        Self(format!("p{}", random_alnum(10)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A published track's id, minted by the server (`t` + 10 alphanumerics); the `msid` track id
+/// subscribers see.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TrackId(String);
+
+impl TrackId {
+    /// Mints a fresh random id.
+    pub fn mint() -> Self {
+        Self(format!("t{}", random_alnum(10)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TrackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The room-local key of one peer connection, minted by the room from a counter. Cheap to copy
+/// and hash; it is what the demuxer tags datagrams with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PeerKey(pub u64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_validated() {
+        assert!(RoomName::parse("standup").is_some());
+        assert!(RoomName::parse("a.b_c-1").is_some());
+        assert!(RoomName::parse("").is_none());
+        assert!(RoomName::parse("has space").is_none());
+        assert!(RoomName::parse(&"x".repeat(65)).is_none());
+        assert!(RoomName::parse("ünï").is_none());
+    }
+
+    #[test]
+    fn display_names_are_trimmed_and_bounded() {
+        assert_eq!(DisplayName::parse("  alice ").unwrap().as_str(), "alice");
+        assert!(DisplayName::parse("   ").is_none());
+        assert!(DisplayName::parse("a\u{0}b").is_none());
+        assert!(DisplayName::parse(&"é".repeat(64)).is_some());
+        assert!(DisplayName::parse(&"é".repeat(65)).is_none());
+    }
+
+    #[test]
+    fn minted_ids_are_distinct() {
+        assert_ne!(ParticipantId::mint(), ParticipantId::mint());
+        assert!(TrackId::mint().as_str().starts_with('t'));
+    }
+}

@@ -1,0 +1,292 @@
+//! The room's forwarding plane: published tracks (up), their subscriber legs (down), and the
+//! per-packet decision "which subscribers get which rewritten packet". Pure: no I/O, no clock;
+//! the room task feeds it packets and writes what it returns.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rtc::rtp::packet::Packet;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+
+use super::codec::Codec;
+use super::downtrack::{DownState, DownTrack};
+use super::keyframe::KeyframeRequester;
+use super::track::RtpMap;
+use super::DropReason;
+use crate::ids::{ParticipantId, PeerKey, TrackId};
+use crate::signal::protocol::TrackKind;
+
+/// Room-local key of a published track (minted from a counter, cheap to hash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackKey(pub u64);
+
+/// A published track.
+#[derive(Debug)]
+pub struct UpTrack {
+    /// Id subscribers see.
+    pub id: TrackId,
+    /// Publisher's peer.
+    pub publisher: PeerKey,
+    /// Publisher's participant id (msid stream id).
+    pub publisher_id: ParticipantId,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Receiver on the publisher's peer connection.
+    pub receiver: RTCRtpReceiverId,
+    /// The publisher's media SSRC (target of PLI).
+    pub media_ssrc: u32,
+    /// The codec the publisher sends (subscriber legs are created with it).
+    pub codec: RTCRtpCodec,
+    /// The publisher leg's negotiated tables.
+    pub rtp_map: RtpMap,
+    /// Keyframe request merging/throttling.
+    pub keyframes: KeyframeRequester,
+    /// The subscriber legs.
+    pub downs: Vec<DownTrack>,
+    /// Packets received from the publisher.
+    pub packets_in: u64,
+    /// Payload bytes received from the publisher.
+    pub bytes_in: u64,
+}
+
+/// One rewritten packet for one subscriber.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The subscriber's peer.
+    pub subscriber: PeerKey,
+    /// Its sender for this track.
+    pub sender: RTCRtpSenderId,
+    /// The packet to write.
+    pub packet: Packet,
+}
+
+/// What happened to one inbound packet.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardOutcome {
+    /// Whether the packet started a keyframe.
+    pub keyframe: bool,
+    /// Subscriber legs it was written for.
+    pub forwarded: usize,
+    /// Legs still waiting for a keyframe (the caller should ask the publisher for one).
+    pub waiting_for_keyframe: usize,
+    /// Legs it was dropped on for any other reason (counted per reason by the caller).
+    pub dropped: usize,
+    /// The reason of the last such drop.
+    pub last_drop: Option<DropReason>,
+}
+
+/// All published tracks of a room and their subscribers.
+#[derive(Debug)]
+pub struct Forwarder {
+    tracks: HashMap<TrackKey, UpTrack>,
+    next_key: u64,
+    pli_throttle: Duration,
+}
+
+impl Forwarder {
+    /// An empty forwarding plane.
+    pub fn new(pli_throttle: Duration) -> Self {
+        Self {
+            tracks: HashMap::new(),
+            next_key: 1,
+            pli_throttle,
+        }
+    }
+
+    /// Registers a published track and returns its key.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &mut self,
+        publisher: PeerKey,
+        publisher_id: ParticipantId,
+        kind: TrackKind,
+        receiver: RTCRtpReceiverId,
+        media_ssrc: u32,
+        codec: RTCRtpCodec,
+        rtp_map: RtpMap,
+    ) -> TrackKey {
+        let key = TrackKey(self.next_key);
+        self.next_key += 1;
+        self.tracks.insert(
+            key,
+            UpTrack {
+                id: TrackId::mint(),
+                publisher,
+                publisher_id,
+                kind,
+                receiver,
+                media_ssrc,
+                codec,
+                rtp_map,
+                keyframes: KeyframeRequester::new(self.pli_throttle),
+                downs: Vec::new(),
+                packets_in: 0,
+                bytes_in: 0,
+            },
+        );
+        key
+    }
+
+    /// Removes a published track, returning it (with its legs, so the caller can detach them
+    /// from subscribers' peer connections).
+    pub fn unpublish(&mut self, key: TrackKey) -> Option<UpTrack> {
+        self.tracks.remove(&key)
+    }
+
+    /// A track by key.
+    pub fn track(&self, key: TrackKey) -> Option<&UpTrack> {
+        self.tracks.get(&key)
+    }
+
+    /// A track by key, mutably.
+    pub fn track_mut(&mut self, key: TrackKey) -> Option<&mut UpTrack> {
+        self.tracks.get_mut(&key)
+    }
+
+    /// All tracks.
+    pub fn tracks(&self) -> impl Iterator<Item = (TrackKey, &UpTrack)> {
+        self.tracks.iter().map(|(k, t)| (*k, t))
+    }
+
+    /// Keys of the tracks a peer publishes.
+    pub fn tracks_of(&self, publisher: PeerKey) -> Vec<TrackKey> {
+        let mut keys: Vec<TrackKey> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.publisher == publisher)
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Adds a subscriber leg to a track.
+    pub fn subscribe(&mut self, key: TrackKey, down: DownTrack) {
+        if let Some(t) = self.tracks.get_mut(&key) {
+            t.downs.retain(|d| d.subscriber != down.subscriber);
+            t.downs.push(down);
+        }
+    }
+
+    /// Removes every leg of a subscriber (it left).
+    pub fn drop_subscriber(&mut self, subscriber: PeerKey) {
+        for t in self.tracks.values_mut() {
+            t.downs.retain(|d| d.subscriber != subscriber);
+        }
+    }
+
+    /// Marks a subscriber's pending legs as part of offer `generation`.
+    pub fn mark_offered(&mut self, subscriber: PeerKey, generation: u64) {
+        for t in self.tracks.values_mut() {
+            for d in t.downs.iter_mut().filter(|d| d.subscriber == subscriber) {
+                if d.state == DownState::Pending {
+                    d.state = DownState::Offered(generation);
+                }
+            }
+        }
+    }
+
+    /// The legs of `subscriber` that the answer to offer `generation` opens, as
+    /// (track, sender) pairs. The caller builds each leg's tables and calls [`open`](Self::open).
+    pub fn answered(&self, subscriber: PeerKey, generation: u64) -> Vec<(TrackKey, RTCRtpSenderId)> {
+        let mut out = Vec::new();
+        for (k, t) in &self.tracks {
+            for d in t.downs.iter().filter(|d| d.subscriber == subscriber) {
+                if matches!(d.state, DownState::Offered(g) if g <= generation) {
+                    out.push((*k, d.sender));
+                }
+            }
+        }
+        out
+    }
+
+    /// Opens one leg with the subscriber's negotiated tables. Returns `true` when the leg needs a
+    /// keyframe (video): the caller then requests one from the publisher.
+    pub fn open(&mut self, key: TrackKey, subscriber: PeerKey, sub_map: &RtpMap) -> bool {
+        let Some(t) = self.tracks.get_mut(&key) else {
+            return false;
+        };
+        let translation = t.rtp_map.translate_to(sub_map);
+        let needs_keyframe = t.kind == TrackKind::Video;
+        if let Some(d) = t.downs.iter_mut().find(|d| d.subscriber == subscriber) {
+            d.open(translation, needs_keyframe);
+            return needs_keyframe;
+        }
+        false
+    }
+
+    /// The hot path: one inbound packet of track `key` → rewritten packets appended to `out`.
+    /// `out` is the caller's reusable buffer (cleared by the caller), so steady state does not
+    /// allocate beyond the packets themselves.
+    pub fn forward(&mut self, key: TrackKey, pkt: &Packet, out: &mut Vec<Outgoing>) -> ForwardOutcome {
+        let mut outcome = ForwardOutcome::default();
+        let Some(t) = self.tracks.get_mut(&key) else {
+            outcome.dropped = 1;
+            outcome.last_drop = Some(DropReason::UnknownTrack);
+            return outcome;
+        };
+        t.packets_in += 1;
+        t.bytes_in += pkt.payload.len() as u64;
+        let codec = t
+            .rtp_map
+            .codec_kind(pkt.header.payload_type)
+            .unwrap_or(Codec::Other);
+        outcome.keyframe = codec.needs_keyframe() && codec.is_keyframe(&pkt.payload);
+        if outcome.keyframe {
+            t.keyframes.on_keyframe();
+        }
+        for d in t.downs.iter_mut() {
+            if d.state != DownState::Open {
+                continue;
+            }
+            match d.rewrite(pkt, outcome.keyframe || !codec.needs_keyframe()) {
+                Ok(packet) => {
+                    outcome.forwarded += 1;
+                    out.push(Outgoing {
+                        subscriber: d.subscriber,
+                        sender: d.sender,
+                        packet,
+                    });
+                }
+                Err(DropReason::WaitingForKeyframe) => outcome.waiting_for_keyframe += 1,
+                Err(reason) => {
+                    outcome.dropped += 1;
+                    outcome.last_drop = Some(reason);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Keyframe requests due now (deferred by the throttle or re-asked): (publisher, receiver,
+    /// media SSRC) for each.
+    pub fn due_keyframe_requests(&mut self, now: Instant) -> Vec<(PeerKey, RTCRtpReceiverId, u32)> {
+        let mut due = Vec::new();
+        for t in self.tracks.values_mut() {
+            if t.keyframes.poll(now) {
+                due.push((t.publisher, t.receiver, t.media_ssrc));
+            }
+        }
+        due
+    }
+
+    /// The earliest keyframe-request deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.tracks
+            .values()
+            .filter_map(|t| t.keyframes.next_deadline())
+            .min()
+    }
+
+    /// Asks for a keyframe on `key`; returns what to send now, if anything.
+    pub fn request_keyframe(&mut self, key: TrackKey, now: Instant) -> Option<(PeerKey, RTCRtpReceiverId, u32)> {
+        let t = self.tracks.get_mut(&key)?;
+        if t.kind != TrackKind::Video {
+            return None;
+        }
+        t.keyframes
+            .request(now)
+            .then_some((t.publisher, t.receiver, t.media_ssrc))
+    }
+}

@@ -1,0 +1,133 @@
+//! Sequence-number and timestamp continuity for one subscriber leg.
+//!
+//! A subscriber sees one RTP stream per down track whose sequence numbers and timestamps advance
+//! without jumps, even when forwarding starts mid-stream (after a keyframe), when the publisher
+//! restarts its stream with a new SSRC, or when the forwarder drops a packet on purpose.
+//! Pure: no clock, no I/O.
+
+/// The per-leg rewriting state.
+#[derive(Debug, Clone)]
+pub struct Munger {
+    state: Option<Started>,
+    /// First sequence number handed out (random, as RFC 3550 asks).
+    initial_seq: u16,
+    /// First timestamp handed out.
+    initial_ts: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    in_ssrc: u32,
+    seq_offset: u16,
+    ts_offset: u32,
+    /// Highest input sequence number seen (in wrapping order).
+    highest_in_seq: u16,
+    last_out_seq: u16,
+    last_out_ts: u32,
+}
+
+/// Whether `a` comes after `b` in RFC 1982 serial-number order.
+fn seq_after(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
+}
+
+impl Munger {
+    /// A munger whose output starts at the given sequence number and timestamp.
+    pub fn new(initial_seq: u16, initial_ts: u32) -> Self {
+        Self {
+            state: None,
+            initial_seq,
+            initial_ts,
+        }
+    }
+
+    /// Whether a packet has been forwarded yet.
+    pub fn started(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// Maps an input (ssrc, sequence number, timestamp) to the output pair. A new input SSRC
+    /// (publisher restart) is spliced on so the output continues from where it was.
+    pub fn rewrite(&mut self, in_ssrc: u32, in_seq: u16, in_ts: u32) -> (u16, u32) {
+        let st = match &mut self.state {
+            Some(st) if st.in_ssrc == in_ssrc => st,
+            prev => {
+                let (next_seq, next_ts) = match prev {
+                    // Continue one packet and one (nominal 20 ms at 90 kHz) frame later.
+                    Some(p) => (p.last_out_seq.wrapping_add(1), p.last_out_ts.wrapping_add(1)),
+                    None => (self.initial_seq, self.initial_ts),
+                };
+                *prev = Some(Started {
+                    in_ssrc,
+                    seq_offset: next_seq.wrapping_sub(in_seq),
+                    ts_offset: next_ts.wrapping_sub(in_ts),
+                    highest_in_seq: in_seq.wrapping_sub(1),
+                    last_out_seq: next_seq.wrapping_sub(1),
+                    last_out_ts: next_ts,
+                });
+                // Just set to Some above.
+                prev.as_mut().expect("state was just initialised")
+            }
+        };
+        let out_seq = in_seq.wrapping_add(st.seq_offset);
+        let out_ts = in_ts.wrapping_add(st.ts_offset);
+        if seq_after(in_seq, st.highest_in_seq) {
+            st.highest_in_seq = in_seq;
+            st.last_out_seq = out_seq;
+            st.last_out_ts = out_ts;
+        }
+        (out_seq, out_ts)
+    }
+
+    /// The forwarder dropped this input packet on purpose. If it is the next in order, the
+    /// output closes the gap so the subscriber does not see (and NACK) a hole.
+    pub fn skip(&mut self, in_ssrc: u32, in_seq: u16) {
+        if let Some(st) = &mut self.state {
+            if st.in_ssrc == in_ssrc && in_seq == st.highest_in_seq.wrapping_add(1) {
+                st.highest_in_seq = in_seq;
+                st.seq_offset = st.seq_offset.wrapping_sub(1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_starts_at_initial_values_and_keeps_spacing() {
+        let mut m = Munger::new(1000, 5000);
+        assert_eq!(m.rewrite(7, 40000, 900_000), (1000, 5000));
+        assert_eq!(m.rewrite(7, 40001, 903_000), (1001, 8000));
+        // Reordered packet maps into the same space, behind.
+        assert_eq!(m.rewrite(7, 39999, 897_000), (999, 2000));
+    }
+
+    #[test]
+    fn sequence_wraps_around() {
+        let mut m = Munger::new(65535, 0);
+        assert_eq!(m.rewrite(1, 10, 0).0, 65535);
+        assert_eq!(m.rewrite(1, 11, 0).0, 0);
+        assert_eq!(m.rewrite(1, 12, 0).0, 1);
+    }
+
+    #[test]
+    fn a_skipped_packet_leaves_no_hole() {
+        let mut m = Munger::new(100, 0);
+        m.rewrite(1, 10, 0);
+        m.skip(1, 11);
+        assert_eq!(m.rewrite(1, 12, 0).0, 101);
+    }
+
+    #[test]
+    fn a_new_publisher_ssrc_continues_the_output() {
+        let mut m = Munger::new(100, 1000);
+        m.rewrite(1, 10, 50);
+        m.rewrite(1, 11, 3050);
+        let (seq, ts) = m.rewrite(2, 60000, 123);
+        assert_eq!(seq, 102);
+        assert!(ts.wrapping_sub(4000) < 10, "timestamp continues: {ts}");
+        assert_eq!(m.rewrite(2, 60001, 3123).0, 103);
+    }
+}

@@ -1,0 +1,211 @@
+//! What one negotiated leg can carry, as lookup tables built once at negotiation time so the
+//! per-packet path indexes arrays instead of comparing strings.
+
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters};
+
+use super::codec::Codec;
+
+/// Header extensions the forwarder carries from publisher to subscriber (by URI). Others
+/// (transport-cc, abs-send-time, mid/rid) describe one hop and are not forwarded.
+pub const FORWARDED_EXTENSIONS: [&str; 2] = [
+    "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    "urn:3gpp:video-orientation",
+];
+
+const NO_ENTRY: u8 = u8::MAX;
+
+/// Normalised codec identity for matching a publisher's payload type to a subscriber's.
+fn codec_key(c: &RTCRtpCodecParameters) -> (String, String) {
+    let mime = c.rtp_codec.mime_type.to_ascii_lowercase();
+    let fmtp = c.rtp_codec.sdp_fmtp_line.to_ascii_lowercase();
+    // Parameters that change how a payload is decoded; the rest (e.g. level-asymmetry) do not.
+    let relevant = fmtp
+        .split(';')
+        .map(str::trim)
+        .filter(|kv| {
+            kv.starts_with("packetization-mode")
+                || kv.starts_with("profile-level-id")
+                || kv.starts_with("profile-id")
+                || kv.starts_with("apt")
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    (mime, relevant)
+}
+
+/// Payload types and header extension ids negotiated on one leg.
+#[derive(Clone, Debug)]
+pub struct RtpMap {
+    /// The leg's codecs.
+    codecs: Vec<RTCRtpCodecParameters>,
+    /// Payload type (0..128) → index into `codecs`.
+    pt_index: [u8; 128],
+    /// Extension id (0..256) → index into [`FORWARDED_EXTENSIONS`].
+    ext_index: [u8; 256],
+    /// Index into [`FORWARDED_EXTENSIONS`] → extension id on this leg (0 = not negotiated).
+    ext_id: [u8; FORWARDED_EXTENSIONS.len()],
+}
+
+impl RtpMap {
+    /// Builds the tables from negotiated parameters.
+    pub fn new(
+        codecs: &[RTCRtpCodecParameters],
+        extensions: &[RTCRtpHeaderExtensionParameters],
+    ) -> Self {
+        let mut pt_index = [NO_ENTRY; 128];
+        for (i, c) in codecs.iter().enumerate().take(usize::from(NO_ENTRY)) {
+            if let Some(slot) = pt_index.get_mut(usize::from(c.payload_type)) {
+                *slot = i as u8;
+            }
+        }
+        let mut ext_index = [NO_ENTRY; 256];
+        let mut ext_id = [0u8; FORWARDED_EXTENSIONS.len()];
+        for e in extensions {
+            if let Some(k) = FORWARDED_EXTENSIONS.iter().position(|u| *u == e.uri) {
+                if let Ok(id) = u8::try_from(e.id) {
+                    ext_index[usize::from(id)] = k as u8;
+                    ext_id[k] = id;
+                }
+            }
+        }
+        Self {
+            codecs: codecs.to_vec(),
+            pt_index,
+            ext_index,
+            ext_id,
+        }
+    }
+
+    /// The codec behind a payload type on this leg.
+    pub fn codec(&self, pt: u8) -> Option<&RTCRtpCodecParameters> {
+        let i = *self.pt_index.get(usize::from(pt))?;
+        self.codecs.get(usize::from(i))
+    }
+
+    /// The codec kind behind a payload type (for keyframe detection).
+    pub fn codec_kind(&self, pt: u8) -> Option<Codec> {
+        self.codec(pt).map(|c| Codec::from_mime(&c.rtp_codec.mime_type))
+    }
+
+    /// For each publisher payload type, the subscriber payload type carrying the same codec.
+    pub fn translate_to(&self, sub: &RtpMap) -> Translation {
+        let mut pt = [NO_ENTRY; 128];
+        for c in &self.codecs {
+            let key = codec_key(c);
+            if let Some(s) = sub.codecs.iter().find(|s| codec_key(s) == key) {
+                if let Some(slot) = pt.get_mut(usize::from(c.payload_type)) {
+                    *slot = s.payload_type;
+                }
+            }
+        }
+        let mut ext = [0u8; 256];
+        for (id, &k) in self.ext_index.iter().enumerate() {
+            if k != NO_ENTRY {
+                ext[id] = sub.ext_id[usize::from(k)];
+            }
+        }
+        Translation { pt, ext }
+    }
+}
+
+/// Publisher → subscriber rewriting tables for one down track.
+#[derive(Clone, Debug)]
+pub struct Translation {
+    pt: [u8; 128],
+    ext: [u8; 256],
+}
+
+impl Translation {
+    /// The subscriber payload type for a publisher payload type.
+    pub fn payload_type(&self, pub_pt: u8) -> Option<u8> {
+        self.pt
+            .get(usize::from(pub_pt))
+            .copied()
+            .filter(|&p| p != NO_ENTRY)
+    }
+
+    /// The subscriber extension id for a publisher extension id (`None`: do not forward).
+    pub fn extension_id(&self, pub_id: u8) -> Option<u8> {
+        Some(self.ext[usize::from(pub_id)]).filter(|&id| id != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+
+    fn codec(mime: &str, pt: u8, fmtp: &str) -> RTCRtpCodecParameters {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime.into(),
+                clock_rate: 90000,
+                channels: 0,
+                sdp_fmtp_line: fmtp.into(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: pt,
+        }
+    }
+
+    fn ext(uri: &str, id: u16) -> RTCRtpHeaderExtensionParameters {
+        RTCRtpHeaderExtensionParameters {
+            uri: uri.into(),
+            id,
+            encrypted: false,
+        }
+    }
+
+    #[test]
+    fn payload_types_map_by_codec_not_by_number() {
+        let publisher = RtpMap::new(
+            &[
+                codec("video/VP8", 96, ""),
+                codec(
+                    "video/H264",
+                    102,
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                ),
+            ],
+            &[],
+        );
+        let subscriber = RtpMap::new(
+            &[
+                codec(
+                    "video/h264",
+                    125,
+                    "profile-level-id=42e01f;packetization-mode=1",
+                ),
+                codec("video/vp8", 120, ""),
+            ],
+            &[],
+        );
+        let t = publisher.translate_to(&subscriber);
+        assert_eq!(t.payload_type(96), Some(120));
+        assert_eq!(t.payload_type(102), Some(125));
+        assert_eq!(t.payload_type(97), None);
+        assert_eq!(t.payload_type(200), None);
+    }
+
+    #[test]
+    fn only_forwardable_extensions_are_mapped() {
+        let publisher = RtpMap::new(
+            &[],
+            &[
+                ext("urn:ietf:params:rtp-hdrext:ssrc-audio-level", 1),
+                ext(
+                    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+                    3,
+                ),
+            ],
+        );
+        let subscriber = RtpMap::new(
+            &[],
+            &[ext("urn:ietf:params:rtp-hdrext:ssrc-audio-level", 10)],
+        );
+        let t = publisher.translate_to(&subscriber);
+        assert_eq!(t.extension_id(1), Some(10));
+        assert_eq!(t.extension_id(3), None);
+        assert_eq!(t.extension_id(7), None);
+    }
+}

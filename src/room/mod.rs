@@ -1,0 +1,112 @@
+//! Rooms: membership, negotiation and the per-room task that drives every peer connection of a
+//! room and the forwarding plane between them.
+//!
+//! - [`registry`]: the room directory (`DashMap`, signaling rate only), spawning and reaping.
+//! - [`task`]: the per-room task, the only owner of a room's state.
+//! - [`peer`]: one participant's peer connection and negotiation state.
+//! - [`rtcp_tap`]: lets PLI/FIR/NACK reach the room.
+
+pub mod peer;
+pub mod registry;
+pub mod rtcp_tap;
+pub mod task;
+
+use std::net::SocketAddr;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{IceServer, MediaConfig};
+use crate::ids::{DisplayName, ParticipantId};
+use crate::signal::protocol::{CandidateInit, ErrorCode, ParticipantInfo, ServerMsg};
+use crate::transport::udp::{DemuxHandle, UdpTx};
+
+/// What every room needs from the server.
+#[derive(Clone, Debug)]
+pub struct RoomContext {
+    /// Sender on the shared media socket.
+    pub udp: UdpTx,
+    /// Routing-table handle.
+    pub demux: DemuxHandle,
+    /// Address put in the host candidate.
+    pub advertised: SocketAddr,
+    /// Media settings.
+    pub media: MediaConfig,
+    /// ICE servers for clients.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A join the room accepted.
+#[derive(Debug)]
+pub struct JoinAccepted {
+    /// The other members at the time of joining.
+    pub participants: Vec<ParticipantInfo>,
+}
+
+/// Why a room did not take a join.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The room was closing; the registry retries with a fresh room.
+    #[error("room is closing")]
+    Closing,
+    /// The peer connection could not be created.
+    #[error("could not create the peer connection: {0}")]
+    PeerConnection(String),
+    /// No room could be reached after retries.
+    #[error("room unavailable")]
+    Unavailable,
+}
+
+impl JoinError {
+    /// The wire error code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            JoinError::Closing | JoinError::Unavailable | JoinError::PeerConnection(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+}
+
+/// Commands from signaling sessions to a room task. A session can only name its own
+/// participant id, which the room minted for it.
+#[derive(Debug)]
+pub enum RoomCmd {
+    /// Add a participant.
+    Join {
+        /// Its id.
+        id: ParticipantId,
+        /// Its display name.
+        name: DisplayName,
+        /// Where the room sends its signaling.
+        signal: mpsc::Sender<ServerMsg>,
+        /// The outcome.
+        reply: oneshot::Sender<Result<JoinAccepted, JoinError>>,
+    },
+    /// The client's offer.
+    Offer {
+        /// Who.
+        id: ParticipantId,
+        /// SDP.
+        sdp: String,
+    },
+    /// The client's answer.
+    Answer {
+        /// Who.
+        id: ParticipantId,
+        /// SDP.
+        sdp: String,
+    },
+    /// A trickled candidate (`None`: end of candidates).
+    Candidate {
+        /// Who.
+        id: ParticipantId,
+        /// The candidate.
+        candidate: Option<CandidateInit>,
+    },
+    /// The participant leaves (or its socket closed).
+    Leave {
+        /// Who.
+        id: ParticipantId,
+    },
+}

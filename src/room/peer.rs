@@ -1,0 +1,354 @@
+//! One participant's peer connection on the sans-IO `rtc` core, plus the negotiation state the
+//! core does not keep for us: the server offer in flight, batched changes, and which side made
+//! the first offer. No sockets here: datagrams come in as values, writes are drained by the room.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::interceptor::{Registry, Slot};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
+};
+use rtc::rtp_transceiver::{
+    RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::sync::mpsc;
+
+use super::rtcp_tap::RtcpTap;
+use crate::ids::{random_alnum, DisplayName, ParticipantId, PeerKey, TrackId};
+use crate::media::forwarder::TrackKey;
+use crate::media::track::{RtpMap, FORWARDED_EXTENSIONS};
+use crate::signal::protocol::{ServerMsg, TrackKind};
+
+/// Errors from one peer connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerError {
+    /// The `rtc` core refused an operation.
+    #[error("webrtc: {0}")]
+    Rtc(#[from] rtc::shared::error::Error),
+    /// The SDP could not be parsed or applied.
+    #[error("bad sdp: {0}")]
+    BadSdp(rtc::shared::error::Error),
+    /// An answer arrived with no offer outstanding.
+    #[error("no server offer is outstanding")]
+    UnexpectedAnswer,
+}
+
+/// One participant: identity, its peer connection, negotiation and track bookkeeping.
+pub struct Peer {
+    /// Room-local key (the demux tags datagrams with it).
+    pub key: PeerKey,
+    /// Public id.
+    pub id: ParticipantId,
+    /// Display name.
+    pub name: DisplayName,
+    /// The ICE ufrag the server minted for this peer (its demux key).
+    pub ufrag: String,
+    /// Outbound signaling (to the WebSocket session).
+    pub signal: mpsc::Sender<ServerMsg>,
+    /// When `join` was processed.
+    pub joined_at: Instant,
+    pc: RTCPeerConnection,
+    local_addr: SocketAddr,
+
+    /// A server offer with this generation, sent at that time, awaits the answer.
+    pub offer_in_flight: Option<(u64, Instant)>,
+    next_generation: u64,
+    /// Changes wait for the next server offer.
+    pub needs_offer: bool,
+    /// The client has made its first offer (the server never makes the first offer).
+    pub client_negotiated: bool,
+
+    /// Published tracks by the receiver's track id (as the core reports RTP).
+    pub published: HashMap<String, TrackKey>,
+    /// Receivers already turned into published tracks (`OnTrack` repeats after renegotiation).
+    pub seen_receivers: HashSet<RTCRtpReceiverId>,
+    /// Down tracks on this peer by the SSRC the peer sees (to route its PLI/FIR).
+    pub down_by_ssrc: HashMap<u32, TrackKey>,
+
+    /// Current connection state.
+    pub state: RTCPeerConnectionState,
+    /// Since when the connection has been disconnected.
+    pub disconnected_since: Option<Instant>,
+    /// Latest remote address datagrams came from.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
+    let mut me = MediaEngine::default();
+    me.register_default_codecs()?;
+    for uri in FORWARDED_EXTENSIONS {
+        let kind = if uri.contains("audio-level") {
+            RtpCodecKind::Audio
+        } else {
+            RtpCodecKind::Video
+        };
+        me.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+            kind,
+            None,
+        )?;
+    }
+    // Application-ward of the default chain, so NACK/report interceptors act first.
+    let registry = Registry::new().with(Slot::from(14_000), RtcpTap::default());
+    let registry = register_default_interceptors(registry, &mut me)?;
+    Ok((me, registry))
+}
+
+impl Peer {
+    /// Builds the peer connection: ICE-lite with a server-minted ufrag, the shared socket's
+    /// address as the only (host) candidate, no mDNS, and the DTLS server role when answering so
+    /// the server picks the SRTP profile (AES-GCM when offered).
+    pub fn new(
+        key: PeerKey,
+        id: ParticipantId,
+        name: DisplayName,
+        signal: mpsc::Sender<ServerMsg>,
+        local_addr: SocketAddr,
+        advertised: SocketAddr,
+        now: Instant,
+    ) -> Result<Self, PeerError> {
+        let ufrag = random_alnum(16);
+        let pwd = random_alnum(32);
+        let settings = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), pwd)
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .with_srtp_protection_profiles(vec![
+                SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            ])
+            .build();
+        let (me, registry) = media_engine()?;
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(settings)
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .build(now)?;
+        let host = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: advertised.ip().to_string(),
+                port: advertised.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
+        // End of gathering: the host candidate is all there is.
+        pc.add_local_candidate(RTCIceCandidateInit::default())?;
+        Ok(Self {
+            key,
+            id,
+            name,
+            ufrag,
+            signal,
+            joined_at: now,
+            pc,
+            local_addr,
+            offer_in_flight: None,
+            next_generation: 1,
+            needs_offer: false,
+            client_negotiated: false,
+            published: HashMap::new(),
+            seen_receivers: HashSet::new(),
+            down_by_ssrc: HashMap::new(),
+            state: RTCPeerConnectionState::New,
+            disconnected_since: None,
+            remote_addr: None,
+        })
+    }
+
+    /// The peer connection, for draining `poll_*`.
+    pub fn pc(&mut self) -> &mut RTCPeerConnection {
+        &mut self.pc
+    }
+
+    /// Feeds one datagram from the shared socket.
+    pub fn handle_datagram(&mut self, from: SocketAddr, data: BytesMut, now: Instant) -> Result<(), PeerError> {
+        self.remote_addr = Some(from);
+        self.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: data,
+        })?;
+        Ok(())
+    }
+
+    /// Applies the client's offer and returns the server's answer SDP.
+    pub fn apply_offer(&mut self, sdp: String, now: Instant) -> Result<String, PeerError> {
+        let offer = RTCSessionDescription::offer(sdp).map_err(PeerError::BadSdp)?;
+        self.pc
+            .set_remote_description(now, offer)
+            .map_err(PeerError::BadSdp)?;
+        let answer = self.pc.create_answer(None)?;
+        self.pc.set_local_description(now, answer)?;
+        self.client_negotiated = true;
+        let local = self
+            .pc
+            .local_description()
+            .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
+        Ok(local.sdp)
+    }
+
+    /// Creates and applies a server offer; returns its generation and SDP.
+    pub fn create_offer(&mut self, now: Instant) -> Result<(u64, String), PeerError> {
+        let offer = self.pc.create_offer(None)?;
+        self.pc.set_local_description(now, offer)?;
+        let sdp = self
+            .pc
+            .local_description()
+            .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?
+            .sdp;
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.offer_in_flight = Some((generation, now));
+        self.needs_offer = false;
+        Ok((generation, sdp))
+    }
+
+    /// Applies the client's answer to the outstanding server offer; returns that offer's
+    /// generation.
+    pub fn apply_answer(&mut self, sdp: String, now: Instant) -> Result<u64, PeerError> {
+        let Some((generation, _)) = self.offer_in_flight else {
+            return Err(PeerError::UnexpectedAnswer);
+        };
+        let answer = RTCSessionDescription::answer(sdp).map_err(PeerError::BadSdp)?;
+        self.pc
+            .set_remote_description(now, answer)
+            .map_err(PeerError::BadSdp)?;
+        self.offer_in_flight = None;
+        Ok(generation)
+    }
+
+    /// Adds a trickled remote candidate.
+    pub fn add_remote_candidate(&mut self, init: RTCIceCandidateInit) -> Result<(), PeerError> {
+        self.pc.add_remote_candidate(init)?;
+        Ok(())
+    }
+
+    /// Adds a send-only leg for another participant's track; returns its sender and SSRC.
+    /// The track's `msid` is (publisher id, track id) so the browser can tell whose it is.
+    pub fn add_down_track(
+        &mut self,
+        publisher: &ParticipantId,
+        track_id: &TrackId,
+        kind: TrackKind,
+        codec: RTCRtpCodec,
+    ) -> Result<(RTCRtpSenderId, u32), PeerError> {
+        let ssrc: u32 = rand::random();
+        let rtp_kind = match kind {
+            TrackKind::Audio => RtpCodecKind::Audio,
+            TrackKind::Video => RtpCodecKind::Video,
+        };
+        let track = MediaStreamTrack::new(
+            publisher.as_str().to_owned(),
+            track_id.as_str().to_owned(),
+            format!("{publisher}/{track_id}"),
+            rtp_kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        let transceiver = self.pc.add_transceiver_from_track(
+            track,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )?;
+        self.needs_offer = true;
+        Ok((RTCRtpSenderId::from(transceiver), ssrc))
+    }
+
+    /// Removes a leg (its m-line becomes inactive in the next offer).
+    pub fn remove_down_track(&mut self, sender: RTCRtpSenderId, ssrc: u32) {
+        self.down_by_ssrc.remove(&ssrc);
+        if let Err(e) = self.pc.remove_track(sender) {
+            tracing::debug!(%e, "remove_track failed");
+        }
+        self.needs_offer = true;
+    }
+
+    /// The negotiated tables of one of this peer's senders.
+    pub fn sender_rtp_map(&mut self, sender: RTCRtpSenderId) -> Option<RtpMap> {
+        let mut s = self.pc.rtp_sender(sender)?;
+        let p = s.get_parameters();
+        Some(RtpMap::new(
+            &p.rtp_parameters.codecs,
+            &p.rtp_parameters.header_extensions,
+        ))
+    }
+
+    /// The negotiated tables of one of this peer's receivers.
+    pub fn receiver_rtp_map(&mut self, receiver: RTCRtpReceiverId) -> Option<RtpMap> {
+        let mut r = self.pc.rtp_receiver(receiver)?;
+        let p = r.get_parameters();
+        Some(RtpMap::new(
+            &p.rtp_parameters.codecs,
+            &p.rtp_parameters.header_extensions,
+        ))
+    }
+
+    /// Asks this peer (a publisher) for a keyframe on one of its tracks.
+    pub fn send_pli(&mut self, receiver: RTCRtpReceiverId, media_ssrc: u32, now: Instant) {
+        let Some(mut r) = self.pc.rtp_receiver(receiver) else {
+            return;
+        };
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        if let Err(e) = r.write_rtcp(now, vec![Box::new(pli)]) {
+            tracing::debug!(%e, "PLI write failed");
+        }
+    }
+
+    /// Sends a signaling message; `false` when the session cannot take it (gone or too slow),
+    /// in which case the room removes the participant.
+    pub fn send(&self, msg: ServerMsg) -> bool {
+        self.signal.try_send(msg).is_ok()
+    }
+
+    /// Closes the peer connection.
+    pub fn close(&mut self) {
+        if let Err(e) = self.pc.close() {
+            tracing::debug!(%e, "close failed");
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The signaling wire format (see `docs/protocol.md`): JSON objects tagged by `type`. Pure: no
+//! I/O, no room state. Parsing never panics; every failure maps to an [`ErrorCode`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::IceServer;
+use crate::ids::{ParticipantId, TrackId};
+
+/// A trickled ICE candidate, as the browser's `RTCIceCandidateInit` (snake_case field names).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CandidateInit {
+    /// The `candidate:` attribute line.
+    pub candidate: String,
+    /// The media section's mid.
+    #[serde(default)]
+    pub sdp_mid: Option<String>,
+    /// The media section's index.
+    #[serde(default)]
+    pub sdp_m_line_index: Option<u16>,
+    /// The ICE ufrag the candidate belongs to.
+    #[serde(default)]
+    pub username_fragment: Option<String>,
+}
+
+/// Messages a client sends.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ClientMsg {
+    /// Join a room; first message on a socket.
+    Join {
+        /// Room name.
+        room: String,
+        /// Display name.
+        name: String,
+        /// Access token (deployments with auth).
+        #[serde(default)]
+        token: Option<String>,
+    },
+    /// The client's offer.
+    Offer {
+        /// Session description.
+        sdp: String,
+    },
+    /// The client's answer to a server offer.
+    Answer {
+        /// Session description.
+        sdp: String,
+    },
+    /// A trickled candidate; `null` means end of candidates.
+    Candidate {
+        /// The candidate.
+        candidate: Option<CandidateInit>,
+    },
+    /// Leave the room.
+    Leave,
+    /// Liveness probe.
+    Ping,
+}
+
+/// The kind of a track.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackKind {
+    /// Audio.
+    Audio,
+    /// Video.
+    Video,
+}
+
+impl TrackKind {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackKind::Audio => "audio",
+            TrackKind::Video => "video",
+        }
+    }
+}
+
+/// A published track, as other participants see it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TrackInfo {
+    /// Track id (the `msid` track id of the forwarded track).
+    pub track_id: TrackId,
+    /// Audio or video.
+    pub kind: TrackKind,
+}
+
+/// A room member, as other participants see it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ParticipantInfo {
+    /// Participant id (the `msid` stream id of its tracks).
+    pub id: ParticipantId,
+    /// Display name.
+    pub name: String,
+    /// Its published tracks.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// Messages the server sends.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ServerMsg {
+    /// Join accepted.
+    Joined {
+        /// The new participant's id.
+        participant_id: ParticipantId,
+        /// Room name.
+        room: String,
+        /// The other members.
+        participants: Vec<ParticipantInfo>,
+        /// ICE servers for the client's RTCPeerConnection.
+        ice_servers: Vec<IceServer>,
+    },
+    /// A server offer.
+    Offer {
+        /// Session description.
+        sdp: String,
+    },
+    /// The server's answer to a client offer.
+    Answer {
+        /// Session description.
+        sdp: String,
+    },
+    /// A server candidate.
+    Candidate {
+        /// The candidate.
+        candidate: CandidateInit,
+    },
+    /// Someone joined.
+    ParticipantJoined {
+        /// Who.
+        participant: ParticipantInfo,
+    },
+    /// Someone left.
+    ParticipantLeft {
+        /// Who.
+        participant_id: ParticipantId,
+    },
+    /// A member's track became available.
+    TrackPublished {
+        /// Publisher.
+        participant_id: ParticipantId,
+        /// Track id.
+        track_id: TrackId,
+        /// Audio or video.
+        kind: TrackKind,
+    },
+    /// A member's track ended.
+    TrackUnpublished {
+        /// Publisher.
+        participant_id: ParticipantId,
+        /// Track id.
+        track_id: TrackId,
+    },
+    /// Something went wrong.
+    Error {
+        /// Machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// Reply to `ping`.
+    Pong,
+    /// The server is shutting down.
+    GoingAway {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ServerMsg {
+    /// An error message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The `type` tag, for metrics labels.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerMsg::Joined { .. } => "joined",
+            ServerMsg::Offer { .. } => "offer",
+            ServerMsg::Answer { .. } => "answer",
+            ServerMsg::Candidate { .. } => "candidate",
+            ServerMsg::ParticipantJoined { .. } => "participant-joined",
+            ServerMsg::ParticipantLeft { .. } => "participant-left",
+            ServerMsg::TrackPublished { .. } => "track-published",
+            ServerMsg::TrackUnpublished { .. } => "track-unpublished",
+            ServerMsg::Error { .. } => "error",
+            ServerMsg::Pong => "pong",
+            ServerMsg::GoingAway { .. } => "going-away",
+        }
+    }
+}
+
+/// Machine-readable error codes (`docs/protocol.md` lists when each is sent).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Not JSON, not an object, binary, or missing/invalid fields.
+    BadMessage,
+    /// A `type` the server does not know.
+    UnknownType,
+    /// A frame over the size limit.
+    MessageTooLarge,
+    /// A session message before `join`.
+    NotJoined,
+    /// A second `join`.
+    AlreadyJoined,
+    /// Room name fails validation.
+    InvalidRoom,
+    /// Display name fails validation.
+    InvalidName,
+    /// SDP that cannot be parsed or applied.
+    BadSdp,
+    /// An answer with no server offer outstanding.
+    UnexpectedAnswer,
+    /// A client offer while a server offer is outstanding (the server wins).
+    OfferCollision,
+    /// A bad ICE candidate.
+    BadCandidate,
+    /// The room is at capacity.
+    RoomFull,
+    /// The server is at capacity or draining.
+    ServerFull,
+    /// Missing or invalid credentials.
+    Unauthorized,
+    /// No answer to a server offer in time.
+    NegotiationTimeout,
+    /// The participant was removed (connection failed, replaced, room closed).
+    Removed,
+    /// A server fault.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire name, also used as a metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::BadSdp => "bad_sdp",
+            ErrorCode::UnexpectedAnswer => "unexpected_answer",
+            ErrorCode::OfferCollision => "offer_collision",
+            ErrorCode::BadCandidate => "bad_candidate",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::ServerFull => "server_full",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NegotiationTimeout => "negotiation_timeout",
+            ErrorCode::Removed => "removed",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+const KNOWN_TYPES: &[&str] = &["join", "offer", "answer", "candidate", "leave", "ping"];
+
+/// Parses one text frame into a [`ClientMsg`], telling a bad message from an unknown type.
+pub fn parse_client_msg(text: &str) -> Result<ClientMsg, (ErrorCode, String)> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| (ErrorCode::BadMessage, format!("invalid JSON: {e}")))?;
+    let Some(ty) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
+        return Err((
+            ErrorCode::BadMessage,
+            "expected a JSON object with a string \"type\"".into(),
+        ));
+    };
+    if !KNOWN_TYPES.contains(&ty.as_str()) {
+        let shown: String = ty.chars().take(40).collect();
+        return Err((
+            ErrorCode::UnknownType,
+            format!("unknown message type {shown:?}"),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| (ErrorCode::BadMessage, format!("invalid {ty} message: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_join() {
+        let m = parse_client_msg(r#"{"type":"join","room":"r","name":"n"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMsg::Join {
+                room: "r".into(),
+                name: "n".into(),
+                token: None
+            }
+        );
+    }
+
+    #[test]
+    fn parses_end_of_candidates() {
+        let m = parse_client_msg(r#"{"type":"candidate","candidate":null}"#).unwrap();
+        assert_eq!(m, ClientMsg::Candidate { candidate: None });
+    }
+
+    #[test]
+    fn distinguishes_bad_json_unknown_type_and_bad_fields() {
+        assert_eq!(parse_client_msg("{nope").unwrap_err().0, ErrorCode::BadMessage);
+        assert_eq!(parse_client_msg("[1,2]").unwrap_err().0, ErrorCode::BadMessage);
+        assert_eq!(
+            parse_client_msg(r#"{"type":"dance"}"#).unwrap_err().0,
+            ErrorCode::UnknownType
+        );
+        assert_eq!(
+            parse_client_msg(r#"{"type":"offer"}"#).unwrap_err().0,
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            parse_client_msg(r#"{"type":"offer","sdp":5}"#).unwrap_err().0,
+            ErrorCode::BadMessage
+        );
+    }
+
+    #[test]
+    fn server_messages_use_kebab_types_and_snake_fields() {
+        let s = serde_json::to_string(&ServerMsg::ParticipantLeft {
+            participant_id: ParticipantId::mint(),
+        })
+        .unwrap();
+        assert!(s.contains(r#""type":"participant-left""#), "{s}");
+        assert!(s.contains(r#""participant_id""#), "{s}");
+        let e = serde_json::to_string(&ServerMsg::error(ErrorCode::BadSdp, "x")).unwrap();
+        assert_eq!(e, r#"{"type":"error","code":"bad_sdp","message":"x"}"#);
+    }
+}

@@ -1,0 +1,249 @@
+//! One signaling WebSocket: parses client messages, enforces the protocol's rules (join first,
+//! size limit, own session only), forwards session commands to the participant's room and
+//! relays the room's messages back. Generic over the socket halves so tests can drive it with
+//! channels.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, Instrument};
+
+use super::protocol::{parse_client_msg, ClientMsg, ErrorCode, ServerMsg};
+use crate::config::IceServer;
+use crate::ids::{DisplayName, ParticipantId, RoomName};
+use crate::room::registry::{RoomHandle, Rooms};
+use crate::room::RoomCmd;
+use crate::telemetry::METRICS;
+
+/// Messages the room may queue for one session before the participant counts as stuck.
+const SIGNAL_QUEUE: usize = 256;
+/// A client that sends nothing (not even `ping`) for this long is disconnected.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every session needs.
+pub struct SessionContext {
+    /// The room directory.
+    pub rooms: Arc<Rooms>,
+    /// ICE servers handed out in `joined`.
+    pub ice_servers: Vec<IceServer>,
+    /// Largest accepted text message.
+    pub max_message_bytes: usize,
+    /// Cancelled when the server drains.
+    pub shutdown: CancellationToken,
+}
+
+struct Joined {
+    id: ParticipantId,
+    room: RoomHandle,
+    signal_rx: mpsc::Receiver<ServerMsg>,
+}
+
+enum Flow {
+    Continue,
+    Close(&'static str),
+}
+
+/// Runs one session until either side closes.
+pub async fn run<S, R>(mut tx: S, mut rx: R, ctx: Arc<SessionContext>)
+where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    METRICS.ws_connections.inc();
+    let mut joined: Option<Joined> = None;
+    let mut span = info_span!("session", participant = tracing::field::Empty);
+    let close_reason: &'static str = loop {
+        let recv_signal = async {
+            match joined.as_mut() {
+                Some(j) => j.signal_rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => {
+                let _ = send(&mut tx, &ServerMsg::GoingAway { reason: "server shutting down".into() }).await;
+                break "server shutting down";
+            }
+            msg = recv_signal => match msg {
+                Some(m) => {
+                    let fatal = matches!(&m, ServerMsg::Error { code: ErrorCode::Removed | ErrorCode::NegotiationTimeout | ErrorCode::Internal, .. });
+                    if send(&mut tx, &m).await.is_err() { break "send failed"; }
+                    if fatal { break "removed from room"; }
+                }
+                None => {
+                    // The room dropped us (removed, or the room closed).
+                    let _ = send(&mut tx, &ServerMsg::error(ErrorCode::Removed, "removed from the room")).await;
+                    break "removed from room";
+                }
+            },
+            incoming = tokio::time::timeout(IDLE_TIMEOUT, rx.next()) => {
+                let frame = match incoming {
+                    Err(_) => break "idle timeout",
+                    Ok(None) | Ok(Some(Err(_))) => break "connection closed",
+                    Ok(Some(Ok(f))) => f,
+                };
+                let text = match frame {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => {
+                        reply_error(&mut tx, ErrorCode::BadMessage, "binary frames are not part of the protocol").await;
+                        continue;
+                    }
+                    Message::Close(_) => break "client closed",
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                if text.len() > ctx.max_message_bytes {
+                    reply_error(&mut tx, ErrorCode::MessageTooLarge, &format!("message of {} bytes exceeds the {} byte limit", text.len(), ctx.max_message_bytes)).await;
+                    continue;
+                }
+                let msg = match parse_client_msg(text.as_str()) {
+                    Ok(m) => m,
+                    Err((code, message)) => {
+                        reply_error(&mut tx, code, &message).await;
+                        continue;
+                    }
+                };
+                match handle(&mut tx, &ctx, &mut joined, msg).instrument(span.clone()).await {
+                    Flow::Continue => {
+                        if let Some(j) = &joined {
+                            if span.is_disabled() || span.metadata().is_some() {
+                                span.record("participant", tracing::field::display(&j.id));
+                            }
+                        }
+                    }
+                    Flow::Close(reason) => break reason,
+                }
+            }
+        }
+    };
+    if let Some(j) = joined.take() {
+        let _ = j.room.cmds.send(RoomCmd::Leave { id: j.id }).await;
+    }
+    let _ = tx
+        .send(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: close_reason.into(),
+        })))
+        .await;
+    debug!(parent: &span, reason = close_reason, "session ended");
+    span = tracing::Span::none();
+    drop(span);
+    METRICS.ws_connections.dec();
+}
+
+async fn send<S: Sink<Message> + Unpin>(tx: &mut S, msg: &ServerMsg) -> Result<(), ()> {
+    let text = serde_json::to_string(msg).map_err(|_| ())?;
+    tx.send(Message::Text(text.into())).await.map_err(|_| ())
+}
+
+async fn reply_error<S: Sink<Message> + Unpin>(tx: &mut S, code: ErrorCode, message: &str) {
+    METRICS.signaling_error(code);
+    let _ = send(tx, &ServerMsg::error(code, message)).await;
+}
+
+fn type_name(m: &ClientMsg) -> &'static str {
+    match m {
+        ClientMsg::Join { .. } => "join",
+        ClientMsg::Offer { .. } => "offer",
+        ClientMsg::Answer { .. } => "answer",
+        ClientMsg::Candidate { .. } => "candidate",
+        ClientMsg::Leave => "leave",
+        ClientMsg::Ping => "ping",
+    }
+}
+
+async fn handle<S: Sink<Message> + Unpin>(
+    tx: &mut S,
+    ctx: &SessionContext,
+    joined: &mut Option<Joined>,
+    msg: ClientMsg,
+) -> Flow {
+    METRICS
+        .signaling_messages
+        .with_label_values(&[type_name(&msg)])
+        .inc();
+    let cmd = match (msg, joined.as_ref()) {
+        (ClientMsg::Ping, _) => {
+            let _ = send(tx, &ServerMsg::Pong).await;
+            return Flow::Continue;
+        }
+        (ClientMsg::Join { .. }, Some(_)) => {
+            reply_error(tx, ErrorCode::AlreadyJoined, "this socket has already joined a room").await;
+            return Flow::Continue;
+        }
+        (ClientMsg::Join { room, name, .. }, None) => {
+            return join(tx, ctx, joined, &room, &name).await;
+        }
+        (_, None) => {
+            reply_error(tx, ErrorCode::NotJoined, "send join first").await;
+            return Flow::Continue;
+        }
+        (ClientMsg::Offer { sdp }, Some(j)) => RoomCmd::Offer { id: j.id.clone(), sdp },
+        (ClientMsg::Answer { sdp }, Some(j)) => RoomCmd::Answer { id: j.id.clone(), sdp },
+        (ClientMsg::Candidate { candidate }, Some(j)) => RoomCmd::Candidate {
+            id: j.id.clone(),
+            candidate,
+        },
+        (ClientMsg::Leave, Some(_)) => return Flow::Close("left"),
+    };
+    let Some(j) = joined.as_ref() else {
+        return Flow::Continue;
+    };
+    if j.room.cmds.send(cmd).await.is_err() {
+        let _ = send(tx, &ServerMsg::error(ErrorCode::Removed, "the room is gone")).await;
+        return Flow::Close("room gone");
+    }
+    Flow::Continue
+}
+
+async fn join<S: Sink<Message> + Unpin>(
+    tx: &mut S,
+    ctx: &SessionContext,
+    joined: &mut Option<Joined>,
+    room: &str,
+    name: &str,
+) -> Flow {
+    let started = Instant::now();
+    if ctx.shutdown.is_cancelled() {
+        reply_error(tx, ErrorCode::ServerFull, "the server is shutting down").await;
+        return Flow::Close("draining");
+    }
+    let Some(room_name) = RoomName::parse(room) else {
+        reply_error(tx, ErrorCode::InvalidRoom, "room must be 1-64 characters of A-Z a-z 0-9 _ . -").await;
+        return Flow::Continue;
+    };
+    let Some(display) = DisplayName::parse(name) else {
+        reply_error(tx, ErrorCode::InvalidName, "name must be 1-64 characters without control characters").await;
+        return Flow::Continue;
+    };
+    let id = ParticipantId::mint();
+    let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
+    match ctx.rooms.join(&room_name, id.clone(), display, signal_tx).await {
+        Ok((handle, accepted)) => {
+            let msg = ServerMsg::Joined {
+                participant_id: id.clone(),
+                room: room_name.to_string(),
+                participants: accepted.participants,
+                ice_servers: ctx.ice_servers.clone(),
+            };
+            if send(tx, &msg).await.is_err() {
+                let _ = handle.cmds.send(RoomCmd::Leave { id }).await;
+                return Flow::Close("send failed");
+            }
+            METRICS.join_duration.observe(started.elapsed().as_secs_f64());
+            *joined = Some(Joined {
+                id,
+                room: handle,
+                signal_rx,
+            });
+            Flow::Continue
+        }
+        Err(e) => {
+            reply_error(tx, e.code(), &e.to_string()).await;
+            Flow::Continue
+        }
+    }
+}

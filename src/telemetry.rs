@@ -1,0 +1,281 @@
+//! Logging setup and the Prometheus metrics. Every handle is resolved once (no label lookups on
+//! the packet path); labels are bounded enums, never room or participant ids, so cardinality
+//! stays fixed however many rooms run.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::config::LogFormat;
+use crate::media::DropReason;
+use crate::signal::protocol::{ErrorCode, TrackKind};
+
+/// Initialises `tracing`: `RUST_LOG` wins over `level`.
+pub fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Per-direction, per-kind counter pair.
+pub struct DirKind {
+    /// `direction="in"`.
+    pub in_: [IntCounter; 2],
+    /// `direction="out"`.
+    pub out: [IntCounter; 2],
+}
+
+impl DirKind {
+    fn new(vec: &IntCounterVec) -> Self {
+        let h = |d: &str, k: TrackKind| vec.with_label_values(&[d, k.as_str()]);
+        Self {
+            in_: [h("in", TrackKind::Audio), h("in", TrackKind::Video)],
+            out: [h("out", TrackKind::Audio), h("out", TrackKind::Video)],
+        }
+    }
+}
+
+/// Index of a kind in the `[audio, video]` arrays.
+pub fn kind_index(kind: TrackKind) -> usize {
+    match kind {
+        TrackKind::Audio => 0,
+        TrackKind::Video => 1,
+    }
+}
+
+/// Peer connection states, as the `state` label.
+pub const PC_STATES: [&str; 6] = [
+    "new",
+    "connecting",
+    "connected",
+    "disconnected",
+    "failed",
+    "closed",
+];
+
+/// All of Confab's metrics.
+pub struct Metrics {
+    /// Registry `/metrics` renders.
+    pub registry: Registry,
+    /// Open rooms.
+    pub rooms: IntGauge,
+    /// Joined participants.
+    pub participants: IntGauge,
+    /// Published tracks by kind.
+    pub tracks: [IntGauge; 2],
+    /// Peer connections by state (index into [`PC_STATES`]).
+    pub peer_connections: Vec<IntGauge>,
+    /// RTP packets by direction and kind.
+    pub rtp_packets: DirKind,
+    /// RTP payload bytes by direction and kind.
+    pub rtp_bytes: DirKind,
+    /// PLIs received from subscribers (`in`) and sent to publishers (`out`).
+    pub pli_in: IntCounter,
+    /// See `pli_in`.
+    pub pli_out: IntCounter,
+    /// NACKs received from subscribers (`in`).
+    pub nack_in: IntCounter,
+    /// Datagram read → rewritten packets handed to the socket.
+    pub forward_latency: Histogram,
+    /// Drops by reason (indexed like [`DropReason::ALL`]).
+    pub drops: Vec<IntCounter>,
+    /// Signaling messages received, by type.
+    pub signaling_messages: IntCounterVec,
+    /// Signaling errors sent, by code.
+    pub signaling_errors: IntCounterVec,
+    /// Open WebSocket connections.
+    pub ws_connections: IntGauge,
+    /// `join` received → `joined` sent.
+    pub join_duration: Histogram,
+    /// UDP datagrams received on the media port.
+    pub udp_rx_datagrams: IntCounter,
+    /// UDP datagrams sent on the media port.
+    pub udp_tx_datagrams: IntCounter,
+    /// Room tasks that panicked (contained).
+    pub room_panics: IntCounter,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        // Registration of these static definitions cannot fail except by a programming error
+        // (a duplicate name), which the unit test below catches.
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m;
+                registry
+                    .register(Box::new(m.clone()))
+                    .expect("metric definitions are unique");
+                m
+            }};
+        }
+        let gauge = |n: &str, h: &str| IntGauge::new(n, h).expect("valid metric");
+        let counter = |n: &str, h: &str| IntCounter::new(n, h).expect("valid metric");
+        let counter_vec = |n: &str, h: &str, l: &[&str]| {
+            IntCounterVec::new(Opts::new(n, h), l).expect("valid metric")
+        };
+
+        let tracks_vec = reg!(IntGaugeVec::new(
+            Opts::new("confab_tracks", "Published tracks by kind"),
+            &["kind"]
+        )
+        .expect("valid metric"));
+        let pc_vec = reg!(IntGaugeVec::new(
+            Opts::new("confab_peer_connections", "Peer connections by state"),
+            &["state"]
+        )
+        .expect("valid metric"));
+        let pkts = reg!(counter_vec(
+            "confab_rtp_packets_total",
+            "RTP packets by direction (in: from publishers, out: to subscribers) and kind",
+            &["direction", "kind"]
+        ));
+        let bytes = reg!(counter_vec(
+            "confab_rtp_bytes_total",
+            "RTP payload bytes by direction and kind",
+            &["direction", "kind"]
+        ));
+        let pli = reg!(counter_vec(
+            "confab_rtcp_pli_total",
+            "Keyframe requests: in = PLI/FIR from subscribers, out = PLI sent to publishers",
+            &["direction"]
+        ));
+        let nack = reg!(counter_vec(
+            "confab_rtcp_nack_total",
+            "NACK packets received from subscribers (in)",
+            &["direction"]
+        ));
+        let drops_vec = reg!(counter_vec(
+            "confab_forward_drops_total",
+            "Packets or datagrams not forwarded, by reason",
+            &["reason"]
+        ));
+        let build_info = reg!(IntGaugeVec::new(
+            Opts::new("confab_build_info", "Build information"),
+            &["version"]
+        )
+        .expect("valid metric"));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            // Standard `process_*` metrics (CPU seconds, resident memory, open fds).
+            let _ = registry.register(Box::new(pc));
+        }
+
+        Self {
+            rooms: reg!(gauge("confab_rooms", "Open rooms")),
+            participants: reg!(gauge("confab_participants", "Joined participants")),
+            tracks: [
+                tracks_vec.with_label_values(&["audio"]),
+                tracks_vec.with_label_values(&["video"]),
+            ],
+            peer_connections: PC_STATES
+                .iter()
+                .map(|s| pc_vec.with_label_values(&[s]))
+                .collect(),
+            rtp_packets: DirKind::new(&pkts),
+            rtp_bytes: DirKind::new(&bytes),
+            pli_in: pli.with_label_values(&["in"]),
+            pli_out: pli.with_label_values(&["out"]),
+            nack_in: nack.with_label_values(&["in"]),
+            forward_latency: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "confab_forward_latency_seconds",
+                    "Datagram read to rewritten packets handed to the socket"
+                )
+                .buckets(vec![
+                    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                    0.01, 0.025, 0.05
+                ])
+            )
+            .expect("valid metric")),
+            drops: DropReason::ALL
+                .iter()
+                .map(|r| drops_vec.with_label_values(&[r.as_str()]))
+                .collect(),
+            signaling_messages: reg!(counter_vec(
+                "confab_signaling_messages_total",
+                "Signaling messages received, by type",
+                &["type"]
+            )),
+            signaling_errors: reg!(counter_vec(
+                "confab_signaling_errors_total",
+                "Signaling error replies sent, by code",
+                &["code"]
+            )),
+            ws_connections: reg!(gauge("confab_ws_connections", "Open signaling WebSockets")),
+            join_duration: reg!(Histogram::with_opts(
+                HistogramOpts::new("confab_join_duration_seconds", "join received to joined sent")
+                    .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid"))
+            )
+            .expect("valid metric")),
+            udp_rx_datagrams: reg!(counter(
+                "confab_udp_rx_datagrams_total",
+                "Datagrams received on the media port"
+            )),
+            udp_tx_datagrams: reg!(counter(
+                "confab_udp_tx_datagrams_total",
+                "Datagrams sent on the media port"
+            )),
+            room_panics: reg!(counter(
+                "confab_room_panics_total",
+                "Room tasks that panicked and were closed"
+            )),
+            registry,
+        }
+    }
+
+    /// Counts a drop.
+    pub fn count_drop(&self, reason: DropReason, n: u64) {
+        if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
+            self.drops[i].inc_by(n);
+        }
+    }
+
+    /// Counts an error reply.
+    pub fn signaling_error(&self, code: ErrorCode) {
+        self.signaling_errors.with_label_values(&[code.as_str()]).inc();
+    }
+
+    /// Renders the text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(%e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_register_and_render_with_prefix() {
+        METRICS.rooms.set(0);
+        METRICS.count_drop(DropReason::InboxFull, 1);
+        let text = METRICS.render();
+        assert!(text.contains("confab_rooms"), "{text}");
+        assert!(text.contains("confab_forward_drops_total{reason=\"inbox_full\"}"));
+        assert!(text.contains("confab_build_info"));
+    }
+}

@@ -1,0 +1,207 @@
+//! The only socket code: the shared UDP media port. One receive task reads datagrams in
+//! budgeted batches, routes each through the [`Demuxer`] and hands it to its room's bounded
+//! inbox with `try_send` (a slow room drops its own datagrams, never stalls the others).
+//! Rooms send through [`UdpTx`] without blocking.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::demux::{Demuxer, Unrouted};
+use crate::ids::PeerKey;
+use crate::media::DropReason;
+use crate::telemetry::METRICS;
+
+/// Largest datagram accepted (above any sane MTU); longer ones are truncated and dropped.
+const MAX_DATAGRAM: usize = 2048;
+/// Datagrams handled per wake-up before yielding (fairness with the control channel).
+const RECV_BUDGET: usize = 64;
+
+/// One datagram for a room.
+#[derive(Debug)]
+pub struct Datagram {
+    /// The peer connection it belongs to.
+    pub peer: PeerKey,
+    /// Source address.
+    pub from: SocketAddr,
+    /// Bytes.
+    pub data: BytesMut,
+    /// When it was read (forward latency is measured from here).
+    pub at: Instant,
+}
+
+/// A room's datagram queue.
+pub type RoomInbox = mpsc::Sender<Datagram>;
+
+/// Where a ufrag's datagrams go.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// The room's inbox.
+    pub inbox: RoomInbox,
+    /// The peer inside the room.
+    pub peer: PeerKey,
+}
+
+/// Changes to the routing table, sent by rooms.
+#[derive(Debug)]
+pub enum DemuxCmd {
+    /// Route this ufrag.
+    Register(String, Route),
+    /// Stop routing this ufrag (and forget its addresses).
+    Unregister(String),
+}
+
+/// Handle rooms use to register peers with the receive task.
+#[derive(Clone, Debug)]
+pub struct DemuxHandle {
+    tx: mpsc::UnboundedSender<DemuxCmd>,
+}
+
+impl DemuxHandle {
+    /// Routes `ufrag` to `route`. Takes effect before any later-read datagram is routed.
+    pub fn register(&self, ufrag: String, route: Route) {
+        // The receiver only goes away at shutdown, when nothing needs routing any more.
+        let _ = self.tx.send(DemuxCmd::Register(ufrag, route));
+    }
+
+    /// Stops routing `ufrag`.
+    pub fn unregister(&self, ufrag: String) {
+        let _ = self.tx.send(DemuxCmd::Unregister(ufrag));
+    }
+}
+
+/// Non-blocking sender on the shared socket.
+#[derive(Clone, Debug)]
+pub struct UdpTx {
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+}
+
+impl UdpTx {
+    /// The socket's local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sends one datagram now or drops it (counted) when the socket buffer is full.
+    pub fn send(&self, to: SocketAddr, buf: &[u8]) {
+        match self.socket.try_send_to(buf, to) {
+            Ok(_) => METRICS.udp_tx_datagrams.inc(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                METRICS.count_drop(DropReason::SocketFull, 1)
+            }
+            Err(e) => tracing::debug!(%e, %to, "udp send failed"),
+        }
+    }
+}
+
+/// The bound media port.
+pub struct UdpTransport {
+    /// Sender for rooms.
+    pub tx: UdpTx,
+    /// Routing-table handle for rooms.
+    pub demux: DemuxHandle,
+    receiver: Option<(Arc<UdpSocket>, mpsc::UnboundedReceiver<DemuxCmd>)>,
+}
+
+impl UdpTransport {
+    /// Binds the media port.
+    pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        let local = socket.local_addr()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Self {
+            tx: UdpTx {
+                socket: socket.clone(),
+                local,
+            },
+            demux: DemuxHandle { tx },
+            receiver: Some((socket, rx)),
+        })
+    }
+
+    /// Spawns the receive task; it ends when `shutdown` is cancelled.
+    pub fn spawn_receiver(&mut self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let (socket, ctrl) = self
+            .receiver
+            .take()
+            .expect("spawn_receiver is called once, by the server at start");
+        tokio::spawn(receive_loop(socket, ctrl, shutdown))
+    }
+}
+
+fn apply(demux: &mut Demuxer<Route>, cmd: DemuxCmd) {
+    match cmd {
+        DemuxCmd::Register(ufrag, route) => demux.register(ufrag, route),
+        DemuxCmd::Unregister(ufrag) => demux.unregister(&ufrag),
+    }
+}
+
+async fn receive_loop(
+    socket: Arc<UdpSocket>,
+    mut ctrl: mpsc::UnboundedReceiver<DemuxCmd>,
+    shutdown: CancellationToken,
+) {
+    let mut demux: Demuxer<Route> = Demuxer::default();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            cmd = ctrl.recv() => match cmd {
+                Some(cmd) => apply(&mut demux, cmd),
+                None => return,
+            },
+            ready = socket.readable() => {
+                if let Err(e) = ready {
+                    tracing::error!(%e, "media socket failed");
+                    return;
+                }
+                // Registrations sent before a datagram arrived must apply before routing it.
+                while let Ok(cmd) = ctrl.try_recv() {
+                    apply(&mut demux, cmd);
+                }
+                for _ in 0..RECV_BUDGET {
+                    match socket.try_recv_from(&mut buf) {
+                        Ok((n, from)) => route_one(&mut demux, &buf[..n], from),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        // ICMP errors (port unreachable) surface here on Linux: not fatal.
+                        Err(e) => tracing::trace!(%e, "udp recv error"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn route_one(demux: &mut Demuxer<Route>, data: &[u8], from: SocketAddr) {
+    METRICS.udp_rx_datagrams.inc();
+    if data.len() >= MAX_DATAGRAM || data.is_empty() {
+        METRICS.count_drop(DropReason::BadDatagram, 1);
+        return;
+    }
+    let route = match demux.route(from, data) {
+        Ok(r) => r,
+        Err(Unrouted::UnknownUfrag | Unrouted::UnknownAddress) => {
+            METRICS.count_drop(DropReason::UnknownPeer, 1);
+            return;
+        }
+    };
+    let dgram = Datagram {
+        peer: route.peer,
+        from,
+        data: BytesMut::from(data),
+        at: Instant::now(),
+    };
+    match route.inbox.try_send(dgram) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => METRICS.count_drop(DropReason::InboxFull, 1),
+        Err(mpsc::error::TrySendError::Closed(_)) => METRICS.count_drop(DropReason::UnknownPeer, 1),
+    }
+}
