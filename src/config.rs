@@ -114,6 +114,10 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
+/// Confab at `info`; the WebRTC stack's own chatter (state changes per connection) at `warn`.
+pub const DEFAULT_LOG_LEVEL: &str =
+    "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_srtp=warn,rtc_sctp=warn,rtc_interceptor=warn,webrtc=warn";
+
 /// Logging.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -127,7 +131,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            level: "info".into(),
+            level: DEFAULT_LOG_LEVEL.into(),
             format: LogFormat::Text,
         }
     }
@@ -164,11 +168,12 @@ impl Config {
             Some(p) => fig = fig.merge(Toml::file_exact(p)),
             None => fig = fig.merge(Toml::file("config/confab.toml")),
         }
+        // Only sectioned variables (`CONFAB_<SECTION>__<KEY>`) belong to this schema; other
+        // `CONFAB_*` variables (e.g. CONFAB_CONFIG, CONFAB_API_KEY) are read elsewhere.
         fig = fig.merge(
             Env::prefixed("CONFAB_")
-                .split("__")
-                // Flat secrets belong to later features (auth); keep them out of this schema.
-                .ignore(&["api_key", "api_secret", "bin"]),
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
         );
         let cfg: Config = fig.extract().map_err(Box::new)?;
         cfg.validate()?;

@@ -19,7 +19,7 @@ fn codec_key(c: &RTCRtpCodecParameters) -> (String, String) {
     let mime = c.rtp_codec.mime_type.to_ascii_lowercase();
     let fmtp = c.rtp_codec.sdp_fmtp_line.to_ascii_lowercase();
     // Parameters that change how a payload is decoded; the rest (e.g. level-asymmetry) do not.
-    let relevant = fmtp
+    let mut relevant: Vec<&str> = fmtp
         .split(';')
         .map(str::trim)
         .filter(|kv| {
@@ -28,9 +28,9 @@ fn codec_key(c: &RTCRtpCodecParameters) -> (String, String) {
                 || kv.starts_with("profile-id")
                 || kv.starts_with("apt")
         })
-        .collect::<Vec<_>>()
-        .join(";");
-    (mime, relevant)
+        .collect();
+    relevant.sort_unstable();
+    (mime, relevant.join(";"))
 }
 
 /// Payload types and header extension ids negotiated on one leg.

@@ -1,0 +1,404 @@
+// @ts-check
+/**
+ * Confab UI: join form, tile grid, mute/camera/leave buttons and a connection indicator.
+ * All signaling and WebRTC lives in `confab.js`; this file only renders its events.
+ *
+ * URL parameters: `?room=NAME&name=YOU` joins at once (no click); `&token=...` is passed on.
+ * For tests, `window.confab = {session, state}` exposes the live Session (e.g. `session.pc`)
+ * and a plain snapshot of what the UI shows.
+ */
+import { Session } from './confab.js';
+
+/**
+ * @typedef {object} AppState
+ * @property {string} connectionState  the Session's state ('idle' before joining)
+ * @property {string} mediaState       the RTCPeerConnection's connectionState
+ * @property {string | null} participantId
+ * @property {string | null} room
+ * @property {string | null} name
+ * @property {boolean} receiveOnly     true when camera/microphone could not be opened
+ * @property {Record<string, {id: string, name: string}>} participants  remote members shown
+ * @property {{type: string, at: number, detail?: unknown}[]} events  recent session events
+ * @property {{code: string, message: string, fatal: boolean}[]} errors
+ */
+
+/** @type {AppState} */
+const state = {
+  connectionState: 'idle',
+  mediaState: 'new',
+  participantId: null,
+  room: null,
+  name: null,
+  receiveOnly: false,
+  participants: {},
+  events: [],
+  errors: [],
+};
+
+/** @type {{session: Session | null, state: AppState}} */
+const exposed = { session: null, state };
+/** @type {any} */ (window).confab = exposed;
+
+/** @type {MediaStream | null} */
+let localStream = null;
+
+const STATUS_TEXT = /** @type {Record<string, string>} */ ({
+  idle: 'Not connected',
+  connecting: 'Connecting…',
+  connected: 'Connected',
+  reconnecting: 'Reconnecting…',
+  disconnected: 'Disconnected',
+  failed: 'Connection failed',
+});
+
+// ------------------------------------------------------------------ DOM helpers
+
+/**
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @param {new () => T} type
+ * @returns {T}
+ */
+function el(id, type) {
+  const node = document.getElementById(id);
+  if (!(node instanceof type)) throw new Error(`#${id} missing from index.html`);
+  return node;
+}
+
+const ui = {
+  joinView: el('join-view', HTMLElement),
+  joinForm: el('join-form', HTMLFormElement),
+  joinRoom: el('join-room', HTMLInputElement),
+  joinName: el('join-name', HTMLInputElement),
+  joinError: el('join-error', HTMLElement),
+  callView: el('call-view', HTMLElement),
+  roomLabel: el('room-label', HTMLElement),
+  status: el('status', HTMLElement),
+  statusText: el('status-text', HTMLElement),
+  notice: el('notice', HTMLElement),
+  tiles: el('tiles', HTMLElement),
+  btnMic: el('btn-mic', HTMLButtonElement),
+  btnCam: el('btn-cam', HTMLButtonElement),
+  btnLeave: el('btn-leave', HTMLButtonElement),
+};
+
+/** @param {string | null} text */
+function showNotice(text) {
+  ui.notice.textContent = text ?? '';
+  ui.notice.hidden = !text;
+}
+
+function renderStatus() {
+  const s = state.connectionState;
+  let text = STATUS_TEXT[s] ?? s;
+  if (s === 'connected' && state.mediaState !== 'connected' && state.mediaState !== 'new') {
+    text = `Connected (media ${state.mediaState})`;
+  }
+  ui.status.dataset.state = s;
+  ui.statusText.textContent = text;
+}
+
+/**
+ * Finds or creates the tile of a participant.
+ * @param {string} id  participant id, or 'local'
+ * @param {string} name
+ * @param {boolean} local
+ */
+function ensureTile(id, name, local = false) {
+  let tile = /** @type {HTMLElement | null} */ (ui.tiles.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`));
+  if (!tile) {
+    tile = document.createElement('div');
+    tile.className = local ? 'tile local no-video' : 'tile no-video';
+    tile.dataset.participantId = id;
+    const video = document.createElement('video');
+    video.autoplay = true;
+    video.playsInline = true;
+    video.muted = local; // never play our own microphone back
+    const label = document.createElement('div');
+    label.className = 'label';
+    const badges = document.createElement('div');
+    badges.className = 'badges';
+    tile.append(video, label, badges);
+    if (local) ui.tiles.prepend(tile); else ui.tiles.append(tile);
+  }
+  const labelNode = /** @type {HTMLElement} */ (tile.querySelector('.label'));
+  labelNode.textContent = local ? `${name} (you)` : name;
+  tile.dataset.initial = (name.trim()[0] ?? '?').toUpperCase();
+  return tile;
+}
+
+/** @param {string} id */
+function removeTile(id) {
+  const tile = ui.tiles.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`);
+  if (!tile) return;
+  const video = tile.querySelector('video');
+  if (video) video.srcObject = null;
+  tile.remove();
+}
+
+/** @param {HTMLElement} tile @param {MediaStream} stream */
+function updateVideoPresence(tile, stream) {
+  const live = stream.getVideoTracks().some((t) => t.readyState === 'live' && !t.muted && t.enabled);
+  tile.classList.toggle('no-video', !live);
+}
+
+/**
+ * Plays a remote tile. Browsers may refuse audible autoplay without a user gesture; then we
+ * play muted and unmute on the next click.
+ * @param {HTMLVideoElement} video
+ */
+function playRemote(video) {
+  video.play().catch((e) => {
+    if (!(e instanceof DOMException) || e.name !== 'NotAllowedError') return;
+    video.muted = true;
+    video.play().catch(() => {});
+    showNotice('Click anywhere to turn on sound.');
+    document.addEventListener('click', () => {
+      for (const v of ui.tiles.querySelectorAll('.tile:not(.local) video')) {
+        /** @type {HTMLVideoElement} */ (v).muted = false;
+      }
+      showNotice(null);
+    }, { once: true });
+  });
+}
+
+function syncParticipants() {
+  const session = exposed.session;
+  state.participants = {};
+  if (!session) return;
+  for (const p of session.participants.values()) state.participants[p.id] = { id: p.id, name: p.name };
+}
+
+/** @param {string} type @param {unknown} [detail] */
+function logEvent(type, detail) {
+  state.events.push({ type, at: Date.now(), detail });
+  if (state.events.length > 200) state.events.splice(0, state.events.length - 200);
+}
+
+// ------------------------------------------------------------------ call lifecycle
+
+/** @param {string} room @param {string} name @param {string | null} token */
+async function startCall(room, name, token) {
+  state.room = room;
+  state.name = name;
+  ui.joinView.hidden = true;
+  ui.callView.hidden = false;
+  ui.roomLabel.hidden = false;
+  ui.roomLabel.textContent = `Room ${room}`;
+  document.title = `${room} · Confab`;
+  showNotice(null);
+
+  try {
+    localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    state.receiveOnly = false;
+  } catch (e) {
+    localStream = null;
+    state.receiveOnly = true;
+    const why = e instanceof DOMException ? e.name : String(e);
+    showNotice(`Camera and microphone are unavailable (${why}). You joined receive-only.`);
+  }
+  ui.btnMic.disabled = !localStream?.getAudioTracks().length;
+  ui.btnCam.disabled = !localStream?.getVideoTracks().length;
+  setPressed(ui.btnMic, false, 'Mute', 'Unmute');
+  setPressed(ui.btnCam, false, 'Camera off', 'Camera on');
+
+  if (localStream) {
+    const tile = ensureTile('local', name, true);
+    const video = /** @type {HTMLVideoElement} */ (tile.querySelector('video'));
+    video.srcObject = localStream;
+    updateVideoPresence(tile, localStream);
+    video.play().catch(() => {});
+  }
+
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const session = new Session({
+    url: `${scheme}://${location.host}/ws`,
+    room,
+    name,
+    ...(token ? { token } : {}),
+  });
+  exposed.session = session;
+  wireSession(session);
+  if (localStream) await session.publish(localStream);
+  try {
+    await session.join();
+  } catch (e) {
+    // Refused for good (bad room/name, auth, full) or left before joining: back to the form.
+    if (exposed.session !== session) return;
+    const detail = /** @type {any} */ (e);
+    endCall(detail.code === 'left' ? null : `Could not join: ${detail.message ?? e}`);
+  }
+}
+
+/** @param {Session} session */
+function wireSession(session) {
+  /**
+   * @template T
+   * @param {string} type
+   * @param {(detail: T) => void} fn
+   */
+  const on = (type, fn) => session.addEventListener(type, (ev) => {
+    if (exposed.session !== session) return;
+    const detail = /** @type {CustomEvent<T>} */ (ev).detail;
+    logEvent(type, summarize(detail));
+    fn(detail);
+  });
+
+  on('connection-state', (/** @type {import('./confab.js').ConnectionStateDetail} */ d) => {
+    state.connectionState = d.state;
+    if (d.state !== 'connected') state.mediaState = 'new';
+    renderStatus();
+  });
+  on('media-state', (/** @type {import('./confab.js').MediaStateDetail} */ d) => {
+    state.mediaState = d.state;
+    renderStatus();
+  });
+  on('joined', (/** @type {import('./confab.js').JoinedDetail} */ d) => {
+    state.participantId = d.participantId;
+    if (ui.notice.textContent?.startsWith('The server')) showNotice(null);
+    syncParticipants();
+  });
+  on('participant-joined', (/** @type {import('./confab.js').ParticipantJoinedDetail} */ d) => {
+    ensureTile(d.participant.id, d.participant.name);
+    syncParticipants();
+  });
+  on('participant-left', (/** @type {import('./confab.js').ParticipantLeftDetail} */ d) => {
+    removeTile(d.participantId);
+    syncParticipants();
+  });
+  on('track', (/** @type {import('./confab.js').TrackDetail} */ d) => {
+    const p = session.participants.get(d.participantId);
+    const tile = ensureTile(d.participantId, p?.name ?? d.participantId);
+    const video = /** @type {HTMLVideoElement} */ (tile.querySelector('video'));
+    if (video.srcObject !== d.stream) video.srcObject = d.stream;
+    updateVideoPresence(tile, d.stream);
+    playRemote(video);
+  });
+  const refresh = (/** @type {import('./confab.js').TrackDetail} */ d) => {
+    const tile = /** @type {HTMLElement | null} */ (ui.tiles.querySelector(`.tile[data-participant-id="${CSS.escape(d.participantId)}"]`));
+    if (tile) updateVideoPresence(tile, d.stream);
+  };
+  on('track-ended', refresh);
+  on('track-muted', refresh);
+  on('track-unmuted', refresh);
+  on('error', (/** @type {import('./confab.js').ErrorDetail} */ d) => {
+    state.errors.push(d);
+    if (state.errors.length > 50) state.errors.shift();
+    console.warn(`confab: ${d.code}: ${d.message}`);
+  });
+  on('going-away', (/** @type {import('./confab.js').GoingAwayDetail} */ d) => {
+    showNotice(`The server is restarting${d.reason ? ` (${d.reason})` : ''}; reconnecting…`);
+  });
+}
+
+/**
+ * Makes a short, serialisable summary of an event detail for `state.events`.
+ * @param {any} d
+ */
+function summarize(d) {
+  if (!d || typeof d !== 'object') return d;
+  /** @type {Record<string, unknown>} */
+  const out = {};
+  for (const [k, v] of Object.entries(d)) {
+    if (v instanceof MediaStreamTrack) out[k] = `${v.kind}:${v.id}`;
+    else if (v instanceof MediaStream) out[k] = `stream:${v.id}`;
+    else if (typeof v !== 'object' || v === null) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * Stops the call and shows the join form again.
+ * @param {string | null} message
+ */
+function endCall(message) {
+  const session = exposed.session;
+  exposed.session = null;
+  session?.leave();
+  for (const t of localStream?.getTracks() ?? []) t.stop();
+  localStream = null;
+  ui.tiles.replaceChildren();
+  state.participants = {};
+  state.participantId = null;
+  state.connectionState = message ? 'failed' : 'disconnected';
+  state.mediaState = 'new';
+  renderStatus();
+  ui.callView.hidden = true;
+  ui.joinView.hidden = false;
+  ui.roomLabel.hidden = true;
+  document.title = 'Confab';
+  ui.joinRoom.value = state.room ?? '';
+  ui.joinName.value = state.name ?? '';
+  ui.joinError.textContent = message ?? 'You left the room.';
+  ui.joinError.hidden = false;
+  // A reload should show the form, not silently re-join.
+  const params = new URLSearchParams(location.search);
+  params.delete('name');
+  params.delete('token');
+  history.replaceState(null, '', `${location.pathname}${params.size ? `?${params}` : ''}`);
+}
+
+/**
+ * @param {HTMLButtonElement} button
+ * @param {boolean} pressed
+ * @param {string} offLabel  label while not pressed
+ * @param {string} onLabel   label while pressed
+ */
+function setPressed(button, pressed, offLabel, onLabel) {
+  button.setAttribute('aria-pressed', String(pressed));
+  button.textContent = pressed ? onLabel : offLabel;
+}
+
+// ------------------------------------------------------------------ wiring
+
+ui.btnMic.addEventListener('click', () => {
+  const session = exposed.session;
+  if (!session) return;
+  const enable = !session.micEnabled;
+  session.setMicEnabled(enable);
+  setPressed(ui.btnMic, !enable, 'Mute', 'Unmute');
+});
+
+ui.btnCam.addEventListener('click', () => {
+  const session = exposed.session;
+  if (!session) return;
+  const enable = !session.cameraEnabled;
+  session.setCameraEnabled(enable);
+  setPressed(ui.btnCam, !enable, 'Camera off', 'Camera on');
+  const tile = /** @type {HTMLElement | null} */ (ui.tiles.querySelector('.tile.local'));
+  if (tile && localStream) updateVideoPresence(tile, localStream);
+});
+
+ui.btnLeave.addEventListener('click', () => endCall(null));
+
+ui.joinForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const room = ui.joinRoom.value.trim();
+  const name = ui.joinName.value.trim();
+  if (!room || !name) return;
+  ui.joinError.hidden = true;
+  const params = new URLSearchParams({ room, name });
+  history.pushState(null, '', `${location.pathname}?${params}`);
+  startCall(room, name, null);
+});
+
+// Leaving the page leaves the room, so the others drop our tile at once.
+window.addEventListener('pagehide', () => exposed.session?.leave());
+
+function main() {
+  renderStatus();
+  const params = new URLSearchParams(location.search);
+  const room = params.get('room')?.trim() ?? '';
+  const name = params.get('name')?.trim() ?? '';
+  const token = params.get('token');
+  if (room && name) {
+    startCall(room, name, token);
+  } else {
+    ui.joinRoom.value = room;
+    ui.joinName.value = name;
+    ui.joinView.hidden = false;
+    (room ? ui.joinName : ui.joinRoom).focus();
+  }
+}
+
+main();

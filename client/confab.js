@@ -1,0 +1,891 @@
+// @ts-check
+/**
+ * Confab browser SDK: one signaling WebSocket and exactly one RTCPeerConnection per session.
+ *
+ * This module touches no DOM, so any UI (or a test) can drive it. It speaks the protocol in
+ * `docs/protocol.md`:
+ * - The browser is the *polite* peer in perfect negotiation. A server `offer` always wins: if we
+ *   have an offer of our own outstanding, `setRemoteDescription` rolls it back implicitly, we
+ *   answer, and `negotiationneeded` fires again so we re-offer.
+ * - Remote ICE candidates are queued until a remote description is set.
+ * - A ping every 10 s; 30 s without any server frame means the socket is dead.
+ * - If the socket drops (not after `leave()`), the session closes its PeerConnection, reports
+ *   `reconnecting`, and re-joins with jittered backoff, re-publishing the same local stream.
+ *   The server hands out a new participant id on every join.
+ *
+ * Events (all `CustomEvent`s; see the typedefs below for each `detail`):
+ * `joined`, `participant-joined`, `participant-left`, `track-published`, `track-unpublished`,
+ * `track`, `track-ended`, `track-muted`, `track-unmuted`, `connection-state`, `media-state`,
+ * `error`, `going-away`.
+ */
+
+/**
+ * @typedef {{track_id: string, kind: 'audio' | 'video'}} WireTrack
+ * @typedef {{id: string, name: string, tracks: WireTrack[]}} WireParticipant
+ * @typedef {{urls: string | string[], username?: string, credential?: string}} WireIceServer
+ * @typedef {{candidate: string, sdp_mid?: string | null, sdp_m_line_index?: number | null,
+ *            username_fragment?: string | null}} WireCandidate
+ */
+
+/**
+ * A remote member of the room as this session knows it.
+ * @typedef {object} Participant
+ * @property {string} id            participant id (also the id of the MediaStream we receive)
+ * @property {string} name
+ * @property {WireTrack[]} tracks   tracks the server announced for this participant
+ * @property {MediaStream | null} stream  the stream carrying its received tracks, once one arrived
+ */
+
+/**
+ * @typedef {'idle' | 'connecting' | 'connected' | 'reconnecting' | 'disconnected' | 'failed'} ConnectionState
+ */
+
+/**
+ * Event details.
+ * @typedef {{participantId: string, room: string, participants: Participant[], reconnected: boolean}} JoinedDetail
+ * @typedef {{participant: Participant}} ParticipantJoinedDetail
+ * @typedef {{participantId: string, participant: Participant | undefined}} ParticipantLeftDetail
+ * @typedef {{participantId: string, trackId: string, kind?: string}} TrackPublicationDetail
+ * @typedef {{participantId: string, track: MediaStreamTrack, stream: MediaStream,
+ *            receiver: RTCRtpReceiver}} TrackDetail
+ * @typedef {{state: ConnectionState, previous: ConnectionState}} ConnectionStateDetail
+ * @typedef {{state: RTCPeerConnectionState}} MediaStateDetail
+ * @typedef {{code: string, message: string, fatal: boolean}} ErrorDetail
+ * @typedef {{reason: string}} GoingAwayDetail
+ */
+
+/**
+ * @typedef {object} SessionOptions
+ * @property {string} url        WebSocket URL of the signaling endpoint, e.g. `wss://host/ws`
+ * @property {string} room       room name (1–64 chars of `[A-Za-z0-9_.-]`)
+ * @property {string} name       display name (1–64 chars)
+ * @property {string} [token]    optional auth token for deployments with auth
+ * @property {boolean} [reconnect=true]        re-join automatically when the socket drops
+ * @property {number} [maxReconnectAttempts=Infinity]  consecutive failed attempts before `failed`
+ * @property {number[]} [backoffMs=[500,1000,2000,4000]] reconnect delays; the last one repeats;
+ *           each is jittered by ±50 %
+ * @property {number} [pingIntervalMs=10000]
+ * @property {number} [deadAfterMs=30000]     silence after which the socket is considered dead
+ * @property {number} [joinTimeoutMs=10000]   no `joined` within this time: drop and retry
+ */
+
+/** Error codes after which the server closes the socket and retrying cannot help. */
+const FATAL_CODES = new Set(['room_full', 'server_full', 'unauthorized', 'invalid_room', 'invalid_name']);
+
+/** Error codes after which the server closes the socket but a fresh join may succeed. */
+const CLOSING_CODES = new Set(['negotiation_timeout', 'internal']);
+
+/** Thrown by `join()` when the server refuses the join for good, or when `leave()` was called. */
+export class JoinError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} message
+   */
+  constructor(code, message) {
+    super(message);
+    this.name = 'JoinError';
+    this.code = code;
+  }
+}
+
+export class Session extends EventTarget {
+  /** @type {Required<Omit<SessionOptions, 'token'>> & {token?: string}} */
+  #opts;
+  /** @type {WebSocket | null} */
+  #ws = null;
+  /** @type {RTCPeerConnection | null} */
+  #pc = null;
+  /** @type {ConnectionState} */
+  #state = 'idle';
+  /** @type {string | null} */
+  #participantId = null;
+  /** @type {Map<string, Participant>} */
+  #participants = new Map();
+  /** @type {MediaStream | null} */
+  #localStream = null;
+  /** @type {RTCIceServer[]} */
+  #iceServers = [];
+
+  /** Signaling operations on the PeerConnection run one at a time, in arrival order. */
+  #queue = Promise.resolve();
+  /** Remote candidates that arrived before any remote description. */
+  /** @type {(RTCIceCandidateInit | null)[]} */
+  #pendingCandidates = [];
+
+  /** Which participant each received track belongs to (the track object is reused by Chrome
+   * when the server recycles a transceiver, so this is updated on every `track` event). */
+  /** @type {Map<MediaStreamTrack, {participantId: string, stream: MediaStream, receiver: RTCRtpReceiver}>} */
+  #remoteTracks = new Map();
+
+  #left = false;
+  #everJoined = false;
+  #reconnectAttempt = 0;
+  #reconnects = 0;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  #reconnectTimer = null;
+  /** @type {ReturnType<typeof setInterval> | null} */
+  #pingTimer = null;
+  /** @type {ReturnType<typeof setTimeout> | null} */
+  #joinTimer = null;
+  #lastRx = 0;
+  /** Increments on every socket; callbacks from an older socket are ignored. */
+  #generation = 0;
+
+  /** @type {{resolve: (d: JoinedDetail) => void, reject: (e: Error) => void} | null} */
+  #joinWaiter = null;
+
+  /** @param {SessionOptions} options */
+  constructor(options) {
+    super();
+    if (!options || !options.url || !options.room || !options.name) {
+      throw new TypeError('Session needs {url, room, name}');
+    }
+    this.#opts = {
+      reconnect: true,
+      maxReconnectAttempts: Infinity,
+      backoffMs: [500, 1000, 2000, 4000],
+      pingIntervalMs: 10_000,
+      deadAfterMs: 30_000,
+      joinTimeoutMs: 10_000,
+      ...options,
+    };
+  }
+
+  // ---------------------------------------------------------------- public state
+
+  /** The current RTCPeerConnection (null before `joined` and while reconnecting). */
+  get pc() { return this.#pc; }
+  /** @returns {ConnectionState} */
+  get state() { return this.#state; }
+  /** Our participant id for the current join (changes on every reconnect). */
+  get participantId() { return this.#participantId; }
+  /** The other members of the room, keyed by participant id. Read-only view. */
+  get participants() { return /** @type {ReadonlyMap<string, Participant>} */ (this.#participants); }
+  /** The stream passed to `publish()`, if any. */
+  get localStream() { return this.#localStream; }
+  /** Successful re-joins after a dropped connection. */
+  get reconnects() { return this.#reconnects; }
+  get room() { return this.#opts.room; }
+  get name() { return this.#opts.name; }
+
+  /**
+   * The participant a received track belongs to.
+   * @param {MediaStreamTrack | string} track a track or a track id (as in `inbound-rtp.trackIdentifier`)
+   * @returns {string | undefined}
+   */
+  participantForTrack(track) {
+    for (const [t, info] of this.#remoteTracks) {
+      if (t === track || t.id === track) return info.participantId;
+    }
+    return undefined;
+  }
+
+  /** Every track currently received, with its owner. */
+  remoteTracks() {
+    return [...this.#remoteTracks].map(([track, info]) => ({ track, ...info }));
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /**
+   * Connects and joins the room. Resolves with the first `joined`; if the server is unreachable
+   * it keeps retrying (state `reconnecting`) and resolves once a join succeeds. Rejects with a
+   * `JoinError` if the server refuses the join for good or `leave()` is called first.
+   * @returns {Promise<JoinedDetail>}
+   */
+  join() {
+    if (this.#left) return Promise.reject(new JoinError('left', 'session already left'));
+    if (this.#joinWaiter || this.#everJoined) {
+      return Promise.reject(new JoinError('already_joined', 'join() may be called once'));
+    }
+    const p = new Promise((resolve, reject) => { this.#joinWaiter = { resolve, reject }; });
+    this.#setState('connecting');
+    this.#connect();
+    return /** @type {Promise<JoinedDetail>} */ (p);
+  }
+
+  /**
+   * Publishes the tracks of `stream` (camera and/or microphone). May be called before `join()`
+   * (the tracks are sent once the PeerConnection exists) or later: a track whose kind is already
+   * being sent replaces it without renegotiation, a new kind adds a sendonly transceiver.
+   * The same stream is re-published after every reconnect.
+   * @param {MediaStream} stream
+   */
+  async publish(stream) {
+    this.#localStream = stream;
+    if (this.#pc) this.#attachLocalTracks(this.#pc);
+  }
+
+  /**
+   * Stops sending `track`: the sender keeps its m-line but goes inactive (renegotiates).
+   * @param {MediaStreamTrack} track
+   */
+  async unpublish(track) {
+    this.#localStream?.removeTrack(track);
+    const pc = this.#pc;
+    if (!pc) return;
+    for (const t of pc.getTransceivers()) {
+      if (t.sender.track === track && !isStopped(t)) {
+        await t.sender.replaceTrack(null);
+        t.direction = 'inactive';
+      }
+    }
+  }
+
+  /** Mutes or unmutes the microphone (track.enabled; no renegotiation). @param {boolean} on */
+  setMicEnabled(on) {
+    for (const t of this.#localStream?.getAudioTracks() ?? []) t.enabled = on;
+  }
+
+  /** Turns the camera on or off (track.enabled; sends black frames; no renegotiation). @param {boolean} on */
+  setCameraEnabled(on) {
+    for (const t of this.#localStream?.getVideoTracks() ?? []) t.enabled = on;
+  }
+
+  get micEnabled() {
+    return (this.#localStream?.getAudioTracks() ?? []).some((t) => t.enabled);
+  }
+
+  get cameraEnabled() {
+    return (this.#localStream?.getVideoTracks() ?? []).some((t) => t.enabled);
+  }
+
+  /**
+   * Leaves the room for good: tells the server, closes the socket and the PeerConnection.
+   * Local tracks are not stopped (the caller owns them).
+   */
+  leave() {
+    if (this.#left) return;
+    this.#left = true;
+    if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    const ws = this.#ws;
+    if (ws && ws.readyState === WebSocket.OPEN && this.#participantId) {
+      // Queued frames are flushed before the close frame, so the server sees `leave` first.
+      this.#send({ type: 'leave' });
+    }
+    this.#teardown('left');
+    this.#rejectJoin(new JoinError('left', 'leave() called before joined'));
+    this.#setState('disconnected');
+  }
+
+  // ---------------------------------------------------------------- connection lifecycle
+
+  #connect() {
+    const generation = ++this.#generation;
+    /** @type {WebSocket} */
+    let ws;
+    try {
+      ws = new WebSocket(this.#opts.url);
+    } catch (e) {
+      // A malformed URL can never work.
+      this.#fail('bad_url', String(e));
+      return;
+    }
+    this.#ws = ws;
+    const current = () => generation === this.#generation && !this.#left;
+
+    ws.onopen = () => {
+      if (!current()) return;
+      this.#lastRx = Date.now();
+      /** @type {Record<string, unknown>} */
+      const join = { type: 'join', room: this.#opts.room, name: this.#opts.name };
+      if (this.#opts.token) join.token = this.#opts.token;
+      this.#send(join);
+      this.#startPing();
+      this.#joinTimer = setTimeout(() => {
+        if (current() && !this.#participantId) this.#onSocketLost('join timed out');
+      }, this.#opts.joinTimeoutMs);
+    };
+    ws.onmessage = (ev) => {
+      if (!current()) return;
+      this.#lastRx = Date.now();
+      if (typeof ev.data !== 'string') return;
+      /** @type {any} */
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch { return; }
+      if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return;
+      try {
+        this.#dispatch(msg);
+      } catch (e) {
+        this.#emitError('client', `handling ${msg.type}: ${e}`, false);
+      }
+    };
+    ws.onclose = (ev) => {
+      if (!current()) return;
+      this.#onSocketLost(`socket closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`);
+    };
+    // `error` is always followed by `close`; nothing to do here.
+    ws.onerror = () => {};
+  }
+
+  #startPing() {
+    this.#stopPing();
+    this.#pingTimer = setInterval(() => {
+      if (Date.now() - this.#lastRx > this.#opts.deadAfterMs) {
+        this.#onSocketLost('no server frame for 30 s');
+        return;
+      }
+      this.#send({ type: 'ping' });
+    }, this.#opts.pingIntervalMs);
+  }
+
+  #stopPing() {
+    if (this.#pingTimer) clearInterval(this.#pingTimer);
+    this.#pingTimer = null;
+  }
+
+  /** The socket is gone (closed, dead, or the server ended the session): recover if we may.
+   * @param {string} why */
+  #onSocketLost(why) {
+    if (this.#left) return;
+    this.#teardown(why);
+    if (!this.#opts.reconnect) {
+      this.#left = true;
+      this.#rejectJoin(new JoinError('disconnected', why));
+      this.#setState('disconnected');
+      return;
+    }
+    if (this.#reconnectAttempt >= this.#opts.maxReconnectAttempts) {
+      this.#fail('reconnect_failed', `giving up after ${this.#reconnectAttempt} attempts: ${why}`);
+      return;
+    }
+    const steps = this.#opts.backoffMs;
+    const base = steps[Math.min(this.#reconnectAttempt, steps.length - 1)];
+    const delay = base * (0.5 + Math.random()); // ±50 % jitter
+    this.#reconnectAttempt += 1;
+    this.#setState('reconnecting');
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      if (!this.#left) this.#connect();
+    }, delay);
+  }
+
+  /** Drops the socket, the PeerConnection and everything learned from the server. Emits
+   * `participant-left` for every known member so a UI can rebuild from events alone.
+   * @param {string} why */
+  #teardown(why) {
+    this.#generation += 1; // silence callbacks of the old socket
+    this.#stopPing();
+    if (this.#joinTimer) clearTimeout(this.#joinTimer);
+    this.#joinTimer = null;
+    const ws = this.#ws;
+    this.#ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(1000, why.slice(0, 100)); } catch { /* already closed */ }
+    }
+    this.#closePc();
+    for (const id of [...this.#participants.keys()]) this.#removeParticipant(id);
+    this.#participantId = null;
+  }
+
+  #closePc() {
+    const pc = this.#pc;
+    this.#pc = null;
+    this.#queue = Promise.resolve();
+    this.#pendingCandidates = [];
+    if (!pc) return;
+    pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = pc.onconnectionstatechange = null;
+    pc.close();
+  }
+
+  /** @param {string} code @param {string} message */
+  #fail(code, message) {
+    this.#left = true;
+    this.#teardown(code);
+    this.#emitError(code, message, true);
+    this.#rejectJoin(new JoinError(code, message));
+    this.#setState('failed');
+  }
+
+  /** @param {Error} err */
+  #rejectJoin(err) {
+    const w = this.#joinWaiter;
+    this.#joinWaiter = null;
+    w?.reject(err);
+  }
+
+  // ---------------------------------------------------------------- server messages
+
+  /** @param {any} msg */
+  #dispatch(msg) {
+    switch (msg.type) {
+      case 'joined': return this.#onJoined(msg);
+      case 'offer': return this.#enqueue(() => this.#onServerOffer(String(msg.sdp)));
+      case 'answer': return this.#enqueue(() => this.#onServerAnswer(String(msg.sdp)));
+      case 'candidate': return this.#onServerCandidate(msg.candidate);
+      case 'participant-joined': return this.#onParticipantJoined(msg.participant);
+      case 'participant-left': return this.#removeParticipant(String(msg.participant_id));
+      case 'track-published': return this.#onTrackPublished(msg);
+      case 'track-unpublished': return this.#onTrackUnpublished(msg);
+      case 'error': return this.#onServerError(String(msg.code), String(msg.message ?? ''));
+      case 'going-away':
+        this.#emit('going-away', /** @type {GoingAwayDetail} */ ({ reason: String(msg.reason ?? '') }));
+        return;
+      case 'pong': return;
+      default: return; // newer server, unknown message: ignore
+    }
+  }
+
+  /** @param {any} msg */
+  #onJoined(msg) {
+    if (this.#joinTimer) clearTimeout(this.#joinTimer);
+    this.#joinTimer = null;
+    const reconnected = this.#everJoined;
+    this.#participantId = String(msg.participant_id);
+    this.#iceServers = toIceServers(msg.ice_servers);
+    for (const p of Array.isArray(msg.participants) ? msg.participants : []) {
+      this.#participants.set(String(p.id), toParticipant(p));
+    }
+    this.#createPc();
+    if (reconnected) this.#reconnects += 1;
+    this.#everJoined = true;
+    this.#reconnectAttempt = 0;
+    this.#setState('connected');
+    /** @type {JoinedDetail} */
+    const detail = {
+      participantId: this.#participantId,
+      room: String(msg.room ?? this.#opts.room),
+      participants: [...this.#participants.values()],
+      reconnected,
+    };
+    this.#emit('joined', detail);
+    for (const p of detail.participants) {
+      this.#emit('participant-joined', /** @type {ParticipantJoinedDetail} */ ({ participant: p }));
+    }
+    const w = this.#joinWaiter;
+    this.#joinWaiter = null;
+    w?.resolve(detail);
+  }
+
+  /** @param {any} wire */
+  #onParticipantJoined(wire) {
+    if (!wire || typeof wire.id !== 'string') return;
+    const existing = this.#participants.get(wire.id);
+    const p = toParticipant(wire);
+    if (existing) {
+      // A track may have arrived before the announcement.
+      existing.name = p.name;
+      existing.tracks = p.tracks;
+      return;
+    }
+    this.#participants.set(p.id, p);
+    this.#emit('participant-joined', /** @type {ParticipantJoinedDetail} */ ({ participant: p }));
+  }
+
+  /** @param {string} id */
+  #removeParticipant(id) {
+    const participant = this.#participants.get(id);
+    this.#participants.delete(id);
+    for (const [track, info] of [...this.#remoteTracks]) {
+      if (info.participantId === id) this.#endRemoteTrack(track);
+    }
+    this.#emit('participant-left', /** @type {ParticipantLeftDetail} */ ({ participantId: id, participant }));
+  }
+
+  /** @param {any} msg */
+  #onTrackPublished(msg) {
+    const id = String(msg.participant_id);
+    const p = this.#participants.get(id);
+    const trackId = String(msg.track_id);
+    const kind = msg.kind === 'audio' ? 'audio' : 'video';
+    if (p && !p.tracks.some((t) => t.track_id === trackId)) p.tracks.push({ track_id: trackId, kind });
+    this.#emit('track-published', /** @type {TrackPublicationDetail} */ ({ participantId: id, trackId, kind }));
+  }
+
+  /** @param {any} msg */
+  #onTrackUnpublished(msg) {
+    const id = String(msg.participant_id);
+    const trackId = String(msg.track_id);
+    const p = this.#participants.get(id);
+    if (p) p.tracks = p.tracks.filter((t) => t.track_id !== trackId);
+    this.#emit('track-unpublished', /** @type {TrackPublicationDetail} */ ({ participantId: id, trackId }));
+  }
+
+  /** @param {string} code @param {string} message */
+  #onServerError(code, message) {
+    if (FATAL_CODES.has(code)) {
+      // Before `joined` these refuse the join; the server may or may not close the socket.
+      this.#fail(code, message);
+      return;
+    }
+    if (code === 'offer_collision') {
+      // The server's offer won. It was sent before this error, so it has already rolled our
+      // offer back and been answered; the re-offer is under way (see #onServerOffer).
+      return;
+    }
+    if (code === 'bad_sdp') {
+      // The server could not use our offer (or answer). Roll our offer back so we are not stuck
+      // waiting for an answer; give up on this connection if it keeps happening.
+      this.#emitError(code, message, false);
+      this.#badSdp += 1;
+      if (this.#badSdp > 3) {
+        this.#fail(code, `the server rejected our SDP ${this.#badSdp} times: ${message}`);
+        return;
+      }
+      this.#enqueue(async () => {
+        const pc = this.#pc;
+        if (pc && pc.signalingState === 'have-local-offer') {
+          await pc.setLocalDescription({ type: 'rollback' });
+        }
+      });
+      return;
+    }
+    const closing = CLOSING_CODES.has(code);
+    this.#emitError(code, message, false);
+    if (closing) this.#onSocketLost(`server error ${code}`);
+  }
+
+  // ---------------------------------------------------------------- negotiation
+
+  #createPc() {
+    this.#closePc();
+    const pc = new RTCPeerConnection({
+      iceServers: this.#iceServers,
+      bundlePolicy: 'max-bundle',
+      rtcpMuxPolicy: 'require',
+    });
+    this.#pc = pc;
+    this.#offerWanted = false;
+    this.#ownTransceivers = new Set();
+    this.#badSdp = 0;
+
+    pc.onnegotiationneeded = () => {
+      if (this.#pc !== pc) return;
+      this.#offerWanted = true;
+      this.#enqueue(() => this.#offerIfNeeded());
+    };
+    pc.onicecandidate = (ev) => {
+      if (this.#pc !== pc) return;
+      const c = ev.candidate;
+      // Chrome signals end-of-candidates with `null` (an empty candidate string means the same).
+      this.#send({
+        type: 'candidate',
+        candidate: c && c.candidate
+          ? {
+            candidate: c.candidate,
+            sdp_mid: c.sdpMid,
+            sdp_m_line_index: c.sdpMLineIndex,
+            username_fragment: c.usernameFragment,
+          }
+          : null,
+      });
+    };
+    pc.ontrack = (ev) => this.#onTrack(pc, ev);
+    pc.onconnectionstatechange = () => {
+      if (this.#pc !== pc) return;
+      this.#emit('media-state', /** @type {MediaStateDetail} */ ({ state: pc.connectionState }));
+      if (pc.connectionState === 'failed') {
+        // ICE restarts are not part of the protocol: start over with a fresh join.
+        this.#emitError('media_failed', 'the media connection failed', false);
+        this.#onSocketLost('media connection failed');
+      }
+    };
+    this.#attachLocalTracks(pc);
+  }
+
+  /** Set when `negotiationneeded` fired and no offer of ours has covered it yet. */
+  #offerWanted = false;
+  /** `bad_sdp` errors on the current PeerConnection. */
+  #badSdp = 0;
+
+  /** Transceivers this session created to send its own media (the server's are recvonly).
+   * @type {Set<RTCRtpTransceiver>} */
+  #ownTransceivers = new Set();
+
+  /**
+   * Sends every live track of the local stream: a track already sent is left alone, a track of a
+   * kind we already send replaces the old one (no renegotiation), anything else gets a new
+   * sendonly transceiver (renegotiates via `negotiationneeded`).
+   * @param {RTCPeerConnection} pc
+   */
+  #attachLocalTracks(pc) {
+    const stream = this.#localStream;
+    if (!stream) return;
+    const current = stream.getTracks();
+    const own = [...this.#ownTransceivers].filter((t) => !isStopped(t));
+    for (const track of current) {
+      if (track.readyState === 'ended') continue;
+      if (own.some((t) => t.sender.track === track)) continue;
+      // Reuse a transceiver of the same kind whose track is no longer part of the stream.
+      const reusable = own.find((t) => t.receiver.track.kind === track.kind
+        && !(t.sender.track && current.includes(t.sender.track)));
+      if (reusable) {
+        reusable.sender.replaceTrack(track)
+          .catch((e) => this.#emitError('client', `replaceTrack: ${e}`, false));
+        if (reusable.direction !== 'sendonly') reusable.direction = 'sendonly';
+      } else {
+        this.#ownTransceivers.add(pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] }));
+      }
+    }
+  }
+
+  /**
+   * Runs `fn` after every signaling operation queued before it. Errors are reported, not thrown,
+   * and never stall the queue.
+   * @param {() => Promise<void>} fn
+   */
+  #enqueue(fn) {
+    const pc = this.#pc;
+    this.#queue = this.#queue.then(async () => {
+      if (!pc || this.#pc !== pc) return; // a newer PeerConnection replaced this one
+      try {
+        await fn();
+      } catch (e) {
+        this.#emitError('negotiation', String(e), false);
+      }
+    });
+  }
+
+  async #offerIfNeeded() {
+    const pc = this.#pc;
+    if (!pc || !this.#offerWanted) return;
+    // Not stable: our offer is outstanding (its answer comes next). Once stable again, Chrome
+    // re-fires `negotiationneeded` if a change is still unsent.
+    if (pc.signalingState !== 'stable') return;
+    this.#offerWanted = false;
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription({ type: 'offer', sdp: fixBundleExtmapCollisions(offer.sdp ?? '') });
+    const desc = pc.localDescription;
+    // A server offer handled meanwhile may have rolled this offer back already.
+    const now = /** @type {RTCSignalingState} */ (pc.signalingState);
+    if (this.#pc !== pc || now !== 'have-local-offer' || !desc) return;
+    this.#send({ type: 'offer', sdp: desc.sdp });
+  }
+
+  /** @param {string} sdp */
+  async #onServerOffer(sdp) {
+    const pc = /** @type {RTCPeerConnection} */ (this.#pc);
+    const hadLocalOffer = pc.signalingState === 'have-local-offer';
+    // Polite peer: an outstanding offer of ours is rolled back implicitly.
+    await pc.setRemoteDescription({ type: 'offer', sdp });
+    await this.#flushCandidates(pc);
+    await pc.setLocalDescription();
+    const desc = pc.localDescription;
+    if (this.#pc !== pc || !desc) return;
+    this.#send({ type: 'answer', sdp: desc.sdp });
+    if (hadLocalOffer) {
+      // Our offer was discarded; make sure it is made again even if Chrome does not re-fire
+      // `negotiationneeded` (it normally does once stable).
+      this.#offerWanted = true;
+      this.#enqueue(() => this.#offerIfNeeded());
+    }
+  }
+
+  /** @param {string} sdp */
+  async #onServerAnswer(sdp) {
+    const pc = /** @type {RTCPeerConnection} */ (this.#pc);
+    // An answer to an offer we already rolled back is stale: ignore it.
+    if (pc.signalingState !== 'have-local-offer') return;
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+    await this.#flushCandidates(pc);
+  }
+
+  /** @param {WireCandidate | null | undefined} wire */
+  #onServerCandidate(wire) {
+    /** @type {RTCIceCandidateInit | null} */
+    const init = wire && typeof wire.candidate === 'string'
+      ? {
+        candidate: wire.candidate,
+        sdpMid: wire.sdp_mid ?? null,
+        sdpMLineIndex: wire.sdp_m_line_index ?? null,
+        usernameFragment: wire.username_fragment ?? null,
+      }
+      : null;
+    if (init && init.sdpMid == null && init.sdpMLineIndex == null) init.sdpMLineIndex = 0;
+    this.#pendingCandidates.push(init);
+    this.#enqueue(async () => {
+      const pc = this.#pc;
+      if (pc && pc.remoteDescription) await this.#flushCandidates(pc);
+    });
+  }
+
+  /** @param {RTCPeerConnection} pc */
+  async #flushCandidates(pc) {
+    const list = this.#pendingCandidates;
+    this.#pendingCandidates = [];
+    for (const c of list) {
+      try {
+        if (c) await pc.addIceCandidate(c);
+        else await pc.addIceCandidate();
+      } catch (e) {
+        this.#emitError('candidate', `addIceCandidate: ${e}`, false);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- received media
+
+  /** @param {RTCPeerConnection} pc @param {RTCTrackEvent} ev */
+  #onTrack(pc, ev) {
+    if (this.#pc !== pc) return;
+    const stream = ev.streams[0];
+    if (!stream) return; // the server always sets a stream id (the publisher); ignore others
+    const track = ev.track;
+    const participantId = stream.id;
+    const previous = this.#remoteTracks.get(track);
+    if (previous && previous.participantId !== participantId) {
+      // The server recycled this transceiver for another publisher.
+      this.#endRemoteTrack(track);
+    }
+    this.#remoteTracks.set(track, { participantId, stream, receiver: ev.receiver });
+
+    let participant = this.#participants.get(participantId);
+    if (!participant) {
+      // Media can overtake the announcement; show the member with its id until it comes.
+      participant = { id: participantId, name: participantId, tracks: [], stream: null };
+      this.#participants.set(participantId, participant);
+      this.#emit('participant-joined', /** @type {ParticipantJoinedDetail} */ ({ participant }));
+    }
+    participant.stream = stream;
+
+    const owns = () => this.#remoteTracks.get(track)?.participantId === participantId;
+    stream.onremovetrack = (e) => {
+      // The server made the m-line inactive (unpublished or publisher left).
+      if (this.#remoteTracks.get(e.track)?.stream === stream) this.#endRemoteTrack(e.track);
+    };
+    track.onended = () => { if (owns()) this.#endRemoteTrack(track); };
+    track.onmute = () => {
+      if (owns()) this.#emit('track-muted', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver: ev.receiver }));
+    };
+    track.onunmute = () => {
+      if (owns()) this.#emit('track-unmuted', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver: ev.receiver }));
+    };
+    this.#emit('track', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver: ev.receiver }));
+  }
+
+  /** @param {MediaStreamTrack} track */
+  #endRemoteTrack(track) {
+    const info = this.#remoteTracks.get(track);
+    if (!info) return;
+    this.#remoteTracks.delete(track);
+    this.#emit('track-ended', /** @type {TrackDetail} */ ({ ...info, track }));
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  /** @param {Record<string, unknown>} msg */
+  #send(msg) {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  /** @param {ConnectionState} state */
+  #setState(state) {
+    if (state === this.#state) return;
+    const previous = this.#state;
+    this.#state = state;
+    this.#emit('connection-state', /** @type {ConnectionStateDetail} */ ({ state, previous }));
+  }
+
+  /** @param {string} code @param {string} message @param {boolean} fatal */
+  #emitError(code, message, fatal) {
+    this.#emit('error', /** @type {ErrorDetail} */ ({ code, message, fatal }));
+  }
+
+  /** @param {string} type @param {unknown} detail */
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/** @param {RTCRtpTransceiver} t */
+function isStopped(t) {
+  return t.currentDirection === 'stopped' || t.direction === 'stopped';
+}
+
+/**
+ * Converts the server's `ice_servers` into `RTCIceServer`s, dropping malformed entries.
+ * @param {unknown} list
+ * @returns {RTCIceServer[]}
+ */
+export function toIceServers(list) {
+  if (!Array.isArray(list)) return [];
+  /** @type {RTCIceServer[]} */
+  const out = [];
+  for (const s of /** @type {WireIceServer[]} */ (list)) {
+    if (!s || (typeof s.urls !== 'string' && !Array.isArray(s.urls))) continue;
+    /** @type {RTCIceServer} */
+    const server = { urls: s.urls };
+    if (typeof s.username === 'string') server.username = s.username;
+    if (typeof s.credential === 'string') server.credential = s.credential;
+    out.push(server);
+  }
+  return out;
+}
+
+/**
+ * Makes every `a=extmap` id mean one URI across the whole (bundled) offer.
+ *
+ * Works around a Chromium bug (seen in 156): after an offer of ours is rolled back by a server
+ * offer, the next `createOffer()` keeps the header-extension ids the rolled-back offer gave our
+ * new m-lines, even where the server's m-lines now use that id for another extension; the offer
+ * then fails `setLocalDescription` ("A BUNDLE group contains a codec collision for header
+ * extension id=1"). The first m-line to use an id keeps it (m-lines already negotiated come
+ * first); a later m-line that reuses it for another URI gets the URI's id from elsewhere in the
+ * offer, or an unused one. Returns `sdp` unchanged when there is no collision.
+ * @param {string} sdp
+ * @returns {string}
+ */
+export function fixBundleExtmapCollisions(sdp) {
+  const eol = sdp.includes('\r\n') ? '\r\n' : '\n';
+  const lines = sdp.split(eol);
+  const extmap = /^a=extmap:(\d+)(\/[a-z]+)? (\S+)(.*)$/;
+  /** @type {Set<number>} */
+  const everywhere = new Set();
+  for (const line of lines) {
+    const m = extmap.exec(line);
+    if (m) everywhere.add(Number(m[1]));
+  }
+  const twoByte = lines.includes('a=extmap-allow-mixed');
+  /** @type {Map<number, string>} */
+  const uriOf = new Map();
+  /** @type {Map<string, number>} */
+  const idOf = new Map();
+  /** @type {Set<number>} */
+  let inSection = new Set();
+  let changed = false;
+  const free = () => {
+    const max = twoByte ? 255 : 14;
+    for (let id = 1; id <= max; id++) {
+      if (!uriOf.has(id) && !everywhere.has(id) && !inSection.has(id)) return id;
+    }
+    return null;
+  };
+  const out = lines.map((line) => {
+    if (line.startsWith('m=')) inSection = new Set();
+    const m = extmap.exec(line);
+    if (!m) return line;
+    let id = Number(m[1]);
+    const uri = m[3];
+    const owner = uriOf.get(id);
+    if (owner !== undefined && owner !== uri) {
+      const known = idOf.get(uri);
+      const next = known !== undefined && !inSection.has(known) ? known : free();
+      if (next === null) return line; // nothing free: leave it for Chrome to reject
+      id = next;
+      everywhere.add(id);
+      changed = true;
+    }
+    uriOf.set(id, uri);
+    if (!idOf.has(uri)) idOf.set(uri, id);
+    inSection.add(id);
+    return `a=extmap:${id}${m[2] ?? ''} ${uri}${m[4]}`;
+  });
+  return changed ? out.join(eol) : sdp;
+}
+
+/** @param {any} wire @returns {Participant} */
+function toParticipant(wire) {
+  return {
+    id: String(wire.id),
+    name: typeof wire.name === 'string' && wire.name ? wire.name : String(wire.id),
+    tracks: Array.isArray(wire.tracks)
+      ? wire.tracks.map((/** @type {any} */ t) => ({ track_id: String(t.track_id), kind: t.kind === 'audio' ? 'audio' : 'video' }))
+      : [],
+    stream: null,
+  };
+}
