@@ -12,7 +12,10 @@
 //! No locks: the room's state lives in this task alone; other tasks talk to it by channels.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
 
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
@@ -69,6 +72,10 @@ pub struct Room {
     out: Vec<Outgoing>,
     /// Reused: peers written to while handling the current input.
     dirty: Vec<PeerKey>,
+    /// Datagrams to send, batched per wake-up (one `sendmmsg`).
+    transmits: Vec<(SocketAddr, BytesMut)>,
+    /// Read time of the oldest datagram whose forwarded packets are in `transmits`.
+    oldest_forwarded: Option<Instant>,
 }
 
 impl Room {
@@ -94,6 +101,8 @@ impl Room {
             next_key: 1,
             out: Vec::with_capacity(64),
             dirty: Vec::with_capacity(16),
+            transmits: Vec::with_capacity(256),
+            oldest_forwarded: None,
         }
     }
 
@@ -126,6 +135,7 @@ impl Room {
                     _ = tokio::time::sleep_until(deadline.into()) => self.on_timeout(Instant::now()),
                 }
                 self.negotiate(Instant::now());
+                self.send_transmits();
                 if self.peers.is_empty() {
                     // Leave the directory first so new joins create a fresh room, then turn
                     // away joins that raced into this one.
@@ -146,6 +156,29 @@ impl Room {
         .await
     }
 
+    /// Sends every queued datagram in one batch and records the forward latency.
+    fn send_transmits(&mut self) {
+        self.ctx.udp.send_batch(&mut self.transmits);
+        if let Some(t) = self.oldest_forwarded.take() {
+            METRICS.forward_latency.observe(t.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Datagrams the room wants sent (drained by the run loop; benchmarks discard them).
+    pub fn transmits_mut(&mut self) -> &mut Vec<(SocketAddr, BytesMut)> {
+        &mut self.transmits
+    }
+
+    /// Number of participants.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether the room has no participants.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
     fn next_deadline(&mut self, now: Instant) -> Instant {
         let mut deadline = now + HOUSEKEEPING;
         for p in self.peers.values_mut() {
@@ -161,7 +194,8 @@ impl Room {
 
     // ----- inputs -------------------------------------------------------------------------
 
-    fn on_cmd(&mut self, cmd: RoomCmd) {
+    /// Input: a signaling command.
+    pub fn on_cmd(&mut self, cmd: RoomCmd) {
         let now = Instant::now();
         match cmd {
             RoomCmd::Join {
@@ -185,7 +219,8 @@ impl Room {
         self.flush(now);
     }
 
-    fn on_datagram(&mut self, d: Datagram) {
+    /// Input: a datagram for one of this room's peers.
+    pub fn on_datagram(&mut self, d: Datagram) {
         let now = Instant::now();
         let Some(peer) = self.peers.get_mut(&d.peer) else {
             METRICS.count_drop(DropReason::UnknownPeer, 1);
@@ -196,15 +231,13 @@ impl Room {
             tracing::trace!(%e, "datagram rejected");
         }
         self.dirty.push(d.peer);
-        let forwarded = self.flush(now);
-        if forwarded > 0 {
-            METRICS
-                .forward_latency
-                .observe(d.at.elapsed().as_secs_f64());
+        if self.flush(now) > 0 && self.oldest_forwarded.is_none() {
+            self.oldest_forwarded = Some(d.at);
         }
     }
 
-    fn on_timeout(&mut self, now: Instant) {
+    /// Input: time passed (drives timers, keyframe retries, timeouts).
+    pub fn on_timeout(&mut self, now: Instant) {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         let mut to_remove = Vec::new();
         for key in keys {
@@ -358,7 +391,7 @@ impl Room {
         }
         peer.close();
         while let Some(t) = peer.pc().poll_write() {
-            self.ctx.udp.send(t.transport.peer_addr, &t.message);
+            self.transmits.push((t.transport.peer_addr, t.message));
         }
         METRICS.peer_connections[pc_state_index(peer.state)].dec();
         METRICS.participants.dec();
@@ -538,7 +571,9 @@ impl Room {
     }
 
     /// Sends a server offer to every peer that has batched changes and no offer in flight.
-    fn negotiate(&mut self, now: Instant) {
+    /// Sends a server offer to every peer with batched changes and none in flight; call after
+    /// each input.
+    pub fn negotiate(&mut self, now: Instant) {
         let ready: Vec<PeerKey> = self
             .peers
             .values()
@@ -599,7 +634,7 @@ impl Room {
         }
         if let Some(peer) = self.peers.get_mut(&key) {
             while let Some(t) = peer.pc().poll_write() {
-                self.ctx.udp.send(t.transport.peer_addr, &t.message);
+                self.transmits.push((t.transport.peer_addr, t.message));
             }
         }
         forwarded
