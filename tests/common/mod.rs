@@ -140,3 +140,25 @@ pub fn describe(client: &Client) -> String {
 pub fn unique_from(client: &Client, from: &str) -> u64 {
     tracks_from(client, from).iter().map(|t| t.unique).sum()
 }
+
+/// Collects `client`'s events until `done(&events)` holds; panics with `what` and the events
+/// seen so far after `limit`.
+pub async fn collect_events(
+    client: &mut Client,
+    what: &str,
+    limit: std::time::Duration,
+    mut done: impl FnMut(&[confab::client::ClientEvent]) -> bool,
+) -> Vec<confab::client::ClientEvent> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if done(&seen) {
+            return seen;
+        }
+        match tokio::time::timeout_at(deadline, client.next_event()).await {
+            Ok(Some(ev)) => seen.push(ev),
+            Ok(None) => panic!("client stopped while waiting for {what}; events: {seen:#?}"),
+            Err(_) => panic!("timed out after {limit:?} waiting for {what}; events: {seen:#?}"),
+        }
+    }
+}
