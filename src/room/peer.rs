@@ -90,6 +90,11 @@ pub struct Peer {
     pub state: RTCPeerConnectionState,
     /// Since when the connection has been disconnected.
     pub disconnected_since: Option<Instant>,
+    /// The connection has reached `connected` at least once (DTLS done, SRTP keys set): only
+    /// then can packets written to it leave.
+    pub media_ready: bool,
+    /// The newest answered offer generation whose legs wait for `media_ready` to open.
+    pub answered_unopened: Option<u64>,
     /// Latest remote address datagrams came from.
     pub remote_addr: Option<SocketAddr>,
 }
@@ -179,6 +184,8 @@ impl Peer {
             down_by_ssrc: HashMap::new(),
             state: RTCPeerConnectionState::New,
             disconnected_since: None,
+            media_ready: false,
+            answered_unopened: None,
             remote_addr: None,
         })
     }
