@@ -45,6 +45,12 @@ fn check_intact(sub: &Client, publisher: &Client, label: &str) {
                 let key = stats
                     .first_keyframe_seq
                     .unwrap_or_else(|| panic!("{label}: no keyframe received"));
+                // The server gates a new video leg on a keyframe: nothing before it arrives.
+                assert_eq!(
+                    stats.first_seq,
+                    Some(key),
+                    "{label}: video must start with a keyframe"
+                );
                 log.iter()
                     .position(|(s, _)| *s == key)
                     .expect("keyframe is in the log")

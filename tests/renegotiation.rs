@@ -95,6 +95,9 @@ async fn join_leave_and_offer_collision() {
     wait_until("C to receive A", MEDIA_TIMEOUT, || receives_av(&c, &a_id, 10, 10), || describe(&c)).await;
     wait_until("C to receive B", MEDIA_TIMEOUT, || receives_av(&c, &b_id, 10, 10), || describe(&c)).await;
     wait_until("A to receive C", MEDIA_TIMEOUT, || receives_av(&a, &c_id, 10, 10), || describe(&a)).await;
+    assert_video_starts_with_keyframe(&c, &a_id, "C (late joiner) from A");
+    assert_video_starts_with_keyframe(&c, &b_id, "C (late joiner) from B");
+    assert_video_starts_with_keyframe(&a, &c_id, "A from C");
 
     // B leaves by closing its socket.
     let b_tracks: HashSet<String> = tracks_from(&a, &b_id).into_iter().map(|t| t.track_id).collect();
@@ -129,6 +132,9 @@ async fn join_leave_and_offer_collision() {
     keeps_flowing(&c, &a_id, 100, "A→C after the collision").await;
     keeps_flowing(&a, &c_id, 100, "C→A after the collision").await;
     keeps_flowing(&d, &c_id, 50, "C→D after the collision").await;
+    assert_video_starts_with_keyframe(&d, &a_id, "D (late joiner) from A");
+    assert_video_starts_with_keyframe(&d, &c_id, "D (late joiner) from C");
+    assert_video_starts_with_keyframe(&c, &d_id, "C from D");
 
     // No negotiation failures anywhere, and nobody was removed.
     for (name, client) in [("A", &a), ("C", &c), ("D", &d)] {

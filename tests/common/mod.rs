@@ -162,3 +162,21 @@ pub async fn collect_events(
         }
     }
 }
+
+/// Asserts that the video `client` receives from `from` began with a keyframe (the server
+/// gates new video legs on one, so no delta frame may precede it).
+pub fn assert_video_starts_with_keyframe(client: &Client, from: &str, label: &str) {
+    let video: Vec<TrackSnapshot> = tracks_from(client, from)
+        .into_iter()
+        .filter(|t| t.kind == TrackKind::Video)
+        .collect();
+    assert!(!video.is_empty(), "{label}: no video track; {}", describe(client));
+    for t in video {
+        assert!(
+            t.first_keyframe_seq.is_some() && t.first_keyframe_seq == t.first_seq,
+            "{label}: video began with probe counter {:?} but the first keyframe is {:?}",
+            t.first_seq,
+            t.first_keyframe_seq
+        );
+    }
+}
