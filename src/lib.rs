@@ -30,6 +30,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod loadtest;
 pub mod media;
 pub mod room;
 pub mod server;

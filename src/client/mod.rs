@@ -220,6 +220,7 @@ impl Shared {
 }
 
 enum Cmd {
+    StopMedia,
     Renegotiate,
     ArmGlare,
     Leave,
@@ -417,6 +418,18 @@ impl Client {
         .map_err(|_| ClientError::Timeout(what))?
     }
 
+    /// A cheap, cloneable view of this client's statistics.
+    pub fn handle(&self) -> ClientHandle {
+        ClientHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Stops sending media (the connection stays up).
+    pub fn stop_media(&self) {
+        let _ = self.cmds.send(Cmd::StopMedia);
+    }
+
     /// Makes a new offer now (or as soon as the current one is answered).
     pub fn renegotiate(&self) {
         let _ = self.cmds.send(Cmd::Renegotiate);
@@ -442,6 +455,34 @@ impl Client {
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+    }
+}
+
+/// A cloneable view of a client's statistics and state.
+#[derive(Clone)]
+pub struct ClientHandle {
+    shared: Arc<Shared>,
+}
+
+impl ClientHandle {
+    /// Received-track statistics.
+    pub fn received(&self) -> &ReceiveStats {
+        &self.shared.received
+    }
+
+    /// Published tracks.
+    pub fn sent(&self) -> Vec<SentTrack> {
+        self.shared.sent.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Whether the peer connection is connected.
+    pub fn is_connected(&self) -> bool {
+        self.shared.state.load(Ordering::Relaxed) == STATE_CONNECTED
+    }
+
+    /// Whether the client's task has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::Relaxed)
     }
 }
 
@@ -600,6 +641,7 @@ impl Run {
                     None => break "peer connection gone".to_owned(),
                 },
                 cmd = cmds.recv() => match cmd {
+                    Some(Cmd::StopMedia) => self.pacing_cancel.cancel(),
                     Some(Cmd::Renegotiate) => self.want_offer = true,
                     Some(Cmd::ArmGlare) => self.glare_armed = true,
                     Some(Cmd::Leave) => {
