@@ -36,7 +36,11 @@ fn check_intact(sub: &Client, publisher: &Client, label: &str) {
             })
             .unwrap_or_else(|| panic!("{label} has no {kind:?} track from the publisher"));
         let stats = stats.lock().expect("stats lock");
-        assert_eq!(stats.corrupt, 0, "{label} {kind:?}: corrupt payloads: {:?}", stats.last_error);
+        assert_eq!(
+            stats.corrupt, 0,
+            "{label} {kind:?}: corrupt payloads: {:?}",
+            stats.last_error
+        );
         assert_eq!(stats.duplicates, 0, "{label} {kind:?}: duplicates");
         let log = stats.payload_log();
         let start = match kind {

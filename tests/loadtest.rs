@@ -30,9 +30,13 @@ async fn short_loadtest_receives_every_track() {
     let server = start_server().await;
     let url = ws_url(&server);
     let cfg = short_run(&url, format!("http://{}/metrics", server.http_addr));
-    let report = within("the load test", Duration::from_secs(60), loadtest::run(&cfg))
-        .await
-        .expect("load test runs");
+    let report = within(
+        "the load test",
+        Duration::from_secs(60),
+        loadtest::run(&cfg),
+    )
+    .await
+    .expect("load test runs");
     assert!(report.passed, "load test failed:\n{}", report.table());
     // 4 receivers (2 publishers see each other, 2 subscribers see both) × 2 publishers' tracks,
     // minus a publisher's own: 2×(1+2)×2 = 12.
@@ -68,7 +72,12 @@ async fn short_loadtest_receives_every_track() {
         ("first_keyframe_ms", &["p50", "p95", "max"][..]),
         (
             "server",
-            &["cpu_seconds", "forwarded_packets", "cpu_us_per_forwarded_packet", "rss_bytes"][..],
+            &[
+                "cpu_seconds",
+                "forwarded_packets",
+                "cpu_us_per_forwarded_packet",
+                "rss_bytes",
+            ][..],
         ),
     ] {
         for k in keys {
@@ -89,12 +98,25 @@ async fn missing_track_fails_the_run() {
     let mut cfg = short_run(&url, format!("http://{}/metrics", server.http_addr));
     cfg.duration = Duration::from_secs(2);
     cfg.silent_publishers = 1;
-    let report = within("the load test", Duration::from_secs(60), loadtest::run(&cfg))
-        .await
-        .expect("load test runs");
-    assert!(!report.passed, "a silent publisher must fail the run:\n{}", report.table());
+    let report = within(
+        "the load test",
+        Duration::from_secs(60),
+        loadtest::run(&cfg),
+    )
+    .await
+    .expect("load test runs");
+    assert!(
+        !report.passed,
+        "a silent publisher must fail the run:\n{}",
+        report.table()
+    );
     // The silent publisher's 2 tracks are missing at its 3 receivers.
-    assert_eq!(report.tracks_received, report.tracks_expected - 6, "{}", report.table());
+    assert_eq!(
+        report.tracks_received,
+        report.tracks_expected - 6,
+        "{}",
+        report.table()
+    );
     assert!(
         report.failures.iter().any(|f| f.contains("missing")),
         "{:?}",
@@ -145,6 +167,9 @@ async fn missing_track_fails_the_run() {
     let expected = v["tracks_expected"].as_u64().expect("number");
     let received = v["tracks_received"].as_u64().expect("number");
     assert!(received < expected, "{text}");
-    assert!(stdout.contains("FAIL"), "table shows the verdict:\n{stdout}");
+    assert!(
+        stdout.contains("FAIL"),
+        "table shows the verdict:\n{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

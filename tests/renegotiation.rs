@@ -80,8 +80,20 @@ async fn join_leave_and_offer_collision() {
     let mut a = connect(publisher(&url, "reneg", "a", 1)).await;
     let b = connect(publisher(&url, "reneg", "b", 2)).await;
     let (a_id, b_id) = (a.participant_id().to_owned(), b.participant_id().to_owned());
-    wait_until("A to receive B", MEDIA_TIMEOUT, || receives_av(&a, &b_id, 10, 10), || describe(&a)).await;
-    wait_until("B to receive A", MEDIA_TIMEOUT, || receives_av(&b, &a_id, 10, 10), || describe(&b)).await;
+    wait_until(
+        "A to receive B",
+        MEDIA_TIMEOUT,
+        || receives_av(&a, &b_id, 10, 10),
+        || describe(&a),
+    )
+    .await;
+    wait_until(
+        "B to receive A",
+        MEDIA_TIMEOUT,
+        || receives_av(&b, &a_id, 10, 10),
+        || describe(&b),
+    )
+    .await;
 
     // C joins later and receives both.
     let mut c = connect(publisher(&url, "reneg", "c", 3)).await;
@@ -92,15 +104,36 @@ async fn join_leave_and_offer_collision() {
         "joined lists A and B: {:?}",
         c.initial_participants()
     );
-    wait_until("C to receive A", MEDIA_TIMEOUT, || receives_av(&c, &a_id, 10, 10), || describe(&c)).await;
-    wait_until("C to receive B", MEDIA_TIMEOUT, || receives_av(&c, &b_id, 10, 10), || describe(&c)).await;
-    wait_until("A to receive C", MEDIA_TIMEOUT, || receives_av(&a, &c_id, 10, 10), || describe(&a)).await;
+    wait_until(
+        "C to receive A",
+        MEDIA_TIMEOUT,
+        || receives_av(&c, &a_id, 10, 10),
+        || describe(&c),
+    )
+    .await;
+    wait_until(
+        "C to receive B",
+        MEDIA_TIMEOUT,
+        || receives_av(&c, &b_id, 10, 10),
+        || describe(&c),
+    )
+    .await;
+    wait_until(
+        "A to receive C",
+        MEDIA_TIMEOUT,
+        || receives_av(&a, &c_id, 10, 10),
+        || describe(&a),
+    )
+    .await;
     assert_video_starts_with_keyframe(&c, &a_id, "C (late joiner) from A");
     assert_video_starts_with_keyframe(&c, &b_id, "C (late joiner) from B");
     assert_video_starts_with_keyframe(&a, &c_id, "A from C");
 
     // B leaves by closing its socket.
-    let b_tracks: HashSet<String> = tracks_from(&a, &b_id).into_iter().map(|t| t.track_id).collect();
+    let b_tracks: HashSet<String> = tracks_from(&a, &b_id)
+        .into_iter()
+        .map(|t| t.track_id)
+        .collect();
     assert_eq!(b_tracks.len(), 2, "A knows B's two tracks");
     b.close().await;
     sees_departure(&mut a, &b_id, &b_tracks, "A").await;
@@ -112,11 +145,20 @@ async fn join_leave_and_offer_collision() {
     c.force_glare();
     let d = connect(publisher(&url, "reneg", "d", 4)).await;
     let d_id = d.participant_id().to_owned();
-    let events = collect_events(&mut c, "C to get offer_collision and then an answer", SIGNAL_TIMEOUT, |evs| {
-        evs.iter()
-            .position(|e| is_signal(e, |m| m.error_code() == Some("offer_collision")))
-            .is_some_and(|i| evs[i..].iter().any(|e| matches!(e, ClientEvent::OfferAnswered)))
-    })
+    let events = collect_events(
+        &mut c,
+        "C to get offer_collision and then an answer",
+        SIGNAL_TIMEOUT,
+        |evs| {
+            evs.iter()
+                .position(|e| is_signal(e, |m| m.error_code() == Some("offer_collision")))
+                .is_some_and(|i| {
+                    evs[i..]
+                        .iter()
+                        .any(|e| matches!(e, ClientEvent::OfferAnswered))
+                })
+        },
+    )
     .await;
     assert!(
         events
@@ -128,7 +170,13 @@ async fn join_leave_and_offer_collision() {
         !events.iter().any(|e| matches!(e, ClientEvent::Failure(_))),
         "C's negotiation failed: {events:#?}"
     );
-    wait_until("C to receive D", MEDIA_TIMEOUT, || receives_av(&c, &d_id, 10, 10), || describe(&c)).await;
+    wait_until(
+        "C to receive D",
+        MEDIA_TIMEOUT,
+        || receives_av(&c, &d_id, 10, 10),
+        || describe(&c),
+    )
+    .await;
     keeps_flowing(&c, &a_id, 100, "A→C after the collision").await;
     keeps_flowing(&a, &c_id, 100, "C→A after the collision").await;
     keeps_flowing(&d, &c_id, 50, "C→D after the collision").await;

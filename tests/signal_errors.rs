@@ -16,7 +16,12 @@ async fn open(url: &str) -> (SignalSender, SignalReceiver) {
     within(
         "the WebSocket to open",
         SIGNAL_TIMEOUT,
-        signaling::connect(url, SignalOptions { ping_interval: None }),
+        signaling::connect(
+            url,
+            SignalOptions {
+                ping_interval: None,
+            },
+        ),
     )
     .await
     .expect("WebSocket connects")
@@ -32,10 +37,18 @@ async fn next(rx: &mut SignalReceiver, what: &str) -> ServerMessage {
 /// The next message must be `error {code}`; then `ping` must still get `pong`.
 async fn expect_error_then_pong(tx: &SignalSender, rx: &mut SignalReceiver, code: &str) {
     let m = next(rx, &format!("error {code}")).await;
-    assert_eq!(m.error_code(), Some(code), "expected error {code}, got {m:?}");
+    assert_eq!(
+        m.error_code(),
+        Some(code),
+        "expected error {code}, got {m:?}"
+    );
     tx.send(&ClientMessage::Ping).expect("socket open");
     let m = next(rx, &format!("pong after {code}")).await;
-    assert_eq!(m, ServerMessage::Pong, "after {code} the connection must answer ping");
+    assert_eq!(
+        m,
+        ServerMessage::Pong,
+        "after {code} the connection must answer ping"
+    );
 }
 
 fn join(room: &str, name: &str) -> ClientMessage {
@@ -79,7 +92,10 @@ async fn every_error_keeps_the_connection_usable() {
 
     tx.send(&join("errors", "alice")).expect("send");
     let m = next(&mut rx, "joined").await;
-    assert!(matches!(m, ServerMessage::Joined { .. }), "expected joined, got {m:?}");
+    assert!(
+        matches!(m, ServerMessage::Joined { .. }),
+        "expected joined, got {m:?}"
+    );
     assert_eq!(server.rooms.len(), 1);
 
     tx.send(&join("errors", "alice")).expect("send");
@@ -115,11 +131,20 @@ async fn room_is_deleted_after_the_last_participant_leaves() {
     let (tx1, mut rx1) = open(&url).await;
     let (tx2, mut rx2) = open(&url).await;
     tx1.send(&join("lobby", "one")).expect("send");
-    assert!(matches!(next(&mut rx1, "joined").await, ServerMessage::Joined { .. }));
+    assert!(matches!(
+        next(&mut rx1, "joined").await,
+        ServerMessage::Joined { .. }
+    ));
     tx2.send(&join("lobby", "two")).expect("send");
-    assert!(matches!(next(&mut rx2, "joined").await, ServerMessage::Joined { .. }));
+    assert!(matches!(
+        next(&mut rx2, "joined").await,
+        ServerMessage::Joined { .. }
+    ));
     let m = next(&mut rx1, "participant-joined").await;
-    assert!(matches!(m, ServerMessage::ParticipantJoined { .. }), "{m:?}");
+    assert!(
+        matches!(m, ServerMessage::ParticipantJoined { .. }),
+        "{m:?}"
+    );
     assert_eq!(server.rooms.len(), 1);
 
     // The first leaves politely: the room stays for the second.

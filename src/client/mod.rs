@@ -39,8 +39,8 @@ use self::signaling::{
 };
 use self::stats::{ReceiveStats, TrackStats};
 use self::synth::{
-    AudioSynth, Pacing, PayloadCodec, SendCounters, SentLog, StreamParams, VideoCodec,
-    VideoParams, VideoSynth,
+    AudioSynth, Pacing, PayloadCodec, SendCounters, SentLog, StreamParams, VideoCodec, VideoParams,
+    VideoSynth,
 };
 use crate::signal::protocol::TrackKind;
 
@@ -389,7 +389,11 @@ impl Client {
 
     /// Published tracks (filled once publishing starts).
     pub fn sent(&self) -> Vec<SentTrack> {
-        self.shared.sent.lock().map(|v| v.clone()).unwrap_or_default()
+        self.shared
+            .sent
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// The next event (`None` when events are disabled or the client stopped).
@@ -472,7 +476,11 @@ impl ClientHandle {
 
     /// Published tracks.
     pub fn sent(&self) -> Vec<SentTrack> {
-        self.shared.sent.lock().map(|v| v.clone()).unwrap_or_default()
+        self.shared
+            .sent
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// Whether the peer connection is connected.
@@ -658,7 +666,10 @@ impl Run {
         self.pacing_cancel.cancel();
         self.sig_tx.close();
         self.peer.close().await;
-        self.shared.state.store(state_code(RTCPeerConnectionState::Closed), Ordering::Relaxed);
+        self.shared.state.store(
+            state_code(RTCPeerConnectionState::Closed),
+            Ordering::Relaxed,
+        );
         self.shared.stopped.store(true, Ordering::Relaxed);
         self.shared.emit(ClientEvent::Closed(reason));
     }
@@ -693,9 +704,7 @@ impl Run {
                     tracing::debug!("answer without an outstanding offer ignored");
                 }
             }
-            ServerMessage::Candidate {
-                candidate: Some(c),
-            } => {
+            ServerMessage::Candidate { candidate: Some(c) } => {
                 self.peer
                     .add_candidate(RTCIceCandidateInit {
                         candidate: c.candidate,

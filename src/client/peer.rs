@@ -194,8 +194,16 @@ fn media_engine() -> Result<(MediaEngine, rtc::interceptor::Registry), PeerError
     let mut me = MediaEngine::default();
     for (kind, pt, ck) in [
         (LocalKind::Audio, PT_OPUS, RtpCodecKind::Audio),
-        (LocalKind::Video(VideoCodec::Vp8), PT_VP8, RtpCodecKind::Video),
-        (LocalKind::Video(VideoCodec::H264), PT_H264, RtpCodecKind::Video),
+        (
+            LocalKind::Video(VideoCodec::Vp8),
+            PT_VP8,
+            RtpCodecKind::Video,
+        ),
+        (
+            LocalKind::Video(VideoCodec::H264),
+            PT_H264,
+            RtpCodecKind::Video,
+        ),
     ] {
         me.register_codec(
             RTCRtpCodecParameters {

@@ -334,12 +334,13 @@ pub async fn connect(
     url: &str,
     opts: SignalOptions,
 ) -> Result<(SignalSender, SignalReceiver), SignalError> {
-    let (ws, _resp) = tokio_tungstenite::connect_async(url)
-        .await
-        .map_err(|e| SignalError::Connect {
-            url: url.to_owned(),
-            source: Box::new(e),
-        })?;
+    let (ws, _resp) =
+        tokio_tungstenite::connect_async(url)
+            .await
+            .map_err(|e| SignalError::Connect {
+                url: url.to_owned(),
+                source: Box::new(e),
+            })?;
     let (mut sink, stream) = ws.split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
     let ping_text = serde_json::to_string(&ClientMessage::Ping).map_err(SignalError::Encode)?;
@@ -400,7 +401,8 @@ mod tests {
         })
         .expect("encodes");
         assert_eq!(j, r#"{"type":"join","room":"r","name":"n"}"#);
-        let c = serde_json::to_string(&ClientMessage::Candidate { candidate: None }).expect("encodes");
+        let c =
+            serde_json::to_string(&ClientMessage::Candidate { candidate: None }).expect("encodes");
         assert_eq!(c, r#"{"type":"candidate","candidate":null}"#);
         assert_eq!(
             serde_json::to_string(&ClientMessage::Ping).expect("encodes"),
@@ -414,14 +416,18 @@ mod tests {
             r#"{"type":"joined","participant_id":"p1","room":"r","participants":[{"id":"p2","name":"b","tracks":[{"track_id":"t1","kind":"video"}]}],"ice_servers":[]}"#,
         )
         .expect("decodes");
-        assert!(matches!(m, ServerMessage::Joined { ref participants, .. } if participants[0].tracks[0].kind == TrackKind::Video));
+        assert!(
+            matches!(m, ServerMessage::Joined { ref participants, .. } if participants[0].tracks[0].kind == TrackKind::Video)
+        );
         let e: ServerMessage =
-            serde_json::from_str(r#"{"type":"error","code":"bad_sdp","message":"x"}"#).expect("decodes");
+            serde_json::from_str(r#"{"type":"error","code":"bad_sdp","message":"x"}"#)
+                .expect("decodes");
         assert_eq!(e.error_code(), Some("bad_sdp"));
         let p: ServerMessage = serde_json::from_str(r#"{"type":"pong"}"#).expect("decodes");
         assert_eq!(p, ServerMessage::Pong);
         let l: ServerMessage =
-            serde_json::from_str(r#"{"type":"participant-left","participant_id":"p9"}"#).expect("decodes");
+            serde_json::from_str(r#"{"type":"participant-left","participant_id":"p9"}"#)
+                .expect("decodes");
         assert_eq!(l.type_name(), "participant-left");
     }
 }

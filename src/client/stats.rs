@@ -77,7 +77,12 @@ pub struct TrackStats {
 impl TrackStats {
     /// Empty statistics for a remote track. With `record_payloads`, every payload is kept in
     /// arrival order (for tests).
-    pub fn new(stream_id: String, track_id: String, kind: TrackKind, record_payloads: bool) -> Self {
+    pub fn new(
+        stream_id: String,
+        track_id: String,
+        kind: TrackKind,
+        record_payloads: bool,
+    ) -> Self {
         Self {
             stream_id,
             track_id,
@@ -395,7 +400,10 @@ mod tests {
         let mut s = stats();
         for i in 0..200u64 {
             let extra = if i % 2 == 0 { 0 } else { 1_000_000 };
-            s.on_payload(&payload(i, i * 20_000_000), i * 20_000_000 + 5_000_000 + extra);
+            s.on_payload(
+                &payload(i, i * 20_000_000),
+                i * 20_000_000 + 5_000_000 + extra,
+            );
         }
         // Alternating ±1 ms converges to about 1000 µs.
         assert!((900.0..1100.0).contains(&s.jitter_us), "{}", s.jitter_us);

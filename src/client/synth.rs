@@ -110,8 +110,13 @@ pub fn locate_probe(
 ) -> Result<(PayloadCodec, Probe), probe::ProbeError> {
     let order = [PayloadCodec::Vp8, PayloadCodec::H264, PayloadCodec::Opus];
     let mut last = probe::ProbeError::NotFound;
-    for codec in hint.into_iter().chain(order.into_iter().filter(|c| Some(*c) != hint)) {
-        let Some(off) = probe_offset(codec, payload) else { continue };
+    for codec in hint
+        .into_iter()
+        .chain(order.into_iter().filter(|c| Some(*c) != hint))
+    {
+        let Some(off) = probe_offset(codec, payload) else {
+            continue;
+        };
         match probe::verify_at(payload, off) {
             Ok(p) => return Ok((codec, p)),
             Err(probe::ProbeError::NotFound) => {}
@@ -357,7 +362,7 @@ impl VideoSynth {
                 if i == 0 {
                     flags |= FLAG_FRAME_START;
                     buf.put_u8(0x10); // S=1, PID=0
-                    // Frame tag: P bit (0 = keyframe), version 0, show_frame, partition size.
+                                      // Frame tag: P bit (0 = keyframe), version 0, show_frame, partition size.
                     let part = u32::try_from(size.min(0x7ffff)).unwrap_or(0x7ffff);
                     let tag = u32::from(!key) | (1 << 4) | (part << 5);
                     buf.put_u8(tag as u8);
@@ -531,9 +536,9 @@ async fn send(
             let c = &pacing.counters;
             c.packets.fetch_add(1, Ordering::Relaxed);
             c.bytes.fetch_add(len, Ordering::Relaxed);
-            let _ = c
-                .first_sent_ns
-                .compare_exchange(0, now_ns, Ordering::Relaxed, Ordering::Relaxed);
+            let _ =
+                c.first_sent_ns
+                    .compare_exchange(0, now_ns, Ordering::Relaxed, Ordering::Relaxed);
         }
         Err(e) => {
             pacing.counters.write_errors.fetch_add(1, Ordering::Relaxed);

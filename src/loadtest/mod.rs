@@ -546,7 +546,7 @@ fn analyse(
         0.0
     };
     let ms = |us: u64| us as f64 / 1e3;
-    if agg.len() > 0 {
+    if !agg.is_empty() {
         report.latency_ms = Latency {
             p50: Some(ms(agg.value_at_quantile(0.50))),
             p95: Some(ms(agg.value_at_quantile(0.95))),
@@ -555,7 +555,8 @@ fn analyse(
             count: agg.len(),
         };
     }
-    report.jitter_ms = (!jitters.is_empty()).then(|| jitters.iter().sum::<f64>() / jitters.len() as f64);
+    report.jitter_ms =
+        (!jitters.is_empty()).then(|| jitters.iter().sum::<f64>() / jitters.len() as f64);
     report.join_ms = Summary::of(join_samples);
     report.first_packet_ms = Summary::of(first_packet);
     report.first_keyframe_ms = Summary::of(first_key);

@@ -183,7 +183,10 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 }
 
 fn mib(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+    v.map_or_else(
+        || "-".to_owned(),
+        |b| format!("{:.1} MiB", b as f64 / 1048576.0),
+    )
 }
 
 impl Report {
@@ -205,29 +208,119 @@ impl Report {
             if c.audio_only {
                 "audio only".to_owned()
             } else {
-                format!("{} {:.2} Mb/s {} fps + audio", c.codec, c.video_bitrate_bps as f64 / 1e6, c.fps)
+                format!(
+                    "{} {:.2} Mb/s {} fps + audio",
+                    c.codec,
+                    c.video_bitrate_bps as f64 / 1e6,
+                    c.fps
+                )
             },
             self.measured_s
         );
         let rows: Vec<(&str, String)> = vec![
-            ("verdict", if self.passed { "PASS".into() } else { format!("FAIL: {}", self.failures.join("; ")) }),
-            ("clients", format!("{} ({} failed to join)", self.clients, self.connect_errors)),
-            ("tracks received", format!("{} / {}", self.tracks_received, self.tracks_expected)),
+            (
+                "verdict",
+                if self.passed {
+                    "PASS".into()
+                } else {
+                    format!("FAIL: {}", self.failures.join("; "))
+                },
+            ),
+            (
+                "clients",
+                format!("{} ({} failed to join)", self.clients, self.connect_errors),
+            ),
+            (
+                "tracks received",
+                format!("{} / {}", self.tracks_received, self.tracks_expected),
+            ),
             ("packets sent", self.packets_sent.to_string()),
-            ("packets received", format!("{} (expected {})", self.packets_received, self.packets_expected)),
-            ("loss", format!("{:.3} % ({} packets; limit {} %)", self.loss_pct, self.packets_lost, c.max_loss_pct)),
-            ("duplicates / reordered / corrupt", format!("{} / {} / {}", self.duplicates, self.reordered, self.corrupt)),
-            ("latency p50 / p95 / p99 / max", format!("{} / {} / {} / {} ms", opt(self.latency_ms.p50, 2), opt(self.latency_ms.p95, 2), opt(self.latency_ms.p99, 2), opt(self.latency_ms.max, 2))),
+            (
+                "packets received",
+                format!(
+                    "{} (expected {})",
+                    self.packets_received, self.packets_expected
+                ),
+            ),
+            (
+                "loss",
+                format!(
+                    "{:.3} % ({} packets; limit {} %)",
+                    self.loss_pct, self.packets_lost, c.max_loss_pct
+                ),
+            ),
+            (
+                "duplicates / reordered / corrupt",
+                format!(
+                    "{} / {} / {}",
+                    self.duplicates, self.reordered, self.corrupt
+                ),
+            ),
+            (
+                "latency p50 / p95 / p99 / max",
+                format!(
+                    "{} / {} / {} / {} ms",
+                    opt(self.latency_ms.p50, 2),
+                    opt(self.latency_ms.p95, 2),
+                    opt(self.latency_ms.p99, 2),
+                    opt(self.latency_ms.max, 2)
+                ),
+            ),
             ("jitter (mean)", format!("{} ms", opt(self.jitter_ms, 3))),
-            ("join p50 / p95 / max", format!("{} / {} / {} ms", opt(self.join_ms.p50, 1), opt(self.join_ms.p95, 1), opt(self.join_ms.max, 1))),
-            ("first packet p50 / p95 / max", format!("{} / {} / {} ms", opt(self.first_packet_ms.p50, 1), opt(self.first_packet_ms.p95, 1), opt(self.first_packet_ms.max, 1))),
-            ("first keyframe p50 / p95 / max", format!("{} / {} / {} ms", opt(self.first_keyframe_ms.p50, 1), opt(self.first_keyframe_ms.p95, 1), opt(self.first_keyframe_ms.max, 1))),
+            (
+                "join p50 / p95 / max",
+                format!(
+                    "{} / {} / {} ms",
+                    opt(self.join_ms.p50, 1),
+                    opt(self.join_ms.p95, 1),
+                    opt(self.join_ms.max, 1)
+                ),
+            ),
+            (
+                "first packet p50 / p95 / max",
+                format!(
+                    "{} / {} / {} ms",
+                    opt(self.first_packet_ms.p50, 1),
+                    opt(self.first_packet_ms.p95, 1),
+                    opt(self.first_packet_ms.max, 1)
+                ),
+            ),
+            (
+                "first keyframe p50 / p95 / max",
+                format!(
+                    "{} / {} / {} ms",
+                    opt(self.first_keyframe_ms.p50, 1),
+                    opt(self.first_keyframe_ms.p95, 1),
+                    opt(self.first_keyframe_ms.max, 1)
+                ),
+            ),
             ("keyframe requests", self.keyframe_requests.to_string()),
-            ("server cpu", format!("{} s ({})", opt(self.server.cpu_seconds, 2), self.server.source.as_deref().unwrap_or("no source"))),
-            ("server forwarded packets", opt(self.server.forwarded_packets, 0)),
-            ("server cpu per forwarded packet", format!("{} µs", opt(self.server.cpu_us_per_forwarded_packet, 2))),
+            (
+                "server cpu",
+                format!(
+                    "{} s ({})",
+                    opt(self.server.cpu_seconds, 2),
+                    self.server.source.as_deref().unwrap_or("no source")
+                ),
+            ),
+            (
+                "server forwarded packets",
+                opt(self.server.forwarded_packets, 0),
+            ),
+            (
+                "server cpu per forwarded packet",
+                format!("{} µs", opt(self.server.cpu_us_per_forwarded_packet, 2)),
+            ),
             ("server rss", mib(self.server.rss_bytes)),
-            ("loadtest rss start / end / after close", format!("{} / {} / {}", mib(self.client.rss_start_bytes), mib(self.client.rss_end_bytes), mib(self.client.rss_after_close_bytes))),
+            (
+                "loadtest rss start / end / after close",
+                format!(
+                    "{} / {} / {}",
+                    mib(self.client.rss_start_bytes),
+                    mib(self.client.rss_end_bytes),
+                    mib(self.client.rss_after_close_bytes)
+                ),
+            ),
         ];
         let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in rows {
@@ -260,7 +353,8 @@ mod tests {
     #[test]
     fn json_has_the_documented_fields() {
         let r = Report::default();
-        let v: serde_json::Value = serde_json::from_str(&r.to_json().expect("encodes")).expect("parses");
+        let v: serde_json::Value =
+            serde_json::from_str(&r.to_json().expect("encodes")).expect("parses");
         for k in [
             "tracks_expected",
             "tracks_received",

@@ -114,8 +114,12 @@ pub fn parse_metrics(text: &str) -> MetricsSample {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let Ok(value) = value.trim().parse::<f64>() else { continue };
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
         let (name, labels) = match series.find('{') {
             Some(i) => (&series[..i], &series[i..]),
             None => (series, ""),
@@ -149,7 +153,9 @@ pub async fn fetch_metrics(url: &str) -> Result<MetricsSample, StatsError> {
         reason,
     };
     let body = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut s = TcpStream::connect(host).await.map_err(|e| fail(e.to_string()))?;
+        let mut s = TcpStream::connect(host)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         // HTTP/1.0: the response is not chunked and ends when the server closes.
         let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\n\r\n");
         s.write_all(req.as_bytes())
@@ -168,7 +174,7 @@ pub async fn fetch_metrics(url: &str) -> Result<MetricsSample, StatsError> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| fail("malformed HTTP response".into()))?;
     let status = head.lines().next().unwrap_or_default();
-    if !status.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    if status.split_whitespace().nth(1) != Some("200") {
         return Err(fail(format!("HTTP status line {status:?}")));
     }
     Ok(parse_metrics(body))

@@ -68,7 +68,10 @@ pub async fn wait_until(
     let start = Instant::now();
     while !cond() {
         if start.elapsed() > limit {
-            panic!("timed out after {limit:?} waiting for {what}; state: {}", detail());
+            panic!(
+                "timed out after {limit:?} waiting for {what}; state: {}",
+                detail()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -87,7 +90,13 @@ pub fn subscriber(url: &str, room: &str, name: &str) -> ClientConfig {
 /// Connects a client, panicking with a readable message on failure.
 pub async fn connect(cfg: ClientConfig) -> Client {
     let name = cfg.name.clone();
-    match within(&format!("{name} to join"), SIGNAL_TIMEOUT * 2, Client::connect(cfg)).await {
+    match within(
+        &format!("{name} to join"),
+        SIGNAL_TIMEOUT * 2,
+        Client::connect(cfg),
+    )
+    .await
+    {
         Ok(c) => c,
         Err(e) => panic!("{name} could not join: {e}"),
     }
@@ -117,7 +126,11 @@ pub fn receives_av(client: &Client, from: &str, min_audio: u64, min_video: u64) 
 
 /// A one-line description of what a client receives, for failure messages.
 pub fn describe(client: &Client) -> String {
-    let mut out = format!("[{} connected={}]", client.participant_id(), client.is_connected());
+    let mut out = format!(
+        "[{} connected={}]",
+        client.participant_id(),
+        client.is_connected()
+    );
     for t in client.received().snapshots() {
         out.push_str(&format!(
             " {}/{}:{:?} pkts={} unique={} lost={} dup={} corrupt={} key={:?} ended={};",
@@ -170,7 +183,11 @@ pub fn assert_video_starts_with_keyframe(client: &Client, from: &str, label: &st
         .into_iter()
         .filter(|t| t.kind == TrackKind::Video)
         .collect();
-    assert!(!video.is_empty(), "{label}: no video track; {}", describe(client));
+    assert!(
+        !video.is_empty(),
+        "{label}: no video track; {}",
+        describe(client)
+    );
     for t in video {
         assert!(
             t.first_keyframe_seq.is_some() && t.first_keyframe_seq == t.first_seq,
