@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use common::*;
-use confab::client::Client;
+use confab::client::synth::VideoCodec;
+use confab::client::{Client, ClientConfig};
 use confab::signal::protocol::TrackKind;
 
 /// Compares what `sub` received from the publisher with what the publisher sent.
@@ -88,19 +89,20 @@ fn check_intact(sub: &Client, publisher: &Client, label: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_subscribers_receive_every_payload_intact_and_in_order() {
+/// One publisher (audio + `codec` video), `subscribers` subscribers: every payload arrives
+/// intact and in order at each.
+async fn forward_and_check(room: &str, codec: VideoCodec, subscribers: &[&str]) {
     let server = start_server().await;
     let url = ws_url(&server);
-    let mut pcfg = publisher(&url, "fwd", "alice", 1);
+    let mut pcfg = ClientConfig::new(&url, room, "alice").publishing(1, true, Some(codec));
     pcfg.record_payloads = true;
     pcfg.video_bitrate_bps = 800_000;
     let publisher = connect(pcfg).await;
     let pid = publisher.participant_id().to_owned();
 
     let mut subs = Vec::new();
-    for name in ["bob", "carol"] {
-        let mut cfg = subscriber(&url, "fwd", name);
+    for name in subscribers {
+        let mut cfg = subscriber(&url, room, name);
         cfg.record_payloads = true;
         subs.push(connect(cfg).await);
     }
@@ -117,12 +119,25 @@ async fn two_subscribers_receive_every_payload_intact_and_in_order() {
     }
 
     for (i, sub) in subs.iter().enumerate() {
-        check_intact(sub, &publisher, &format!("subscriber {i}"));
+        check_intact(sub, &publisher, &format!("{codec:?} subscriber {i}"));
     }
-    let sent = publisher.sent();
-    assert_eq!(sent.len(), 2, "publisher publishes audio and video");
+    assert_eq!(
+        publisher.sent().len(),
+        2,
+        "publisher publishes audio and video"
+    );
     for sub in subs {
         sub.close().await;
     }
     publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_subscribers_receive_every_payload_intact_and_in_order() {
+    forward_and_check("fwd-vp8", VideoCodec::Vp8, &["bob", "carol"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h264_payloads_arrive_intact_and_in_order() {
+    forward_and_check("fwd-h264", VideoCodec::H264, &["dave"]).await;
 }
