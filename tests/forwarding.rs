@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -118,6 +119,9 @@ async fn forward_and_check(room: &str, codec: VideoCodec, subscribers: &[&str]) 
         .await;
     }
 
+    // Stop sending so the publisher's log and the receivers' logs are complete.
+    publisher.stop_media();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     for (i, sub) in subs.iter().enumerate() {
         check_intact(sub, &publisher, &format!("{codec:?} subscriber {i}"));
     }

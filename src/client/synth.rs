@@ -530,7 +530,15 @@ async fn send(
     codec: PayloadCodec,
 ) {
     let len = pkt.payload.len() as u64;
-    let logged = pacing.log.as_ref().map(|_| pkt.payload.clone());
+    // Logged before writing: a receiver on the same host may get the packet before
+    // `write_rtp` returns.
+    if let Some(log) = &pacing.log {
+        if let Ok((_, probe)) = locate_probe(Some(codec), &pkt.payload) {
+            if let Ok(mut l) = log.lock() {
+                l.push((probe.seq, pkt.payload.clone()));
+            }
+        }
+    }
     match track.write_rtp(pkt).await {
         Ok(()) => {
             let c = &pacing.counters;
@@ -543,13 +551,6 @@ async fn send(
         Err(e) => {
             pacing.counters.write_errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%e, "write_rtp failed");
-        }
-    }
-    if let (Some(log), Some(payload)) = (&pacing.log, logged) {
-        if let Ok((_, probe)) = locate_probe(Some(codec), &payload) {
-            if let Ok(mut l) = log.lock() {
-                l.push((probe.seq, payload));
-            }
         }
     }
 }
