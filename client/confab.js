@@ -217,6 +217,17 @@ export class Session extends EventTarget {
   }
 
   /**
+   * Receives without publishing anything (e.g. no camera or microphone). The server makes no
+   * offer until the client has made one, so this offers one recvonly audio and one recvonly
+   * video m-line; the server may use them for the first tracks it forwards. Kept across
+   * reconnects; a later `publish()` adds its own sendonly m-lines as usual.
+   */
+  receiveOnly() {
+    this.#receiveOnly = true;
+    if (this.#pc) this.#ensureReceiving(this.#pc);
+  }
+
+  /**
    * Stops sending `track`: the sender keeps its m-line but goes inactive (renegotiates).
    * @param {MediaStreamTrack} track
    */
@@ -583,6 +594,18 @@ export class Session extends EventTarget {
       }
     };
     this.#attachLocalTracks(pc);
+    if (this.#receiveOnly) this.#ensureReceiving(pc);
+  }
+
+  /** Set by `receiveOnly()`. */
+  #receiveOnly = false;
+
+  /** Gives a PeerConnection that publishes nothing something to offer (see `receiveOnly`).
+   * @param {RTCPeerConnection} pc */
+  #ensureReceiving(pc) {
+    if (pc.getTransceivers().length > 0) return; // already negotiating something
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('video', { direction: 'recvonly' });
   }
 
   /** Set when `negotiationneeded` fired and no offer of ours has covered it yet. */
