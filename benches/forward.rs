@@ -36,9 +36,7 @@ use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::{
-    RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
-};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::{mpsc, oneshot};
@@ -170,17 +168,12 @@ impl Bench {
         b.offer(0);
         for i in 1..=subscribers {
             let mut c = b.join(i);
-            c.pc
-                .add_transceiver_from_kind(RtpCodecKind::Video, None)
+            c.pc.add_transceiver_from_kind(RtpCodecKind::Video, None)
                 .expect("recvonly");
             b.clients.push(c);
             b.offer(i);
         }
-        b.pump_until(|b| {
-            b.clients
-                .iter()
-                .all(|c| c.connected)
-        });
+        b.pump_until(|b| b.clients.iter().all(|c| c.connected));
         if let Some(mut s) = b.clients[0].pc.rtp_sender(b.publisher_sender) {
             b.pt = s
                 .get_parameters()
@@ -207,7 +200,10 @@ impl Bench {
             if out >= subscribers {
                 break;
             }
-            assert!(Instant::now() < deadline, "subscribers never opened ({out} of {subscribers})");
+            assert!(
+                Instant::now() < deadline,
+                "subscribers never opened ({out} of {subscribers})"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         // Steady state check: one delta frame packet → one datagram per subscriber.
@@ -338,11 +334,13 @@ impl Bench {
                 match msg {
                     ServerMsg::Answer { sdp } => {
                         let answer = RTCSessionDescription::answer(sdp).expect("answer");
-                        c.pc.set_remote_description(now, answer).expect("apply answer");
+                        c.pc.set_remote_description(now, answer)
+                            .expect("apply answer");
                     }
                     ServerMsg::Offer { sdp } => {
                         let offer = RTCSessionDescription::offer(sdp).expect("offer");
-                        c.pc.set_remote_description(now, offer).expect("apply offer");
+                        c.pc.set_remote_description(now, offer)
+                            .expect("apply offer");
                         let answer = c.pc.create_answer(None).expect("create answer");
                         c.pc.set_local_description(now, answer).expect("set answer");
                         let sdp = c.pc.local_description().expect("local").sdp;
@@ -374,19 +372,23 @@ fn fan_out(c: &mut Criterion) {
     for n in [1usize, 10, 100] {
         let mut b = Bench::new(n);
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("packet_to_subscribers", n), &n, |bencher, _| {
-            bencher.iter_custom(|iters| {
-                // Encrypt the publisher's packets outside the timed region.
-                let datagrams: Vec<Datagram> =
-                    (0..iters).map(|_| b.publisher_datagram(false)).collect();
-                let start = Instant::now();
-                for d in datagrams {
-                    b.room.on_datagram(d);
-                    b.room.transmits_mut().clear();
-                }
-                start.elapsed()
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("packet_to_subscribers", n),
+            &n,
+            |bencher, _| {
+                bencher.iter_custom(|iters| {
+                    // Encrypt the publisher's packets outside the timed region.
+                    let datagrams: Vec<Datagram> =
+                        (0..iters).map(|_| b.publisher_datagram(false)).collect();
+                    let start = Instant::now();
+                    for d in datagrams {
+                        b.room.on_datagram(d);
+                        b.room.transmits_mut().clear();
+                    }
+                    start.elapsed()
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Process lifecycle.
+    pub server: ServerConfig,
     /// HTTP / WebSocket listener.
     pub http: HttpConfig,
     /// The shared UDP media port.
@@ -24,6 +26,23 @@ pub struct Config {
     pub ice_servers: Vec<IceServer>,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Process lifecycle.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// On SIGTERM/SIGINT: how long to wait for participants to leave before exiting anyway.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// HTTP / WebSocket listener.

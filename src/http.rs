@@ -1,5 +1,5 @@
 //! HTTP routes (axum): the embedded web client at `/`, signaling at `/ws`, `/metrics`,
-//! `/healthz` and `/readyz`.
+//! `/healthz`, `/readyz` and the room API at `/api/rooms`.
 
 use std::sync::Arc;
 
@@ -8,10 +8,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use futures_util::StreamExt;
 use rust_embed::RustEmbed;
 
+use crate::ids::RoomName;
+use crate::room::registry::Rooms;
 use crate::signal::session::{self, SessionContext};
 use crate::telemetry::METRICS;
 
@@ -29,6 +31,8 @@ const WS_HARD_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     /// Signaling sessions' context.
     pub session: Arc<SessionContext>,
+    /// The room directory (room API).
+    pub rooms: Arc<Rooms>,
 }
 
 /// Builds the router.
@@ -38,6 +42,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/api/rooms", get(api_rooms))
+        .route("/api/rooms/{room}", get(api_room))
         .route("/", get(index))
         .route("/{*path}", get(asset))
         .with_state(state)
@@ -65,6 +71,26 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
     } else {
         "ready".into_response()
+    }
+}
+
+async fn api_rooms(State(state): State<AppState>) -> Response {
+    let rooms = state.rooms.snapshots().await;
+    Json(serde_json::json!({ "rooms": rooms })).into_response()
+}
+
+async fn api_room(State(state): State<AppState>, Path(room): Path<String>) -> Response {
+    let snapshot = match RoomName::parse(&room) {
+        Some(name) => state.rooms.snapshot(&name).await,
+        None => None,
+    };
+    match snapshot {
+        Some(s) => Json(s).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "no such room" })),
+        )
+            .into_response(),
     }
 }
 

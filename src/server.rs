@@ -43,6 +43,7 @@ pub struct Server {
     /// The room directory.
     pub rooms: Arc<Rooms>,
     shutdown: CancellationToken,
+    drain_timeout: std::time::Duration,
     http: tokio::task::JoinHandle<Result<(), std::io::Error>>,
     udp: tokio::task::JoinHandle<()>,
 }
@@ -77,6 +78,7 @@ impl Server {
             })?;
         let http_addr = listener.local_addr().map_err(ServerError::Http)?;
         let state = AppState {
+            rooms: rooms.clone(),
             session: Arc::new(SessionContext {
                 rooms: rooms.clone(),
                 ice_servers: config.ice_servers.clone(),
@@ -97,6 +99,7 @@ impl Server {
             media_addr,
             rooms,
             shutdown,
+            drain_timeout: config.server.drain_timeout,
             http,
             udp: udp_task,
         })
@@ -107,14 +110,38 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Runs until the shutdown token is cancelled and everything has stopped.
-    pub async fn wait(self) -> Result<(), ServerError> {
-        let http = self.http.await;
-        self.shutdown.cancel();
-        let _ = self.udp.await;
-        match http {
-            Ok(r) => r.map_err(ServerError::Http),
-            Err(e) => Err(ServerError::Http(std::io::Error::other(e))),
+    /// Runs until the shutdown token is cancelled, then drains: readiness fails, new joins are
+    /// refused, every session is told `going-away` and leaves; returns once all rooms are gone
+    /// or the drain deadline passes.
+    pub async fn wait(mut self) -> Result<(), ServerError> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            r = &mut self.http => {
+                // The HTTP server stopped on its own: that is a failure.
+                self.shutdown.cancel();
+                return match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(ServerError::Http(e)),
+                    Err(e) => Err(ServerError::Http(std::io::Error::other(e))),
+                };
+            }
         }
+        info!(rooms = self.rooms.len(), "draining");
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        while !self.rooms.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if !self.rooms.is_empty() {
+            tracing::warn!(
+                rooms = self.rooms.len(),
+                "drain deadline passed; exiting anyway"
+            );
+        }
+        // Upgraded WebSockets are not tracked by the graceful shutdown; give it a moment.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), &mut self.http).await;
+        self.http.abort();
+        let _ = self.udp.await;
+        info!("stopped");
+        Ok(())
     }
 }

@@ -6,12 +6,14 @@
 //! - [`keyframe`]: PLI merging and throttling per published track.
 //! - [`track`]: negotiated payload-type/extension tables.
 //! - [`codec`]: keyframe detection per codec.
+//! - [`rate`]: bitrate meters for the room API.
 
 pub mod codec;
 pub mod downtrack;
 pub mod forwarder;
 pub mod keyframe;
 pub mod munger;
+pub mod rate;
 pub mod track;
 
 /// Why a packet (or datagram) was not forwarded. Each is counted in

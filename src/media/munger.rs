@@ -54,7 +54,10 @@ impl Munger {
             prev => {
                 let (next_seq, next_ts) = match prev {
                     // Continue one packet and one (nominal 20 ms at 90 kHz) frame later.
-                    Some(p) => (p.last_out_seq.wrapping_add(1), p.last_out_ts.wrapping_add(1)),
+                    Some(p) => (
+                        p.last_out_seq.wrapping_add(1),
+                        p.last_out_ts.wrapping_add(1),
+                    ),
                     None => (self.initial_seq, self.initial_ts),
                 };
                 *prev = Some(Started {

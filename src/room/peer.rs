@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use rtc::ice::mdns::MulticastDnsMode;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -104,7 +104,9 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
             RtpCodecKind::Video
         };
         me.register_header_extension(
-            RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
             kind,
             None,
         )?;
@@ -189,7 +191,12 @@ impl Peer {
     }
 
     /// Feeds one datagram from the shared socket.
-    pub fn handle_datagram(&mut self, from: SocketAddr, data: BytesMut, now: Instant) -> Result<(), PeerError> {
+    pub fn handle_datagram(
+        &mut self,
+        from: SocketAddr,
+        data: BytesMut,
+        now: Instant,
+    ) -> Result<(), PeerError> {
         self.remote_addr = Some(from);
         self.pc.handle_read(TaggedBytesMut {
             now,

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use super::task::Room;
-use super::{JoinAccepted, JoinError, RoomCmd, RoomContext};
+use super::{JoinAccepted, JoinError, RoomCmd, RoomContext, RoomSnapshot};
 use crate::ids::{DisplayName, ParticipantId, RoomName};
 use crate::signal::protocol::ServerMsg;
 use crate::telemetry::METRICS;
@@ -94,6 +94,34 @@ impl Rooms {
         }
     }
 
+    /// Snapshots of every room (rooms that do not answer within a second are skipped).
+    pub async fn snapshots(&self) -> Vec<RoomSnapshot> {
+        let handles: Vec<RoomHandle> = self.map.iter().map(|e| e.value().clone()).collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            if let Some(s) = Self::ask_snapshot(&h).await {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Snapshot of one room, if it exists.
+    pub async fn snapshot(&self, room: &RoomName) -> Option<RoomSnapshot> {
+        let h = self.map.get(room)?.value().clone();
+        Self::ask_snapshot(&h).await
+    }
+
+    async fn ask_snapshot(h: &RoomHandle) -> Option<RoomSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        h.cmds.send(RoomCmd::Snapshot { reply: tx }).await.ok()?;
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// Joins `room` (creating it if needed). Returns the room's handle and what the room said.
     pub async fn join(
         &self,
@@ -116,13 +144,15 @@ impl Rooms {
                 reply: reply_tx,
             };
             if handle.cmds.send(cmd).await.is_err() {
-                self.map.remove_if(room, |_, h| h.generation == handle.generation);
+                self.map
+                    .remove_if(room, |_, h| h.generation == handle.generation);
                 continue;
             }
             match reply_rx.await {
                 Ok(Ok(accepted)) => return Ok((handle, accepted)),
                 Ok(Err(JoinError::Closing)) | Err(_) => {
-                    self.map.remove_if(room, |_, h| h.generation == handle.generation);
+                    self.map
+                        .remove_if(room, |_, h| h.generation == handle.generation);
                 }
                 Ok(Err(e)) => return Err(e),
             }

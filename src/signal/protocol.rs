@@ -238,6 +238,27 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (for pre-creating metric labels).
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::BadMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidName,
+        ErrorCode::BadSdp,
+        ErrorCode::UnexpectedAnswer,
+        ErrorCode::OfferCollision,
+        ErrorCode::BadCandidate,
+        ErrorCode::RoomFull,
+        ErrorCode::ServerFull,
+        ErrorCode::Unauthorized,
+        ErrorCode::NegotiationTimeout,
+        ErrorCode::Removed,
+        ErrorCode::Internal,
+    ];
+
     /// The wire name, also used as a metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -268,7 +289,11 @@ const KNOWN_TYPES: &[&str] = &["join", "offer", "answer", "candidate", "leave", 
 pub fn parse_client_msg(text: &str) -> Result<ClientMsg, (ErrorCode, String)> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| (ErrorCode::BadMessage, format!("invalid JSON: {e}")))?;
-    let Some(ty) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
+    let Some(ty) = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+    else {
         return Err((
             ErrorCode::BadMessage,
             "expected a JSON object with a string \"type\"".into(),
@@ -310,8 +335,14 @@ mod tests {
 
     #[test]
     fn distinguishes_bad_json_unknown_type_and_bad_fields() {
-        assert_eq!(parse_client_msg("{nope").unwrap_err().0, ErrorCode::BadMessage);
-        assert_eq!(parse_client_msg("[1,2]").unwrap_err().0, ErrorCode::BadMessage);
+        assert_eq!(
+            parse_client_msg("{nope").unwrap_err().0,
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            parse_client_msg("[1,2]").unwrap_err().0,
+            ErrorCode::BadMessage
+        );
         assert_eq!(
             parse_client_msg(r#"{"type":"dance"}"#).unwrap_err().0,
             ErrorCode::UnknownType
@@ -321,7 +352,9 @@ mod tests {
             ErrorCode::BadMessage
         );
         assert_eq!(
-            parse_client_msg(r#"{"type":"offer","sdp":5}"#).unwrap_err().0,
+            parse_client_msg(r#"{"type":"offer","sdp":5}"#)
+                .unwrap_err()
+                .0,
             ErrorCode::BadMessage
         );
     }

@@ -171,7 +171,12 @@ async fn handle<S: Sink<Message> + Unpin>(
             return Flow::Continue;
         }
         (ClientMsg::Join { .. }, Some(_)) => {
-            reply_error(tx, ErrorCode::AlreadyJoined, "this socket has already joined a room").await;
+            reply_error(
+                tx,
+                ErrorCode::AlreadyJoined,
+                "this socket has already joined a room",
+            )
+            .await;
             return Flow::Continue;
         }
         (ClientMsg::Join { room, name, .. }, None) => {
@@ -181,8 +186,14 @@ async fn handle<S: Sink<Message> + Unpin>(
             reply_error(tx, ErrorCode::NotJoined, "send join first").await;
             return Flow::Continue;
         }
-        (ClientMsg::Offer { sdp }, Some(j)) => RoomCmd::Offer { id: j.id.clone(), sdp },
-        (ClientMsg::Answer { sdp }, Some(j)) => RoomCmd::Answer { id: j.id.clone(), sdp },
+        (ClientMsg::Offer { sdp }, Some(j)) => RoomCmd::Offer {
+            id: j.id.clone(),
+            sdp,
+        },
+        (ClientMsg::Answer { sdp }, Some(j)) => RoomCmd::Answer {
+            id: j.id.clone(),
+            sdp,
+        },
         (ClientMsg::Candidate { candidate }, Some(j)) => RoomCmd::Candidate {
             id: j.id.clone(),
             candidate,
@@ -193,7 +204,11 @@ async fn handle<S: Sink<Message> + Unpin>(
         return Flow::Continue;
     };
     if j.room.cmds.send(cmd).await.is_err() {
-        let _ = send(tx, &ServerMsg::error(ErrorCode::Removed, "the room is gone")).await;
+        let _ = send(
+            tx,
+            &ServerMsg::error(ErrorCode::Removed, "the room is gone"),
+        )
+        .await;
         return Flow::Close("room gone");
     }
     Flow::Continue
@@ -212,16 +227,30 @@ async fn join<S: Sink<Message> + Unpin>(
         return Flow::Close("draining");
     }
     let Some(room_name) = RoomName::parse(room) else {
-        reply_error(tx, ErrorCode::InvalidRoom, "room must be 1-64 characters of A-Z a-z 0-9 _ . -").await;
+        reply_error(
+            tx,
+            ErrorCode::InvalidRoom,
+            "room must be 1-64 characters of A-Z a-z 0-9 _ . -",
+        )
+        .await;
         return Flow::Continue;
     };
     let Some(display) = DisplayName::parse(name) else {
-        reply_error(tx, ErrorCode::InvalidName, "name must be 1-64 characters without control characters").await;
+        reply_error(
+            tx,
+            ErrorCode::InvalidName,
+            "name must be 1-64 characters without control characters",
+        )
+        .await;
         return Flow::Continue;
     };
     let id = ParticipantId::mint();
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
-    match ctx.rooms.join(&room_name, id.clone(), display, signal_tx).await {
+    match ctx
+        .rooms
+        .join(&room_name, id.clone(), display, signal_tx)
+        .await
+    {
         Ok((handle, accepted)) => {
             let msg = ServerMsg::Joined {
                 participant_id: id.clone(),
@@ -233,7 +262,9 @@ async fn join<S: Sink<Message> + Unpin>(
                 let _ = handle.cmds.send(RoomCmd::Leave { id }).await;
                 return Flow::Close("send failed");
             }
-            METRICS.join_duration.observe(started.elapsed().as_secs_f64());
+            METRICS
+                .join_duration
+                .observe(started.elapsed().as_secs_f64());
             *joined = Some(Joined {
                 id,
                 room: handle,

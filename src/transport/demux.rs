@@ -156,10 +156,16 @@ mod tests {
     fn stun_with_a_known_ufrag_teaches_the_address() {
         let mut d = Demuxer::default();
         d.register("abc".into(), 1u32);
-        assert_eq!(d.route(addr(5000), b"\x80dtls-ish"), Err(Unrouted::UnknownAddress));
+        assert_eq!(
+            d.route(addr(5000), b"\x80dtls-ish"),
+            Err(Unrouted::UnknownAddress)
+        );
         assert_eq!(d.route(addr(5000), &stun_request("abc:x")), Ok(1));
         assert_eq!(d.route(addr(5000), b"\x80srtp"), Ok(1));
-        assert_eq!(d.route(addr(5001), &stun_request("zzz:x")), Err(Unrouted::UnknownUfrag));
+        assert_eq!(
+            d.route(addr(5001), &stun_request("zzz:x")),
+            Err(Unrouted::UnknownUfrag)
+        );
     }
 
     #[test]
@@ -169,7 +175,10 @@ mod tests {
         d.route(addr(5000), &stun_request("abc:x")).unwrap();
         d.unregister("abc");
         assert!(d.is_empty());
-        assert_eq!(d.route(addr(5000), b"\x80srtp"), Err(Unrouted::UnknownAddress));
+        assert_eq!(
+            d.route(addr(5000), b"\x80srtp"),
+            Err(Unrouted::UnknownAddress)
+        );
     }
 
     #[test]

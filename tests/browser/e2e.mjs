@@ -25,8 +25,9 @@ import { chromium } from 'playwright-core';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CONFAB_BIN = path.resolve(ROOT, process.env.CONFAB_BIN || 'target/debug/confab');
-// Development aid: serve the web client from this directory instead of the server's copy
-// (which may be compiled into the binary), to test client edits without rebuilding.
+// Development aid: serve the web client's scripts and styles from this directory instead of the
+// server's copy (which may be compiled into the binary), to test client edits without
+// rebuilding. index.html still comes from the server.
 const CLIENT_DIR = process.env.CONFAB_E2E_CLIENT_DIR ? path.resolve(ROOT, process.env.CONFAB_E2E_CLIENT_DIR) : null;
 const HTTP_BIND = '127.0.0.1:8080';
 const BASE_URL = `http://${HTTP_BIND}`;
@@ -212,6 +213,9 @@ class Peer {
     this.context = await browserRef.newContext();
     if (CLIENT_DIR) {
       await this.context.route((u) => u.origin === BASE_URL && u.pathname !== '/ws', (route) => {
+        // The document itself must come from the server: Chromium's local-network-access checks
+        // block the WebSocket of a page whose document Playwright fulfilled.
+        if (route.request().resourceType() === 'document') return route.continue();
         const rel = new URL(route.request().url()).pathname.replace(/^\/+/, '') || 'index.html';
         const file = path.join(CLIENT_DIR, rel);
         if (!file.startsWith(CLIENT_DIR + path.sep) || !fs.existsSync(file)) return route.fulfill({ status: 404, body: 'not found' });
