@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use confab::config::MediaConfig;
+use confab::auth::Grant;
+use confab::config::{LimitsConfig, MediaConfig};
 use confab::ids::{DisplayName, ParticipantId, PeerKey, RoomName};
 use confab::room::task::Room;
 use confab::room::{RoomCmd, RoomContext};
@@ -116,6 +117,7 @@ impl Bench {
             advertised: server_addr,
             media: MediaConfig::default(),
             ice_servers: vec![],
+            limits: LimitsConfig::default(),
         };
         let (inbox_tx, _inbox_rx) = mpsc::channel(16);
         let room = Room::new(
@@ -223,6 +225,7 @@ impl Bench {
         self.room.on_cmd(RoomCmd::Join {
             id: id.clone(),
             name: DisplayName::parse(&format!("c{i}")).expect("name"),
+            grant: Grant::open(),
             signal: signal_tx,
             reply: reply_tx,
         });

@@ -223,10 +223,12 @@ async function startCall(room, name, token) {
   /** @type {MediaStream | null} */
   let stream = null;
   try {
+    // `mediaDevices` only exists in secure contexts (https://, or http://localhost).
+    if (!navigator.mediaDevices) throw new Error('the page is not served over HTTPS');
     stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
     mark('confab:local-media');
   } catch (e) {
-    const why = e instanceof DOMException ? e.name : String(e);
+    const why = e instanceof DOMException ? e.name : e instanceof Error ? e.message : String(e);
     if (exposed.session === session) {
       showNotice(`Camera and microphone are unavailable (${why}). You joined receive-only.`);
       session.receiveOnly();

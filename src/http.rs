@@ -1,11 +1,13 @@
 //! HTTP routes (axum): the embedded web client at `/`, signaling at `/ws`, `/metrics`,
 //! `/healthz`, `/readyz` and the room API at `/api/rooms`.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -14,7 +16,8 @@ use rust_embed::RustEmbed;
 
 use crate::ids::RoomName;
 use crate::room::registry::Rooms;
-use crate::signal::session::{self, SessionContext};
+use crate::signal::protocol::ErrorCode;
+use crate::signal::session::{self, ConnInfo, SessionContext};
 use crate::telemetry::METRICS;
 
 /// The browser client (`client/`), compiled into the binary.
@@ -33,6 +36,8 @@ pub struct AppState {
     pub session: Arc<SessionContext>,
     /// The room directory (room API).
     pub rooms: Arc<Rooms>,
+    /// `Origin`s allowed on `/ws` (empty: any).
+    pub allowed_origins: Arc<Vec<String>>,
 }
 
 /// Builds the router.
@@ -49,13 +54,53 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+/// The token from `?access_token=` or `Authorization: Bearer`.
+fn request_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
+    if let Some(t) = query.get("access_token") {
+        return Some(t.clone());
+    }
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
+}
+
+/// Whether the request's `Origin` may open a WebSocket (no list: any; no header: non-browser
+/// clients, allowed).
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+        None => true,
+        Some(Ok(origin)) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
+        Some(Err(_)) => false,
+    }
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn ws(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&state.allowed_origins, &headers) {
+        METRICS.signaling_error(ErrorCode::Unauthorized);
+        return json_error(StatusCode::FORBIDDEN, "origin not allowed");
+    }
+    let conn = ConnInfo {
+        ip: peer.ip(),
+        token: request_token(&headers, &query),
+    };
     upgrade
         .max_message_size(WS_HARD_LIMIT)
         .max_frame_size(WS_HARD_LIMIT)
         .on_upgrade(move |socket| {
             let (tx, rx) = socket.split();
-            session::run(tx, rx, state.session.clone())
+            session::run(tx, rx, state.session.clone(), conn)
         })
 }
 
@@ -74,23 +119,36 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn api_rooms(State(state): State<AppState>) -> Response {
+async fn api_rooms(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let token = request_token(&headers, &query);
+    if let Err(e) = state.session.auth.check_api(token.as_deref(), None) {
+        return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
+    }
     let rooms = state.rooms.snapshots().await;
     Json(serde_json::json!({ "rooms": rooms })).into_response()
 }
 
-async fn api_room(State(state): State<AppState>, Path(room): Path<String>) -> Response {
+async fn api_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let token = request_token(&headers, &query);
+    if let Err(e) = state.session.auth.check_api(token.as_deref(), Some(&room)) {
+        return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
+    }
     let snapshot = match RoomName::parse(&room) {
         Some(name) => state.rooms.snapshot(&name).await,
         None => None,
     };
     match snapshot {
         Some(s) => Json(s).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": "no such room" })),
-        )
-            .into_response(),
+        None => json_error(StatusCode::NOT_FOUND, "no such room"),
     }
 }
 

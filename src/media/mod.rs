@@ -39,11 +39,13 @@ pub enum DropReason {
     SocketFull,
     /// A datagram the peer connection could not process.
     BadDatagram,
+    /// A track the publisher may not publish (grant or track limit).
+    NotPermitted,
 }
 
 impl DropReason {
     /// Every reason, for pre-resolving metric handles.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::UnknownTrack,
         DropReason::NotNegotiated,
         DropReason::CodecNotNegotiated,
@@ -53,6 +55,7 @@ impl DropReason {
         DropReason::UnknownPeer,
         DropReason::SocketFull,
         DropReason::BadDatagram,
+        DropReason::NotPermitted,
     ];
 
     /// Metric label.
@@ -67,6 +70,7 @@ impl DropReason {
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::SocketFull => "socket_full",
             DropReason::BadDatagram => "bad_datagram",
+            DropReason::NotPermitted => "not_permitted",
         }
     }
 }

@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{IceServer, MediaConfig};
+use crate::auth::Grant;
+use crate::config::{IceServer, LimitsConfig, MediaConfig};
 use crate::ids::{DisplayName, ParticipantId, TrackId};
 use crate::signal::protocol::{CandidateInit, ErrorCode, ParticipantInfo, ServerMsg, TrackKind};
 use crate::transport::udp::{DemuxHandle, UdpTx};
@@ -34,6 +35,8 @@ pub struct RoomContext {
     pub media: MediaConfig,
     /// ICE servers for clients.
     pub ice_servers: Vec<IceServer>,
+    /// Capacity limits.
+    pub limits: LimitsConfig,
 }
 
 /// A join the room accepted.
@@ -56,6 +59,12 @@ pub enum JoinError {
     /// No room could be reached after retries.
     #[error("room unavailable")]
     Unavailable,
+    /// The room has `limits.max_participants_per_room` members.
+    #[error("the room is full")]
+    RoomFull,
+    /// `limits.max_rooms` rooms are open.
+    #[error("the server has too many rooms")]
+    ServerFull,
 }
 
 impl JoinError {
@@ -65,6 +74,8 @@ impl JoinError {
             JoinError::Closing | JoinError::Unavailable | JoinError::PeerConnection(_) => {
                 ErrorCode::Internal
             }
+            JoinError::RoomFull => ErrorCode::RoomFull,
+            JoinError::ServerFull => ErrorCode::ServerFull,
         }
     }
 }
@@ -79,6 +90,8 @@ pub enum RoomCmd {
         id: ParticipantId,
         /// Its display name.
         name: DisplayName,
+        /// What it may do (and its identity, unique per room).
+        grant: Grant,
         /// Where the room sends its signaling.
         signal: mpsc::Sender<ServerMsg>,
         /// The outcome.

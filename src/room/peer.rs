@@ -34,6 +34,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 
 use super::rtcp_tap::RtcpTap;
+use crate::auth::Grant;
 use crate::ids::{random_alnum, DisplayName, ParticipantId, PeerKey, TrackId};
 use crate::media::forwarder::TrackKey;
 use crate::media::track::{RtpMap, FORWARDED_EXTENSIONS};
@@ -62,6 +63,8 @@ pub struct Peer {
     pub id: ParticipantId,
     /// Display name.
     pub name: DisplayName,
+    /// What it may do; its identity.
+    pub grant: Grant,
     /// The ICE ufrag the server minted for this peer (its demux key).
     pub ufrag: String,
     /// Outbound signaling (to the WebSocket session).
@@ -125,6 +128,7 @@ impl Peer {
         key: PeerKey,
         id: ParticipantId,
         name: DisplayName,
+        grant: Grant,
         signal: mpsc::Sender<ServerMsg>,
         local_addr: SocketAddr,
         advertised: SocketAddr,
@@ -167,6 +171,7 @@ impl Peer {
             key,
             id,
             name,
+            grant,
             ufrag,
             signal,
             joined_at: now,

@@ -12,6 +12,7 @@ use tracing::error;
 
 use super::task::Room;
 use super::{JoinAccepted, JoinError, RoomCmd, RoomContext, RoomSnapshot};
+use crate::auth::Grant;
 use crate::ids::{DisplayName, ParticipantId, RoomName};
 use crate::signal::protocol::ServerMsg;
 use crate::telemetry::METRICS;
@@ -128,9 +129,13 @@ impl Rooms {
         room: &RoomName,
         id: ParticipantId,
         name: DisplayName,
+        grant: Grant,
         signal: mpsc::Sender<ServerMsg>,
     ) -> Result<(RoomHandle, JoinAccepted), JoinError> {
         for _ in 0..3 {
+            if !self.map.contains_key(room) && self.map.len() >= self.ctx.limits.max_rooms {
+                return Err(JoinError::ServerFull);
+            }
             let handle = self
                 .map
                 .entry(room.clone())
@@ -140,6 +145,7 @@ impl Rooms {
             let cmd = RoomCmd::Join {
                 id: id.clone(),
                 name: name.clone(),
+                grant: grant.clone(),
                 signal: signal.clone(),
                 reply: reply_tx,
             };

@@ -34,6 +34,7 @@ use super::registry::RoomsMap;
 use super::{
     JoinAccepted, JoinError, ParticipantSnapshot, RoomCmd, RoomContext, RoomSnapshot, TrackSnapshot,
 };
+use crate::auth::Grant;
 use crate::ids::{ParticipantId, PeerKey, RoomName};
 use crate::media::downtrack::DownTrack;
 use crate::media::forwarder::{Forwarder, Outgoing, TrackKey};
@@ -203,10 +204,11 @@ impl Room {
             RoomCmd::Join {
                 id,
                 name,
+                grant,
                 signal,
                 reply,
             } => {
-                let result = self.join(id, name, signal, now);
+                let result = self.join(id, name, grant, signal, now);
                 let _ = reply.send(result);
             }
             RoomCmd::Offer { id, sdp } => self.on_offer(&id, sdp, now),
@@ -337,15 +339,42 @@ impl Room {
         &mut self,
         id: ParticipantId,
         name: crate::ids::DisplayName,
+        grant: Grant,
         signal: mpsc::Sender<ServerMsg>,
         now: Instant,
     ) -> Result<JoinAccepted, JoinError> {
+        // One session per identity: a second join (a reload, another device) replaces the first.
+        if let Some(identity) = &grant.identity {
+            let previous = self
+                .peers
+                .values()
+                .find(|p| p.grant.identity.as_ref() == Some(identity))
+                .map(|p| p.key);
+            if let Some(old) = previous {
+                info!(
+                    identity,
+                    "identity rejoined; replacing the previous session"
+                );
+                self.remove_peer(
+                    old,
+                    Some((
+                        ErrorCode::Removed,
+                        "replaced by a new session with the same identity",
+                    )),
+                    now,
+                );
+            }
+        }
+        if self.peers.len() >= self.ctx.limits.max_participants_per_room {
+            return Err(JoinError::RoomFull);
+        }
         let key = PeerKey(self.next_key);
         self.next_key += 1;
         let mut peer = Peer::new(
             key,
             id.clone(),
             name,
+            grant,
             signal,
             self.ctx.udp.local_addr(),
             self.ctx.advertised,
@@ -467,7 +496,7 @@ impl Room {
         let Some(t) = self.forwarder.track(tk) else {
             return;
         };
-        if t.publisher == peer.key {
+        if t.publisher == peer.key || !peer.grant.can_subscribe {
             return;
         }
         let (publisher_id, track_id, kind) = (t.publisher_id.clone(), t.id.clone(), t.kind);
@@ -493,6 +522,13 @@ impl Room {
         };
         if !peer.seen_receivers.insert(init.receiver_id) {
             return; // repeated after renegotiation
+        }
+        let published = peer.published.len();
+        if !peer.grant.can_publish || published >= self.ctx.limits.max_tracks_per_participant {
+            // Its packets then count as `unknown_track` drops; nothing is forwarded.
+            warn!(participant = %peer.id, published, "track refused (no publish grant or track limit)");
+            METRICS.count_drop(DropReason::NotPermitted, 1);
+            return;
         }
         let Some(receiver) = peer.pc().rtp_receiver(init.receiver_id) else {
             return;

@@ -229,6 +229,8 @@ pub enum ErrorCode {
     ServerFull,
     /// Missing or invalid credentials.
     Unauthorized,
+    /// Too many messages or joins; slow down.
+    RateLimited,
     /// No answer to a server offer in time.
     NegotiationTimeout,
     /// The participant was removed (connection failed, replaced, room closed).
@@ -239,7 +241,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code (for pre-creating metric labels).
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
         ErrorCode::MessageTooLarge,
@@ -254,6 +256,7 @@ impl ErrorCode {
         ErrorCode::RoomFull,
         ErrorCode::ServerFull,
         ErrorCode::Unauthorized,
+        ErrorCode::RateLimited,
         ErrorCode::NegotiationTimeout,
         ErrorCode::Removed,
         ErrorCode::Internal,
@@ -276,6 +279,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::ServerFull => "server_full",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::NegotiationTimeout => "negotiation_timeout",
             ErrorCode::Removed => "removed",
             ErrorCode::Internal => "internal",
