@@ -128,6 +128,9 @@ pub enum RoomCmd {
         /// Where to send it.
         reply: oneshot::Sender<RoomSnapshot>,
     },
+    /// Fault injection for the containment test: the room task panics.
+    #[cfg(test)]
+    Panic,
 }
 
 /// A room as the room API shows it.

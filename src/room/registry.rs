@@ -166,3 +166,80 @@ impl Rooms {
         Err(JoinError::Unavailable)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::Grant;
+    use crate::config::{LimitsConfig, MediaConfig};
+    use crate::transport::udp::UdpTransport;
+
+    async fn rooms() -> (Rooms, UdpTransport) {
+        let udp = UdpTransport::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let ctx = RoomContext {
+            udp: udp.tx.clone(),
+            demux: udp.demux.clone(),
+            advertised: udp.tx.local_addr(),
+            media: MediaConfig::default(),
+            ice_servers: vec![],
+            limits: LimitsConfig {
+                max_rooms: 2,
+                max_participants_per_room: 1,
+                ..LimitsConfig::default()
+            },
+        };
+        (Rooms::new(ctx), udp)
+    }
+
+    async fn join(
+        rooms: &Rooms,
+        room: &str,
+    ) -> Result<(RoomHandle, mpsc::Receiver<ServerMsg>), JoinError> {
+        let (tx, rx) = mpsc::channel(16);
+        let name = RoomName::parse(room).expect("valid");
+        rooms
+            .join(
+                &name,
+                ParticipantId::mint(),
+                DisplayName::parse("x").expect("valid"),
+                Grant::open(),
+                tx,
+            )
+            .await
+            .map(|(h, _)| (h, rx))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_room_is_closed_and_others_keep_running() {
+        let (rooms, _udp) = rooms().await;
+        let (doomed, mut doomed_signal) = join(&rooms, "doomed").await.expect("join");
+        let (_ok, _ok_signal) = join(&rooms, "healthy").await.expect("join");
+        let panics_before = METRICS.room_panics.get();
+        doomed.cmds.send(RoomCmd::Panic).await.expect("send");
+        // The participant's signaling channel is told (or simply closed) as the room unwinds.
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            while doomed_signal.recv().await.is_some() {}
+        })
+        .await;
+        assert!(closed.is_ok(), "the panicked room's participant was not released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(METRICS.room_panics.get(), panics_before + 1);
+        assert!(rooms.snapshot(&RoomName::parse("doomed").unwrap()).await.is_none());
+        let healthy = rooms.snapshot(&RoomName::parse("healthy").unwrap()).await;
+        assert_eq!(healthy.map(|s| s.participants.len()), Some(1));
+    }
+
+    #[tokio::test]
+    async fn room_and_server_capacity_limits_are_enforced() {
+        let (rooms, _udp) = rooms().await;
+        let _a = join(&rooms, "a").await.expect("join");
+        assert!(matches!(join(&rooms, "a").await, Err(JoinError::RoomFull)));
+        let _b = join(&rooms, "b").await.expect("join");
+        assert!(matches!(join(&rooms, "c").await, Err(JoinError::ServerFull)));
+    }
+}

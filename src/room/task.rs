@@ -222,6 +222,8 @@ impl Room {
             RoomCmd::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot(now));
             }
+            #[cfg(test)]
+            RoomCmd::Panic => panic!("injected fault"),
         }
         self.flush(now);
     }
