@@ -195,3 +195,20 @@ mod tests {
         assert!(!av1_is_keyframe(&[0x00]));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn keyframe_detection_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            for c in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::H265, Codec::Av1, Codec::Opus, Codec::Other] {
+                let _ = c.is_keyframe(&bytes);
+            }
+        }
+    }
+}

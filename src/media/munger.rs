@@ -134,3 +134,32 @@ mod tests {
         assert_eq!(m.rewrite(2, 60001, 3123).0, 103);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn in_order_input_gives_consecutive_output(start in any::<u16>(), n in 1usize..500, init in any::<u16>(), ssrc in any::<u32>()) {
+            let mut m = Munger::new(init, 0);
+            let mut prev = None;
+            for i in 0..n {
+                let (seq, _) = m.rewrite(ssrc, start.wrapping_add(i as u16), i as u32 * 3000);
+                if let Some(p) = prev {
+                    prop_assert_eq!(seq, u16::wrapping_add(p, 1));
+                }
+                prev = Some(seq);
+            }
+        }
+
+        #[test]
+        fn arbitrary_sequences_never_panic(ops in prop::collection::vec((any::<u8>(), any::<u16>(), any::<u32>(), any::<bool>()), 0..200)) {
+            let mut m = Munger::new(1, 1);
+            for (ssrc, seq, ts, skip) in ops {
+                if skip { m.skip(u32::from(ssrc % 3), seq) } else { let _ = m.rewrite(u32::from(ssrc % 3), seq, ts); }
+            }
+        }
+    }
+}

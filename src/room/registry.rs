@@ -226,10 +226,16 @@ mod tests {
             while doomed_signal.recv().await.is_some() {}
         })
         .await;
-        assert!(closed.is_ok(), "the panicked room's participant was not released");
+        assert!(
+            closed.is_ok(),
+            "the panicked room's participant was not released"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(METRICS.room_panics.get(), panics_before + 1);
-        assert!(rooms.snapshot(&RoomName::parse("doomed").unwrap()).await.is_none());
+        assert!(rooms
+            .snapshot(&RoomName::parse("doomed").unwrap())
+            .await
+            .is_none());
         let healthy = rooms.snapshot(&RoomName::parse("healthy").unwrap()).await;
         assert_eq!(healthy.map(|s| s.participants.len()), Some(1));
     }
@@ -240,6 +246,9 @@ mod tests {
         let _a = join(&rooms, "a").await.expect("join");
         assert!(matches!(join(&rooms, "a").await, Err(JoinError::RoomFull)));
         let _b = join(&rooms, "b").await.expect("join");
-        assert!(matches!(join(&rooms, "c").await, Err(JoinError::ServerFull)));
+        assert!(matches!(
+            join(&rooms, "c").await,
+            Err(JoinError::ServerFull)
+        ));
     }
 }

@@ -375,3 +375,34 @@ mod tests {
         assert_eq!(e, r#"{"type":"error","code":"bad_sdp","message":"x"}"#);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_text_never_panics(s in any::<String>()) {
+            let _ = parse_client_msg(&s);
+        }
+
+        #[test]
+        fn json_objects_with_any_type_and_fields_never_panic(
+            ty in prop::sample::select(vec!["join", "offer", "answer", "candidate", "leave", "ping", "x", ""]),
+            key in "[a-z_]{1,12}",
+            value in prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<String>().prop_map(serde_json::Value::from),
+                Just(serde_json::json!({"candidate": "x", "sdp_mid": 1})),
+                Just(serde_json::json!([1, 2, 3])),
+            ],
+        ) {
+            let msg = serde_json::json!({ "type": ty, key: value });
+            let _ = parse_client_msg(&msg.to_string());
+        }
+    }
+}

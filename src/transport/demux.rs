@@ -191,3 +191,26 @@ mod tests {
         assert_eq!(d.len(), (1, MAX_ADDRS_PER_UFRAG));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn arbitrary_datagrams_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 0..300), stun in any::<bool>()) {
+            if stun && bytes.len() >= 20 {
+                bytes[0] &= 0x3f;
+                bytes[4..8].copy_from_slice(&MAGIC_COOKIE);
+            }
+            let mut d: Demuxer<u8> = Demuxer::default();
+            d.register("abc".into(), 1);
+            let from = SocketAddr::from(([127, 0, 0, 1], 9));
+            let _ = d.route(from, &bytes);
+            let _ = stun_local_ufrag(&bytes);
+        }
+    }
+}
