@@ -66,6 +66,9 @@ pub struct HttpConfig {
     /// `Origin`s allowed to open the signaling WebSocket (e.g. `https://meet.example.org`).
     /// Empty: any origin.
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (the client IP for per-IP limits is
+    /// then its last entry). Empty: the TCP peer address is the client.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for HttpConfig {
@@ -76,6 +79,7 @@ impl Default for HttpConfig {
             tls_key: None,
             self_signed: false,
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! `/healthz`, `/readyz` and the room API at `/api/rooms`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -38,6 +38,24 @@ pub struct AppState {
     pub rooms: Arc<Rooms>,
     /// `Origin`s allowed on `/ws` (empty: any).
     pub allowed_origins: Arc<Vec<String>>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<IpAddr>>,
+}
+
+/// The client's IP: the TCP peer, or the last `X-Forwarded-For` hop when the peer is a trusted
+/// proxy (the last entry is the one that proxy appended, so clients cannot forge it).
+fn client_ip(peer: IpAddr, trusted: &[IpAddr], headers: &HeaderMap) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .next_back()
+        .unwrap_or(peer)
 }
 
 /// Builds the router.
@@ -92,7 +110,7 @@ async fn ws(
         return json_error(StatusCode::FORBIDDEN, "origin not allowed");
     }
     let conn = ConnInfo {
-        ip: peer.ip(),
+        ip: client_ip(peer.ip(), &state.trusted_proxies, &headers),
         token: request_token(&headers, &query),
     };
     upgrade
@@ -174,5 +192,34 @@ fn serve_asset(path: &str) -> Response {
                 .into_response()
         }
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9".parse().unwrap());
+        assert_eq!(
+            client_ip(proxy, &[proxy], &h),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(proxy, &[], &h), proxy);
+        assert_eq!(client_ip(proxy, &[proxy], &HeaderMap::new()), proxy);
+    }
+
+    #[test]
+    fn origins_are_checked_when_configured() {
+        let mut h = HeaderMap::new();
+        assert!(origin_allowed(&[], &h));
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(origin_allowed(&[], &h));
+        assert!(!origin_allowed(&["https://meet.example".into()], &h));
+        h.insert(header::ORIGIN, "https://meet.example".parse().unwrap());
+        assert!(origin_allowed(&["https://meet.example".into()], &h));
     }
 }

@@ -132,6 +132,7 @@ impl Server {
         let state = AppState {
             rooms: rooms.clone(),
             allowed_origins: Arc::new(config.http.allowed_origins.clone()),
+            trusted_proxies: Arc::new(config.http.trusted_proxies.clone()),
             session: Arc::new(SessionContext {
                 rooms: rooms.clone(),
                 auth,
