@@ -51,6 +51,15 @@ const STATUS_TEXT = /** @type {Record<string, string>} */ ({
   failed: 'Connection failed',
 });
 
+/**
+ * Records a startup milestone once (performance marks are relative to navigation start), so
+ * tests and developers can see where time-to-first-frame goes.
+ * @param {string} name
+ */
+function mark(name) {
+  if (performance.getEntriesByName(name, 'mark').length === 0) performance.mark(name);
+}
+
 // ------------------------------------------------------------------ DOM helpers
 
 /**
@@ -187,29 +196,10 @@ async function startCall(room, name, token) {
   ui.roomLabel.textContent = `Room ${room}`;
   document.title = `${room} · Confab`;
   showNotice(null);
+  ui.btnMic.disabled = true;
+  ui.btnCam.disabled = true;
 
-  try {
-    localStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
-    state.receiveOnly = false;
-  } catch (e) {
-    localStream = null;
-    state.receiveOnly = true;
-    const why = e instanceof DOMException ? e.name : String(e);
-    showNotice(`Camera and microphone are unavailable (${why}). You joined receive-only.`);
-  }
-  ui.btnMic.disabled = !localStream?.getAudioTracks().length;
-  ui.btnCam.disabled = !localStream?.getVideoTracks().length;
-  setPressed(ui.btnMic, false, 'Mute', 'Unmute');
-  setPressed(ui.btnCam, false, 'Camera off', 'Camera on');
-
-  if (localStream) {
-    const tile = ensureTile('local', name, true);
-    const video = /** @type {HTMLVideoElement} */ (tile.querySelector('video'));
-    video.srcObject = localStream;
-    updateVideoPresence(tile, localStream);
-    video.play().catch(() => {});
-  }
-
+  mark('confab:call-start');
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   const session = new Session({
     url: `${scheme}://${location.host}/ws`,
@@ -219,15 +209,51 @@ async function startCall(room, name, token) {
   });
   exposed.session = session;
   wireSession(session);
-  if (localStream) await session.publish(localStream);
-  try {
-    await session.join();
-  } catch (e) {
+  // Join while the camera starts (or while the user answers the permission prompt): we see the
+  // others sooner, and our tracks follow in their own offer as soon as they exist.
+  const joined = session.join().then(() => true, (e) => {
     // Refused for good (bad room/name, auth, full) or left before joining: back to the form.
-    if (exposed.session !== session) return;
-    const detail = /** @type {any} */ (e);
-    endCall(detail.code === 'left' ? null : `Could not join: ${detail.message ?? e}`);
+    if (exposed.session === session) {
+      const detail = /** @type {any} */ (e);
+      endCall(detail.code === 'left' ? null : `Could not join: ${detail.message ?? e}`);
+    }
+    return false;
+  });
+
+  /** @type {MediaStream | null} */
+  let stream = null;
+  try {
+    // `mediaDevices` only exists in secure contexts (https://, or http://localhost).
+    if (!navigator.mediaDevices) throw new Error('the page is not served over HTTPS');
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    mark('confab:local-media');
+  } catch (e) {
+    const why = e instanceof DOMException ? e.name : e instanceof Error ? e.message : String(e);
+    if (exposed.session === session) {
+      showNotice(`Camera and microphone are unavailable (${why}). You joined receive-only.`);
+      session.receiveOnly();
+    }
   }
+  if (exposed.session !== session) {
+    // The call ended while the camera was starting.
+    for (const t of stream?.getTracks() ?? []) t.stop();
+    return;
+  }
+  localStream = stream;
+  state.receiveOnly = !stream;
+  ui.btnMic.disabled = !stream?.getAudioTracks().length;
+  ui.btnCam.disabled = !stream?.getVideoTracks().length;
+  setPressed(ui.btnMic, false, 'Mute', 'Unmute');
+  setPressed(ui.btnCam, false, 'Camera off', 'Camera on');
+  if (stream) {
+    const tile = ensureTile('local', name, true);
+    const video = /** @type {HTMLVideoElement} */ (tile.querySelector('video'));
+    video.srcObject = stream;
+    updateVideoPresence(tile, stream);
+    video.play().catch(() => {});
+    await session.publish(stream);
+  }
+  await joined;
 }
 
 /** @param {Session} session */
@@ -254,6 +280,7 @@ function wireSession(session) {
     renderStatus();
   });
   on('joined', (/** @type {import('./confab.js').JoinedDetail} */ d) => {
+    mark('confab:joined');
     state.participantId = d.participantId;
     if (ui.notice.textContent?.startsWith('The server')) showNotice(null);
     syncParticipants();
@@ -267,6 +294,7 @@ function wireSession(session) {
     syncParticipants();
   });
   on('track', (/** @type {import('./confab.js').TrackDetail} */ d) => {
+    mark('confab:first-remote-track');
     const p = session.participants.get(d.participantId);
     const tile = ensureTile(d.participantId, p?.name ?? d.participantId);
     const video = /** @type {HTMLVideoElement} */ (tile.querySelector('video'));

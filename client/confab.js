@@ -113,8 +113,10 @@ export class Session extends EventTarget {
   #pendingCandidates = [];
 
   /** Which participant each received track belongs to (the track object is reused by Chrome
-   * when the server recycles a transceiver, so this is updated on every `track` event). */
-  /** @type {Map<MediaStreamTrack, {participantId: string, stream: MediaStream, receiver: RTCRtpReceiver}>} */
+   * when the server recycles a transceiver, so this is updated on every `track` event).
+   * `announced` is false while the stream id names no participant we know of: its `track`
+   * event waits for the participant's announcement, so a UI never shows an unknown member.
+   * @type {Map<MediaStreamTrack, {participantId: string, stream: MediaStream, receiver: RTCRtpReceiver, announced: boolean}>} */
   #remoteTracks = new Map();
 
   #left = false;
@@ -182,7 +184,7 @@ export class Session extends EventTarget {
 
   /** Every track currently received, with its owner. */
   remoteTracks() {
-    return [...this.#remoteTracks].map(([track, info]) => ({ track, ...info }));
+    return [...this.#remoteTracks].map(([track, { participantId, stream, receiver }]) => ({ track, participantId, stream, receiver }));
   }
 
   // ---------------------------------------------------------------- public API
@@ -214,6 +216,17 @@ export class Session extends EventTarget {
   async publish(stream) {
     this.#localStream = stream;
     if (this.#pc) this.#attachLocalTracks(this.#pc);
+  }
+
+  /**
+   * Receives without publishing anything (e.g. no camera or microphone). The server makes no
+   * offer until the client has made one, so this offers one recvonly audio and one recvonly
+   * video m-line; the server may use them for the first tracks it forwards. Kept across
+   * reconnects; a later `publish()` adds its own sendonly m-lines as usual.
+   */
+  receiveOnly() {
+    this.#receiveOnly = true;
+    if (this.#pc) this.#ensureReceiving(this.#pc);
   }
 
   /**
@@ -465,13 +478,19 @@ export class Session extends EventTarget {
     const existing = this.#participants.get(wire.id);
     const p = toParticipant(wire);
     if (existing) {
-      // A track may have arrived before the announcement.
       existing.name = p.name;
       existing.tracks = p.tracks;
       return;
     }
     this.#participants.set(p.id, p);
     this.#emit('participant-joined', /** @type {ParticipantJoinedDetail} */ ({ participant: p }));
+    // Media that overtook the announcement.
+    for (const [track, info] of this.#remoteTracks) {
+      if (info.participantId !== p.id || info.announced) continue;
+      info.announced = true;
+      p.stream = info.stream;
+      this.#emit('track', /** @type {TrackDetail} */ ({ participantId: p.id, track, stream: info.stream, receiver: info.receiver }));
+    }
   }
 
   /** @param {string} id */
@@ -583,6 +602,18 @@ export class Session extends EventTarget {
       }
     };
     this.#attachLocalTracks(pc);
+    if (this.#receiveOnly) this.#ensureReceiving(pc);
+  }
+
+  /** Set by `receiveOnly()`. */
+  #receiveOnly = false;
+
+  /** Gives a PeerConnection that publishes nothing something to offer (see `receiveOnly`).
+   * @param {RTCPeerConnection} pc */
+  #ensureReceiving(pc) {
+    if (pc.getTransceivers().length > 0) return; // already negotiating something
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('video', { direction: 'recvonly' });
   }
 
   /** Set when `negotiationneeded` fired and no offer of ours has covered it yet. */
@@ -729,29 +760,25 @@ export class Session extends EventTarget {
       // The server recycled this transceiver for another publisher.
       this.#endRemoteTrack(track);
     }
-    this.#remoteTracks.set(track, { participantId, stream, receiver: ev.receiver });
+    const participant = this.#participants.get(participantId);
+    this.#remoteTracks.set(track, { participantId, stream, receiver: ev.receiver, announced: !!participant });
 
-    let participant = this.#participants.get(participantId);
-    if (!participant) {
-      // Media can overtake the announcement; show the member with its id until it comes.
-      participant = { id: participantId, name: participantId, tracks: [], stream: null };
-      this.#participants.set(participantId, participant);
-      this.#emit('participant-joined', /** @type {ParticipantJoinedDetail} */ ({ participant }));
-    }
-    participant.stream = stream;
-
-    const owns = () => this.#remoteTracks.get(track)?.participantId === participantId;
+    const mine = () => this.#remoteTracks.get(track)?.participantId === participantId;
+    const owns = () => mine() && this.#remoteTracks.get(track)?.announced === true;
     stream.onremovetrack = (e) => {
       // The server made the m-line inactive (unpublished or publisher left).
       if (this.#remoteTracks.get(e.track)?.stream === stream) this.#endRemoteTrack(e.track);
     };
-    track.onended = () => { if (owns()) this.#endRemoteTrack(track); };
+    track.onended = () => { if (mine()) this.#endRemoteTrack(track); };
     track.onmute = () => {
       if (owns()) this.#emit('track-muted', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver: ev.receiver }));
     };
     track.onunmute = () => {
       if (owns()) this.#emit('track-unmuted', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver: ev.receiver }));
     };
+    // A stream id that names no known member: wait for its announcement (`participant-joined`).
+    if (!participant) return;
+    participant.stream = stream;
     this.#emit('track', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver: ev.receiver }));
   }
 
@@ -760,7 +787,9 @@ export class Session extends EventTarget {
     const info = this.#remoteTracks.get(track);
     if (!info) return;
     this.#remoteTracks.delete(track);
-    this.#emit('track-ended', /** @type {TrackDetail} */ ({ ...info, track }));
+    if (!info.announced) return;
+    const { participantId, stream, receiver } = info;
+    this.#emit('track-ended', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver }));
   }
 
   // ---------------------------------------------------------------- plumbing

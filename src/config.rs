@@ -2,8 +2,9 @@
 //! environment variables (`__` separates sections: `CONFAB_MEDIA__BIND=0.0.0.0:50000`).
 //! Every key has a default, so Confab starts with no file at all.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -14,16 +15,39 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Process lifecycle.
+    pub server: ServerConfig,
     /// HTTP / WebSocket listener.
     pub http: HttpConfig,
     /// The shared UDP media port.
     pub media: MediaConfig,
     /// Signaling limits.
     pub signaling: SignalingConfig,
+    /// Access tokens.
+    pub auth: AuthConfig,
+    /// Capacity and abuse limits.
+    pub limits: LimitsConfig,
     /// STUN/TURN servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServer>,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Process lifecycle.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// On SIGTERM/SIGINT: how long to wait for participants to leave before exiting anyway.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// HTTP / WebSocket listener.
@@ -32,12 +56,67 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address the HTTP server binds (serves `/`, `/ws`, `/metrics`, `/healthz`, `/readyz`).
     pub bind: SocketAddr,
+    /// PEM certificate chain: serve HTTPS/WSS when set together with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a freshly generated self-signed certificate (development, LAN tests);
+    /// `confab serve --self-signed` sets it.
+    pub self_signed: bool,
+    /// `Origin`s allowed to open the signaling WebSocket (e.g. `https://meet.example.org`).
+    /// Empty: any origin.
+    pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (the client IP for per-IP limits is
+    /// then its last entry). Empty: the TCP peer address is the client.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            self_signed: false,
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Access tokens (JWT, HS256).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API key → secret. Empty: the server is open (anyone may join any room; a warning is
+    /// logged). `CONFAB_API_KEY` + `CONFAB_API_SECRET` add one pair.
+    pub keys: BTreeMap<String, String>,
+}
+
+/// Capacity and abuse limits.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Rooms open at once.
+    pub max_rooms: usize,
+    /// Participants per room.
+    pub max_participants_per_room: usize,
+    /// Tracks one participant may publish; further tracks are not forwarded.
+    pub max_tracks_per_participant: usize,
+    /// Signaling messages per second per connection (bursts of twice that are allowed).
+    pub ws_messages_per_second: u32,
+    /// `join`s per second per client IP (bursts of four times that are allowed).
+    pub joins_per_second_per_ip: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_rooms: 1000,
+            max_participants_per_room: 100,
+            max_tracks_per_participant: 8,
+            ws_messages_per_second: 50,
+            joins_per_second_per_ip: 5,
         }
     }
 }
@@ -157,6 +236,9 @@ pub enum ConfigError {
     /// `media.advertise_ip` is needed because `media.bind` is unspecified.
     #[error("media.bind is {0}: set media.advertise_ip to the address clients can reach")]
     NoAdvertisedIp(IpAddr),
+    /// Only one of `http.tls_cert` / `http.tls_key` is set.
+    #[error("http.tls_cert and http.tls_key must be set together")]
+    TlsPair,
 }
 
 impl Config {
@@ -175,7 +257,13 @@ impl Config {
                 .filter(|k| k.as_str().contains("__"))
                 .split("__"),
         );
-        let cfg: Config = fig.extract().map_err(Box::new)?;
+        let mut cfg: Config = fig.extract().map_err(Box::new)?;
+        if let (Ok(key), Ok(secret)) = (
+            std::env::var("CONFAB_API_KEY"),
+            std::env::var("CONFAB_API_SECRET"),
+        ) {
+            cfg.auth.keys.insert(key, secret);
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -185,11 +273,15 @@ impl Config {
         if ip.is_unspecified() {
             return Err(ConfigError::NoAdvertisedIp(ip));
         }
+        if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
+            return Err(ConfigError::TlsPair);
+        }
         Ok(())
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
 mod tests {
     use super::*;
 

@@ -1,18 +1,23 @@
 //! HTTP routes (axum): the embedded web client at `/`, signaling at `/ws`, `/metrics`,
-//! `/healthz` and `/readyz`.
+//! `/healthz`, `/readyz` and the room API at `/api/rooms`.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use futures_util::StreamExt;
 use rust_embed::RustEmbed;
 
-use crate::signal::session::{self, SessionContext};
+use crate::ids::RoomName;
+use crate::room::registry::Rooms;
+use crate::signal::protocol::ErrorCode;
+use crate::signal::session::{self, ConnInfo, SessionContext};
 use crate::telemetry::METRICS;
 
 /// The browser client (`client/`), compiled into the binary.
@@ -29,6 +34,28 @@ const WS_HARD_LIMIT: usize = 1024 * 1024;
 pub struct AppState {
     /// Signaling sessions' context.
     pub session: Arc<SessionContext>,
+    /// The room directory (room API).
+    pub rooms: Arc<Rooms>,
+    /// `Origin`s allowed on `/ws` (empty: any).
+    pub allowed_origins: Arc<Vec<String>>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<IpAddr>>,
+}
+
+/// The client's IP: the TCP peer, or the last `X-Forwarded-For` hop when the peer is a trusted
+/// proxy (the last entry is the one that proxy appended, so clients cannot forge it).
+fn client_ip(peer: IpAddr, trusted: &[IpAddr], headers: &HeaderMap) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .next_back()
+        .unwrap_or(peer)
 }
 
 /// Builds the router.
@@ -38,18 +65,60 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/api/rooms", get(api_rooms))
+        .route("/api/rooms/{room}", get(api_room))
         .route("/", get(index))
         .route("/{*path}", get(asset))
         .with_state(state)
 }
 
-async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+/// The token from `?access_token=` or `Authorization: Bearer`.
+fn request_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
+    if let Some(t) = query.get("access_token") {
+        return Some(t.clone());
+    }
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
+}
+
+/// Whether the request's `Origin` may open a WebSocket (no list: any; no header: non-browser
+/// clients, allowed).
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match headers.get(header::ORIGIN).map(|o| o.to_str()) {
+        None => true,
+        Some(Ok(origin)) => allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)),
+        Some(Err(_)) => false,
+    }
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn ws(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&state.allowed_origins, &headers) {
+        METRICS.signaling_error(ErrorCode::Unauthorized);
+        return json_error(StatusCode::FORBIDDEN, "origin not allowed");
+    }
+    let conn = ConnInfo {
+        ip: client_ip(peer.ip(), &state.trusted_proxies, &headers),
+        token: request_token(&headers, &query),
+    };
     upgrade
         .max_message_size(WS_HARD_LIMIT)
         .max_frame_size(WS_HARD_LIMIT)
         .on_upgrade(move |socket| {
             let (tx, rx) = socket.split();
-            session::run(tx, rx, state.session.clone())
+            session::run(tx, rx, state.session.clone(), conn)
         })
 }
 
@@ -65,6 +134,39 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
     } else {
         "ready".into_response()
+    }
+}
+
+async fn api_rooms(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let token = request_token(&headers, &query);
+    if let Err(e) = state.session.auth.check_api(token.as_deref(), None) {
+        return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
+    }
+    let rooms = state.rooms.snapshots().await;
+    Json(serde_json::json!({ "rooms": rooms })).into_response()
+}
+
+async fn api_room(
+    State(state): State<AppState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let token = request_token(&headers, &query);
+    if let Err(e) = state.session.auth.check_api(token.as_deref(), Some(&room)) {
+        return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
+    }
+    let snapshot = match RoomName::parse(&room) {
+        Some(name) => state.rooms.snapshot(&name).await,
+        None => None,
+    };
+    match snapshot {
+        Some(s) => Json(s).into_response(),
+        None => json_error(StatusCode::NOT_FOUND, "no such room"),
     }
 }
 
@@ -90,5 +192,34 @@ fn serve_asset(path: &str) -> Response {
                 .into_response()
         }
         None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9".parse().unwrap());
+        assert_eq!(
+            client_ip(proxy, &[proxy], &h),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(proxy, &[], &h), proxy);
+        assert_eq!(client_ip(proxy, &[proxy], &HeaderMap::new()), proxy);
+    }
+
+    #[test]
+    fn origins_are_checked_when_configured() {
+        let mut h = HeaderMap::new();
+        assert!(origin_allowed(&[], &h));
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(origin_allowed(&[], &h));
+        assert!(!origin_allowed(&["https://meet.example".into()], &h));
+        h.insert(header::ORIGIN, "https://meet.example".parse().unwrap());
+        assert!(origin_allowed(&["https://meet.example".into()], &h));
     }
 }

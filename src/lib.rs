@@ -26,6 +26,7 @@
 //! - *Keyframe requester*: merges and throttles PLIs per up track.
 //! - *Demuxer*: maps datagrams on the shared port to peer connections.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod http;

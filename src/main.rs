@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use confab::auth::{Auth, TokenRequest};
 use confab::config::{Config, LogFormat};
 use confab::server::Server;
 use confab::telemetry::init_logging;
@@ -25,7 +26,38 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the SFU (the default).
-    Serve,
+    Serve {
+        /// Serve HTTPS with a generated self-signed certificate (development).
+        #[arg(long)]
+        self_signed: bool,
+    },
+    /// Print an access token (JWT) for joining a room, signed with a configured API key.
+    Token {
+        /// Room the token is for.
+        #[arg(long, required_unless_present = "admin")]
+        room: Option<String>,
+        /// Participant identity (unique per room).
+        #[arg(long, default_value = "admin")]
+        identity: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 1h, 30m.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Subscribe-only: the holder's tracks are not forwarded.
+        #[arg(long)]
+        no_publish: bool,
+        /// Receive nothing.
+        #[arg(long)]
+        no_subscribe: bool,
+        /// Room API access (`/api/rooms`) instead of (or besides) joining.
+        #[arg(long)]
+        admin: bool,
+        /// API key to sign with (default: the only/first configured one).
+        #[arg(long)]
+        api_key: Option<String>,
+    },
     /// Load-test a running server with synthetic publishers and subscribers.
     Loadtest(LoadtestArgs),
 }
@@ -93,8 +125,46 @@ fn main() -> anyhow::Result<()> {
     };
     init_logging(level, cli.log_format.unwrap_or(config.log.format));
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime.block_on(serve(config)),
+    match cli.command.unwrap_or(Command::Serve { self_signed: false }) {
+        Command::Serve { self_signed } => {
+            let mut config = config;
+            config.http.self_signed |= self_signed;
+            runtime.block_on(serve(config))
+        }
+        Command::Token {
+            room,
+            identity,
+            name,
+            ttl,
+            no_publish,
+            no_subscribe,
+            admin,
+            api_key,
+        } => {
+            let key = match api_key {
+                Some(k) => k,
+                None => config.auth.keys.keys().next().cloned().context(
+                    "no API key configured: set [auth] keys or CONFAB_API_KEY and CONFAB_API_SECRET",
+                )?,
+            };
+            let auth = Auth::new(config.auth.keys.clone().into_iter().collect());
+            let token = auth
+                .issue(
+                    &key,
+                    &TokenRequest {
+                        room,
+                        identity,
+                        name,
+                        ttl,
+                        can_publish: !no_publish,
+                        can_subscribe: !no_subscribe,
+                        admin,
+                    },
+                )
+                .context("minting the token")?;
+            println!("{token}");
+            Ok(())
+        }
         Command::Loadtest(args) => runtime.block_on(loadtest(args)),
     }
 }

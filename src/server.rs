@@ -1,21 +1,23 @@
-//! Composes the server: binds the media port and the HTTP listener, starts the UDP receive task
-//! and axum, and shuts both down on cancellation.
+//! Composes the server: binds the media port and the HTTP(S) listener, starts the UDP receive
+//! task and axum, and drains both on shutdown.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum_server::tls_rustls::RustlsConfig;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::room::registry::Rooms;
 use crate::room::RoomContext;
-use crate::signal::session::SessionContext;
+use crate::signal::session::{join_limiter, SessionContext};
 use crate::transport::udp::UdpTransport;
 
-/// Why the server could not start.
+/// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
@@ -29,6 +31,9 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be loaded or generated.
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
     /// Serving HTTP failed.
     #[error("http server failed: {0}")]
     Http(std::io::Error),
@@ -38,13 +43,56 @@ pub enum ServerError {
 pub struct Server {
     /// HTTP address actually bound (useful with port 0).
     pub http_addr: SocketAddr,
+    /// Whether HTTP is served over TLS.
+    pub tls: bool,
     /// Media UDP address actually bound.
     pub media_addr: SocketAddr,
     /// The room directory.
     pub rooms: Arc<Rooms>,
     shutdown: CancellationToken,
+    drain_timeout: Duration,
+    http_handle: axum_server::Handle<SocketAddr>,
     http: tokio::task::JoinHandle<Result<(), std::io::Error>>,
     udp: tokio::task::JoinHandle<()>,
+}
+
+/// A self-signed certificate for `localhost`, loopback and the given IPs (PEM cert, PEM key).
+pub fn self_signed_certificate(ips: &[IpAddr]) -> Result<(String, String), ServerError> {
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    names.extend(
+        ips.iter()
+            .filter(|ip| !ip.is_unspecified())
+            .map(|ip| ip.to_string()),
+    );
+    names.dedup();
+    let key =
+        rcgen::generate_simple_self_signed(names).map_err(|e| ServerError::Tls(e.to_string()))?;
+    Ok((key.cert.pem(), key.signing_key.serialize_pem()))
+}
+
+async fn tls_config(config: &Config) -> Result<Option<RustlsConfig>, ServerError> {
+    // Several crates in the tree bring rustls; pin the process-wide provider to ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = &config.http;
+    if let (Some(cert), Some(key)) = (&http.tls_cert, &http.tls_key) {
+        return RustlsConfig::from_pem_file(cert, key)
+            .await
+            .map(Some)
+            .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())));
+    }
+    if http.self_signed {
+        let (cert, key) = self_signed_certificate(&[http.bind.ip(), config.media.advertised_ip()])?;
+        warn!("serving HTTPS with a self-signed development certificate");
+        return RustlsConfig::from_pem(cert.into_bytes(), key.into_bytes())
+            .await
+            .map(Some)
+            .map_err(|e| ServerError::Tls(e.to_string()));
+    }
+    Ok(None)
 }
 
 impl Server {
@@ -67,36 +115,61 @@ impl Server {
             advertised,
             media: config.media.clone(),
             ice_servers: config.ice_servers.clone(),
+            limits: config.limits.clone(),
         }));
-        let listener = TcpListener::bind(config.http.bind)
-            .await
-            .map_err(|source| ServerError::Bind {
-                what: "HTTP",
-                addr: config.http.bind,
-                source,
-            })?;
-        let http_addr = listener.local_addr().map_err(ServerError::Http)?;
+        let auth = Auth::new(config.auth.keys.clone().into_iter().collect());
+        if !auth.enabled() {
+            warn!("no API keys configured: the server is open, anyone can join any room");
+        }
+        let bind_err = |source| ServerError::Bind {
+            what: "HTTP",
+            addr: config.http.bind,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(config.http.bind).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let http_addr = listener.local_addr().map_err(bind_err)?;
         let state = AppState {
+            rooms: rooms.clone(),
+            allowed_origins: Arc::new(config.http.allowed_origins.clone()),
+            trusted_proxies: Arc::new(config.http.trusted_proxies.clone()),
             session: Arc::new(SessionContext {
                 rooms: rooms.clone(),
+                auth,
+                messages_per_second: config.limits.ws_messages_per_second,
+                join_limiter: join_limiter(config.limits.joins_per_second_per_ip),
                 ice_servers: config.ice_servers.clone(),
                 max_message_bytes: config.signaling.max_message_bytes,
                 shutdown: shutdown.clone(),
             }),
         };
-        let app = router(state);
-        let stop = shutdown.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
-        info!(%http_addr, %media_addr, %advertised, "confab listening");
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let handle = axum_server::Handle::new();
+        let tls = tls_config(&config).await?;
+        let is_tls = tls.is_some();
+        let http = match tls {
+            Some(tls) => {
+                let server = axum_server::tls_rustls::from_tcp_rustls(listener, tls)
+                    .map_err(bind_err)?
+                    .handle(handle.clone());
+                tokio::spawn(server.serve(app))
+            }
+            None => {
+                let server = axum_server::from_tcp(listener)
+                    .map_err(bind_err)?
+                    .handle(handle.clone());
+                tokio::spawn(server.serve(app))
+            }
+        };
+        info!(%http_addr, tls = is_tls, %media_addr, %advertised, "confab listening");
         Ok(Self {
             http_addr,
+            tls: is_tls,
             media_addr,
             rooms,
             shutdown,
+            drain_timeout: config.server.drain_timeout,
+            http_handle: handle,
             http,
             udp: udp_task,
         })
@@ -107,14 +180,39 @@ impl Server {
         self.shutdown.clone()
     }
 
-    /// Runs until the shutdown token is cancelled and everything has stopped.
-    pub async fn wait(self) -> Result<(), ServerError> {
-        let http = self.http.await;
-        self.shutdown.cancel();
-        let _ = self.udp.await;
-        match http {
-            Ok(r) => r.map_err(ServerError::Http),
-            Err(e) => Err(ServerError::Http(std::io::Error::other(e))),
+    /// Runs until the shutdown token is cancelled, then drains: readiness fails, new joins are
+    /// refused, every session is told `going-away` and leaves; returns once all rooms are gone
+    /// or the drain deadline passes.
+    pub async fn wait(mut self) -> Result<(), ServerError> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            r = &mut self.http => {
+                // The HTTP server stopped on its own: that is a failure.
+                self.shutdown.cancel();
+                return match r {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(ServerError::Http(e)),
+                    Err(e) => Err(ServerError::Http(std::io::Error::other(e))),
+                };
+            }
         }
+        info!(rooms = self.rooms.len(), "draining");
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        while !self.rooms.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !self.rooms.is_empty() {
+            warn!(
+                rooms = self.rooms.len(),
+                "drain deadline passed; exiting anyway"
+            );
+        }
+        self.http_handle
+            .graceful_shutdown(Some(Duration::from_millis(500)));
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.http).await;
+        self.http.abort();
+        let _ = self.udp.await;
+        info!("stopped");
+        Ok(())
     }
 }

@@ -219,8 +219,11 @@ impl Metrics {
             )),
             ws_connections: reg!(gauge("confab_ws_connections", "Open signaling WebSockets")),
             join_duration: reg!(Histogram::with_opts(
-                HistogramOpts::new("confab_join_duration_seconds", "join received to joined sent")
-                    .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid"))
+                HistogramOpts::new(
+                    "confab_join_duration_seconds",
+                    "join received to joined sent"
+                )
+                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid"))
             )
             .expect("valid metric")),
             udp_rx_datagrams: reg!(counter(
@@ -239,6 +242,16 @@ impl Metrics {
         }
     }
 
+    /// Creates every bounded label value up front, so dashboards see zeros rather than gaps.
+    fn init_labels(&self) {
+        for t in ["join", "offer", "answer", "candidate", "leave", "ping"] {
+            self.signaling_messages.with_label_values(&[t]);
+        }
+        for c in ErrorCode::ALL {
+            self.signaling_errors.with_label_values(&[c.as_str()]);
+        }
+    }
+
     /// Counts a drop.
     pub fn count_drop(&self, reason: DropReason, n: u64) {
         if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
@@ -248,7 +261,9 @@ impl Metrics {
 
     /// Counts an error reply.
     pub fn signaling_error(&self, code: ErrorCode) {
-        self.signaling_errors.with_label_values(&[code.as_str()]).inc();
+        self.signaling_errors
+            .with_label_values(&[code.as_str()])
+            .inc();
     }
 
     /// Renders the text exposition format.
@@ -263,7 +278,11 @@ impl Metrics {
 }
 
 /// The process-wide metrics.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let m = Metrics::new();
+    m.init_labels();
+    m
+});
 
 #[cfg(test)]
 mod tests {

@@ -178,7 +178,7 @@ mod tests {
         assert!(h264_is_keyframe(&[0x65, 0x88])); // IDR
         assert!(h264_is_keyframe(&[0x67, 0x42])); // SPS
         assert!(!h264_is_keyframe(&[0x41, 0x9a])); // non-IDR slice
-        // STAP-A holding SPS.
+                                                   // STAP-A holding SPS.
         assert!(h264_is_keyframe(&[0x78, 0x00, 0x02, 0x67, 0x42]));
         // STAP-A with a truncated size field does not panic.
         assert!(!h264_is_keyframe(&[0x78, 0x00]));
@@ -193,5 +193,22 @@ mod tests {
         assert!(!vp9_is_keyframe(&[0x48]));
         assert!(av1_is_keyframe(&[0x08]));
         assert!(!av1_is_keyframe(&[0x00]));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn keyframe_detection_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            for c in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::H265, Codec::Av1, Codec::Opus, Codec::Other] {
+                let _ = c.is_keyframe(&bytes);
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use super::munger::Munger;
+use super::rate::RateMeter;
 use super::track::Translation;
 use super::DropReason;
 use crate::ids::PeerKey;
@@ -39,6 +40,8 @@ pub struct DownTrack {
     pub packets: u64,
     /// Payload bytes forwarded on this leg.
     pub bytes: u64,
+    /// Outgoing bitrate.
+    pub rate: RateMeter,
 }
 
 impl DownTrack {
@@ -54,6 +57,7 @@ impl DownTrack {
             waiting_for_keyframe: false,
             packets: 0,
             bytes: 0,
+            rate: RateMeter::default(),
         }
     }
 
@@ -86,9 +90,7 @@ impl DownTrack {
             }
             self.waiting_for_keyframe = false;
         }
-        let (seq, ts) = self
-            .munger
-            .rewrite(h.ssrc, h.sequence_number, h.timestamp);
+        let (seq, ts) = self.munger.rewrite(h.ssrc, h.sequence_number, h.timestamp);
         // Only forwardable extensions survive; most packets carry none or one, and an empty
         // Vec does not allocate.
         let mut extensions = Vec::new();

@@ -12,6 +12,7 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use super::codec::Codec;
 use super::downtrack::{DownState, DownTrack};
 use super::keyframe::KeyframeRequester;
+use super::rate::RateMeter;
 use super::track::RtpMap;
 use super::DropReason;
 use crate::ids::{ParticipantId, PeerKey, TrackId};
@@ -48,6 +49,8 @@ pub struct UpTrack {
     pub packets_in: u64,
     /// Payload bytes received from the publisher.
     pub bytes_in: u64,
+    /// Incoming bitrate.
+    pub rate: RateMeter,
 }
 
 /// One rewritten packet for one subscriber.
@@ -123,6 +126,7 @@ impl Forwarder {
                 downs: Vec::new(),
                 packets_in: 0,
                 bytes_in: 0,
+                rate: RateMeter::default(),
             },
         );
         key
@@ -189,7 +193,11 @@ impl Forwarder {
 
     /// The legs of `subscriber` that the answer to offer `generation` opens, as
     /// (track, sender) pairs. The caller builds each leg's tables and calls [`open`](Self::open).
-    pub fn answered(&self, subscriber: PeerKey, generation: u64) -> Vec<(TrackKey, RTCRtpSenderId)> {
+    pub fn answered(
+        &self,
+        subscriber: PeerKey,
+        generation: u64,
+    ) -> Vec<(TrackKey, RTCRtpSenderId)> {
         let mut out = Vec::new();
         for (k, t) in &self.tracks {
             for d in t.downs.iter().filter(|d| d.subscriber == subscriber) {
@@ -219,7 +227,12 @@ impl Forwarder {
     /// The hot path: one inbound packet of track `key` → rewritten packets appended to `out`.
     /// `out` is the caller's reusable buffer (cleared by the caller), so steady state does not
     /// allocate beyond the packets themselves.
-    pub fn forward(&mut self, key: TrackKey, pkt: &Packet, out: &mut Vec<Outgoing>) -> ForwardOutcome {
+    pub fn forward(
+        &mut self,
+        key: TrackKey,
+        pkt: &Packet,
+        out: &mut Vec<Outgoing>,
+    ) -> ForwardOutcome {
         let mut outcome = ForwardOutcome::default();
         let Some(t) = self.tracks.get_mut(&key) else {
             outcome.dropped = 1;
@@ -271,6 +284,16 @@ impl Forwarder {
         due
     }
 
+    /// Refreshes every bitrate meter (call about once a second).
+    pub fn update_rates(&mut self, now: Instant) {
+        for t in self.tracks.values_mut() {
+            t.rate.update(t.bytes_in, now);
+            for d in &mut t.downs {
+                d.rate.update(d.bytes, now);
+            }
+        }
+    }
+
     /// The earliest keyframe-request deadline.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.tracks
@@ -280,7 +303,11 @@ impl Forwarder {
     }
 
     /// Asks for a keyframe on `key`; returns what to send now, if anything.
-    pub fn request_keyframe(&mut self, key: TrackKey, now: Instant) -> Option<(PeerKey, RTCRtpReceiverId, u32)> {
+    pub fn request_keyframe(
+        &mut self,
+        key: TrackKey,
+        now: Instant,
+    ) -> Option<(PeerKey, RTCRtpReceiverId, u32)> {
         let t = self.tracks.get_mut(&key)?;
         if t.kind != TrackKind::Video {
             return None;

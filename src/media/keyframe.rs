@@ -55,7 +55,10 @@ impl KeyframeRequester {
         if !self.pending {
             return None;
         }
-        Some(self.last_sent.map_or_else(Instant::now, |t| t + self.throttle))
+        Some(
+            self.last_sent
+                .map_or_else(Instant::now, |t| t + self.throttle),
+        )
     }
 }
 

@@ -6,12 +6,14 @@
 //! - [`keyframe`]: PLI merging and throttling per published track.
 //! - [`track`]: negotiated payload-type/extension tables.
 //! - [`codec`]: keyframe detection per codec.
+//! - [`rate`]: bitrate meters for the room API.
 
 pub mod codec;
 pub mod downtrack;
 pub mod forwarder;
 pub mod keyframe;
 pub mod munger;
+pub mod rate;
 pub mod track;
 
 /// Why a packet (or datagram) was not forwarded. Each is counted in
@@ -37,11 +39,13 @@ pub enum DropReason {
     SocketFull,
     /// A datagram the peer connection could not process.
     BadDatagram,
+    /// A track the publisher may not publish (grant or track limit).
+    NotPermitted,
 }
 
 impl DropReason {
     /// Every reason, for pre-resolving metric handles.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::UnknownTrack,
         DropReason::NotNegotiated,
         DropReason::CodecNotNegotiated,
@@ -51,6 +55,7 @@ impl DropReason {
         DropReason::UnknownPeer,
         DropReason::SocketFull,
         DropReason::BadDatagram,
+        DropReason::NotPermitted,
     ];
 
     /// Metric label.
@@ -65,6 +70,7 @@ impl DropReason {
             DropReason::UnknownPeer => "unknown_peer",
             DropReason::SocketFull => "socket_full",
             DropReason::BadDatagram => "bad_datagram",
+            DropReason::NotPermitted => "not_permitted",
         }
     }
 }

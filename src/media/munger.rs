@@ -54,7 +54,10 @@ impl Munger {
             prev => {
                 let (next_seq, next_ts) = match prev {
                     // Continue one packet and one (nominal 20 ms at 90 kHz) frame later.
-                    Some(p) => (p.last_out_seq.wrapping_add(1), p.last_out_ts.wrapping_add(1)),
+                    Some(p) => (
+                        p.last_out_seq.wrapping_add(1),
+                        p.last_out_ts.wrapping_add(1),
+                    ),
                     None => (self.initial_seq, self.initial_ts),
                 };
                 *prev = Some(Started {
@@ -129,5 +132,34 @@ mod tests {
         assert_eq!(seq, 102);
         assert!(ts.wrapping_sub(4000) < 10, "timestamp continues: {ts}");
         assert_eq!(m.rewrite(2, 60001, 3123).0, 103);
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn in_order_input_gives_consecutive_output(start in any::<u16>(), n in 1usize..500, init in any::<u16>(), ssrc in any::<u32>()) {
+            let mut m = Munger::new(init, 0);
+            let mut prev = None;
+            for i in 0..n {
+                let (seq, _) = m.rewrite(ssrc, start.wrapping_add(i as u16), i as u32 * 3000);
+                if let Some(p) = prev {
+                    prop_assert_eq!(seq, u16::wrapping_add(p, 1));
+                }
+                prev = Some(seq);
+            }
+        }
+
+        #[test]
+        fn arbitrary_sequences_never_panic(ops in prop::collection::vec((any::<u8>(), any::<u16>(), any::<u32>(), any::<bool>()), 0..200)) {
+            let mut m = Munger::new(1, 1);
+            for (ssrc, seq, ts, skip) in ops {
+                if skip { m.skip(u32::from(ssrc % 3), seq) } else { let _ = m.rewrite(u32::from(ssrc % 3), seq, ts); }
+            }
+        }
     }
 }

@@ -84,7 +84,8 @@ impl RtpMap {
 
     /// The codec kind behind a payload type (for keyframe detection).
     pub fn codec_kind(&self, pt: u8) -> Option<Codec> {
-        self.codec(pt).map(|c| Codec::from_mime(&c.rtp_codec.mime_type))
+        self.codec(pt)
+            .map(|c| Codec::from_mime(&c.rtp_codec.mime_type))
     }
 
     /// For each publisher payload type, the subscriber payload type carrying the same codec.

@@ -13,11 +13,13 @@ pub mod task;
 
 use std::net::SocketAddr;
 
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{IceServer, MediaConfig};
-use crate::ids::{DisplayName, ParticipantId};
-use crate::signal::protocol::{CandidateInit, ErrorCode, ParticipantInfo, ServerMsg};
+use crate::auth::Grant;
+use crate::config::{IceServer, LimitsConfig, MediaConfig};
+use crate::ids::{DisplayName, ParticipantId, TrackId};
+use crate::signal::protocol::{CandidateInit, ErrorCode, ParticipantInfo, ServerMsg, TrackKind};
 use crate::transport::udp::{DemuxHandle, UdpTx};
 
 /// What every room needs from the server.
@@ -33,6 +35,8 @@ pub struct RoomContext {
     pub media: MediaConfig,
     /// ICE servers for clients.
     pub ice_servers: Vec<IceServer>,
+    /// Capacity limits.
+    pub limits: LimitsConfig,
 }
 
 /// A join the room accepted.
@@ -55,6 +59,12 @@ pub enum JoinError {
     /// No room could be reached after retries.
     #[error("room unavailable")]
     Unavailable,
+    /// The room has `limits.max_participants_per_room` members.
+    #[error("the room is full")]
+    RoomFull,
+    /// `limits.max_rooms` rooms are open.
+    #[error("the server has too many rooms")]
+    ServerFull,
 }
 
 impl JoinError {
@@ -64,6 +74,8 @@ impl JoinError {
             JoinError::Closing | JoinError::Unavailable | JoinError::PeerConnection(_) => {
                 ErrorCode::Internal
             }
+            JoinError::RoomFull => ErrorCode::RoomFull,
+            JoinError::ServerFull => ErrorCode::ServerFull,
         }
     }
 }
@@ -78,6 +90,8 @@ pub enum RoomCmd {
         id: ParticipantId,
         /// Its display name.
         name: DisplayName,
+        /// What it may do (and its identity, unique per room).
+        grant: Grant,
         /// Where the room sends its signaling.
         signal: mpsc::Sender<ServerMsg>,
         /// The outcome.
@@ -109,4 +123,59 @@ pub enum RoomCmd {
         /// Who.
         id: ParticipantId,
     },
+    /// Report the room's state (room API).
+    Snapshot {
+        /// Where to send it.
+        reply: oneshot::Sender<RoomSnapshot>,
+    },
+    /// Fault injection for the containment test: the room task panics.
+    #[cfg(test)]
+    Panic,
+}
+
+/// A room as the room API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomSnapshot {
+    /// Room name.
+    pub name: String,
+    /// Members, sorted by id.
+    pub participants: Vec<ParticipantSnapshot>,
+}
+
+/// One member in a [`RoomSnapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ParticipantSnapshot {
+    /// Participant id.
+    pub id: ParticipantId,
+    /// Display name.
+    pub name: String,
+    /// Peer connection state (`new`, `connecting`, `connected`, `disconnected`, ...).
+    pub connection_state: String,
+    /// Seconds since the join.
+    pub joined_seconds: u64,
+    /// A server offer awaits the answer.
+    pub negotiating: bool,
+    /// Tracks this participant publishes.
+    pub published: Vec<TrackSnapshot>,
+    /// Number of other members' tracks it receives.
+    pub subscribed_tracks: usize,
+    /// Bitrate the server sends it, bits per second.
+    pub bitrate_out_bps: u64,
+}
+
+/// One published track in a [`RoomSnapshot`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TrackSnapshot {
+    /// Track id.
+    pub track_id: TrackId,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Codec mime type.
+    pub codec: String,
+    /// Bitrate received from the publisher, bits per second.
+    pub bitrate_in_bps: u64,
+    /// Packets received from the publisher.
+    pub packets_in: u64,
+    /// Subscribers this track is forwarded to.
+    pub subscribers: usize,
 }

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use rtc::ice::mdns::MulticastDnsMode;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -34,6 +34,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 
 use super::rtcp_tap::RtcpTap;
+use crate::auth::Grant;
 use crate::ids::{random_alnum, DisplayName, ParticipantId, PeerKey, TrackId};
 use crate::media::forwarder::TrackKey;
 use crate::media::track::{RtpMap, FORWARDED_EXTENSIONS};
@@ -62,6 +63,8 @@ pub struct Peer {
     pub id: ParticipantId,
     /// Display name.
     pub name: DisplayName,
+    /// What it may do; its identity.
+    pub grant: Grant,
     /// The ICE ufrag the server minted for this peer (its demux key).
     pub ufrag: String,
     /// Outbound signaling (to the WebSocket session).
@@ -109,7 +112,9 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
             RtpCodecKind::Video
         };
         me.register_header_extension(
-            RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+            RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            },
             kind,
             None,
         )?;
@@ -124,10 +129,12 @@ impl Peer {
     /// Builds the peer connection: ICE-lite with a server-minted ufrag, the shared socket's
     /// address as the only (host) candidate, no mDNS, and the DTLS server role when answering so
     /// the server picks the SRTP profile (AES-GCM when offered).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: PeerKey,
         id: ParticipantId,
         name: DisplayName,
+        grant: Grant,
         signal: mpsc::Sender<ServerMsg>,
         local_addr: SocketAddr,
         advertised: SocketAddr,
@@ -170,6 +177,7 @@ impl Peer {
             key,
             id,
             name,
+            grant,
             ufrag,
             signal,
             joined_at: now,
@@ -196,7 +204,12 @@ impl Peer {
     }
 
     /// Feeds one datagram from the shared socket.
-    pub fn handle_datagram(&mut self, from: SocketAddr, data: BytesMut, now: Instant) -> Result<(), PeerError> {
+    pub fn handle_datagram(
+        &mut self,
+        from: SocketAddr,
+        data: BytesMut,
+        now: Instant,
+    ) -> Result<(), PeerError> {
         self.remote_addr = Some(from);
         self.pc.handle_read(TaggedBytesMut {
             now,
@@ -356,6 +369,128 @@ impl Peer {
     pub fn close(&mut self) {
         if let Err(e) = self.pc.close() {
             tracing::debug!(%e, "close failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+
+    fn peer() -> Peer {
+        let (tx, _rx) = mpsc::channel(8);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 50000));
+        Peer::new(
+            PeerKey(1),
+            ParticipantId::mint(),
+            DisplayName::parse("fuzz").expect("valid"),
+            Grant::open(),
+            tx,
+            addr,
+            addr,
+            Instant::now(),
+        )
+        .expect("peer")
+    }
+
+    /// A realistic offer (audio + video, sendonly) from an `rtc` client.
+    fn seed_offer() -> String {
+        let (me, registry) = media_engine().expect("engine");
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+                    .build(),
+            )
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .build(Instant::now())
+            .expect("pc");
+        for (kind, mime, rate, ch) in [
+            (RtpCodecKind::Audio, "audio/opus", 48000, 2),
+            (RtpCodecKind::Video, "video/VP8", 90000, 0),
+        ] {
+            let track = MediaStreamTrack::new(
+                "s".into(),
+                mime.into(),
+                mime.into(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(rand::random()),
+                        ..Default::default()
+                    },
+                    codec: RTCRtpCodec {
+                        mime_type: mime.into(),
+                        clock_rate: rate,
+                        channels: ch,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }],
+            );
+            pc.add_transceiver_from_track(
+                track,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    streams: vec![],
+                    send_encodings: vec![],
+                }),
+            )
+            .expect("transceiver");
+        }
+        let offer = pc.create_offer(None).expect("offer");
+        offer.sdp
+    }
+
+    #[test]
+    fn a_valid_offer_is_answered() {
+        let mut p = peer();
+        let answer = p.apply_offer(seed_offer(), Instant::now()).expect("answer");
+        assert!(answer.contains("a=ice-lite"), "{answer}");
+        assert!(answer.contains("127.0.0.1 50000 typ host"), "{answer}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Mutated SDP (lines dropped, duplicated, truncated or replaced) is an error, never a
+        /// panic.
+        #[test]
+        fn mutated_offers_never_panic(
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..4, "[ -~]{0,40}"), 1..6)
+        ) {
+            let seed = seed_offer();
+            let mut lines: Vec<String> = seed.split("\r\n").map(str::to_owned).collect();
+            for (idx, op, text) in edits {
+                if lines.is_empty() { break; }
+                let i = idx.index(lines.len());
+                match op {
+                    0 => { lines.remove(i); }
+                    1 => { let l = lines[i].clone(); lines.insert(i, l); }
+                    2 => { let l = &mut lines[i]; let cut = l.len() / 2; l.truncate(cut); }
+                    _ => { lines[i] = text; }
+                }
+            }
+            let mut p = peer();
+            let _ = p.apply_offer(lines.join("\r\n"), Instant::now());
+        }
+
+        /// Garbage datagrams from the network are rejected, never a panic.
+        #[test]
+        fn arbitrary_datagrams_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400), first in 0u8..=255) {
+            let mut p = peer();
+            let _ = p.apply_offer(seed_offer(), Instant::now());
+            let mut data = BytesMut::from(&bytes[..]);
+            if !data.is_empty() { data[0] = first; }
+            let from = SocketAddr::from(([127, 0, 0, 1], 40000));
+            let _ = p.handle_datagram(from, data, Instant::now());
+            while p.pc().poll_write().is_some() {}
+            while p.pc().poll_event().is_some() {}
+            while p.pc().poll_read().is_some() {}
         }
     }
 }

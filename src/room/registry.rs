@@ -11,7 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use super::task::Room;
-use super::{JoinAccepted, JoinError, RoomCmd, RoomContext};
+use super::{JoinAccepted, JoinError, RoomCmd, RoomContext, RoomSnapshot};
+use crate::auth::Grant;
 use crate::ids::{DisplayName, ParticipantId, RoomName};
 use crate::signal::protocol::ServerMsg;
 use crate::telemetry::METRICS;
@@ -94,15 +95,47 @@ impl Rooms {
         }
     }
 
+    /// Snapshots of every room (rooms that do not answer within a second are skipped).
+    pub async fn snapshots(&self) -> Vec<RoomSnapshot> {
+        let handles: Vec<RoomHandle> = self.map.iter().map(|e| e.value().clone()).collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            if let Some(s) = Self::ask_snapshot(&h).await {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Snapshot of one room, if it exists.
+    pub async fn snapshot(&self, room: &RoomName) -> Option<RoomSnapshot> {
+        let h = self.map.get(room)?.value().clone();
+        Self::ask_snapshot(&h).await
+    }
+
+    async fn ask_snapshot(h: &RoomHandle) -> Option<RoomSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        h.cmds.send(RoomCmd::Snapshot { reply: tx }).await.ok()?;
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// Joins `room` (creating it if needed). Returns the room's handle and what the room said.
     pub async fn join(
         &self,
         room: &RoomName,
         id: ParticipantId,
         name: DisplayName,
+        grant: Grant,
         signal: mpsc::Sender<ServerMsg>,
     ) -> Result<(RoomHandle, JoinAccepted), JoinError> {
         for _ in 0..3 {
+            if !self.map.contains_key(room) && self.map.len() >= self.ctx.limits.max_rooms {
+                return Err(JoinError::ServerFull);
+            }
             let handle = self
                 .map
                 .entry(room.clone())
@@ -112,21 +145,110 @@ impl Rooms {
             let cmd = RoomCmd::Join {
                 id: id.clone(),
                 name: name.clone(),
+                grant: grant.clone(),
                 signal: signal.clone(),
                 reply: reply_tx,
             };
             if handle.cmds.send(cmd).await.is_err() {
-                self.map.remove_if(room, |_, h| h.generation == handle.generation);
+                self.map
+                    .remove_if(room, |_, h| h.generation == handle.generation);
                 continue;
             }
             match reply_rx.await {
                 Ok(Ok(accepted)) => return Ok((handle, accepted)),
                 Ok(Err(JoinError::Closing)) | Err(_) => {
-                    self.map.remove_if(room, |_, h| h.generation == handle.generation);
+                    self.map
+                        .remove_if(room, |_, h| h.generation == handle.generation);
                 }
                 Ok(Err(e)) => return Err(e),
             }
         }
         Err(JoinError::Unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::Grant;
+    use crate::config::{LimitsConfig, MediaConfig};
+    use crate::transport::udp::UdpTransport;
+
+    async fn rooms() -> (Rooms, UdpTransport) {
+        let udp = UdpTransport::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let ctx = RoomContext {
+            udp: udp.tx.clone(),
+            demux: udp.demux.clone(),
+            advertised: udp.tx.local_addr(),
+            media: MediaConfig::default(),
+            ice_servers: vec![],
+            limits: LimitsConfig {
+                max_rooms: 2,
+                max_participants_per_room: 1,
+                ..LimitsConfig::default()
+            },
+        };
+        (Rooms::new(ctx), udp)
+    }
+
+    async fn join(
+        rooms: &Rooms,
+        room: &str,
+    ) -> Result<(RoomHandle, mpsc::Receiver<ServerMsg>), JoinError> {
+        let (tx, rx) = mpsc::channel(16);
+        let name = RoomName::parse(room).expect("valid");
+        rooms
+            .join(
+                &name,
+                ParticipantId::mint(),
+                DisplayName::parse("x").expect("valid"),
+                Grant::open(),
+                tx,
+            )
+            .await
+            .map(|(h, _)| (h, rx))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_room_is_closed_and_others_keep_running() {
+        let (rooms, _udp) = rooms().await;
+        let (doomed, mut doomed_signal) = join(&rooms, "doomed").await.expect("join");
+        let (_ok, _ok_signal) = join(&rooms, "healthy").await.expect("join");
+        let panics_before = METRICS.room_panics.get();
+        doomed.cmds.send(RoomCmd::Panic).await.expect("send");
+        // The participant's signaling channel is told (or simply closed) as the room unwinds.
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            while doomed_signal.recv().await.is_some() {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the panicked room's participant was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(METRICS.room_panics.get(), panics_before + 1);
+        assert!(rooms
+            .snapshot(&RoomName::parse("doomed").unwrap())
+            .await
+            .is_none());
+        let healthy = rooms.snapshot(&RoomName::parse("healthy").unwrap()).await;
+        assert_eq!(healthy.map(|s| s.participants.len()), Some(1));
+    }
+
+    #[tokio::test]
+    async fn room_and_server_capacity_limits_are_enforced() {
+        let (rooms, _udp) = rooms().await;
+        let _a = join(&rooms, "a").await.expect("join");
+        assert!(matches!(join(&rooms, "a").await, Err(JoinError::RoomFull)));
+        let _b = join(&rooms, "b").await.expect("join");
+        assert!(matches!(
+            join(&rooms, "c").await,
+            Err(JoinError::ServerFull)
+        ));
     }
 }

@@ -31,7 +31,10 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::peer::{Peer, PeerError};
 use super::registry::RoomsMap;
-use super::{JoinAccepted, JoinError, RoomCmd, RoomContext};
+use super::{
+    JoinAccepted, JoinError, ParticipantSnapshot, RoomCmd, RoomContext, RoomSnapshot, TrackSnapshot,
+};
+use crate::auth::Grant;
 use crate::ids::{ParticipantId, PeerKey, RoomName};
 use crate::media::downtrack::DownTrack;
 use crate::media::forwarder::{Forwarder, Outgoing, TrackKey};
@@ -201,10 +204,11 @@ impl Room {
             RoomCmd::Join {
                 id,
                 name,
+                grant,
                 signal,
                 reply,
             } => {
-                let result = self.join(id, name, signal, now);
+                let result = self.join(id, name, grant, signal, now);
                 let _ = reply.send(result);
             }
             RoomCmd::Offer { id, sdp } => self.on_offer(&id, sdp, now),
@@ -215,6 +219,11 @@ impl Room {
                     self.remove_peer(key, None, now);
                 }
             }
+            RoomCmd::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot(now));
+            }
+            #[cfg(test)]
+            RoomCmd::Panic => panic!("injected fault"),
         }
         self.flush(now);
     }
@@ -241,7 +250,9 @@ impl Room {
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         let mut to_remove = Vec::new();
         for key in keys {
-            let Some(peer) = self.peers.get_mut(&key) else { continue };
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
             if peer.pc().poll_timeout().is_some_and(|t| t <= now) {
                 if let Err(e) = peer.pc().handle_timeout(now) {
                     debug!(%e, participant = %peer.id, "handle_timeout failed");
@@ -250,7 +261,11 @@ impl Room {
             }
             if let Some((_, sent)) = peer.offer_in_flight {
                 if now.saturating_duration_since(sent) > self.ctx.media.negotiation_timeout {
-                    to_remove.push((key, ErrorCode::NegotiationTimeout, "no answer to the server offer"));
+                    to_remove.push((
+                        key,
+                        ErrorCode::NegotiationTimeout,
+                        "no answer to the server offer",
+                    ));
                 }
             }
             if let Some(since) = peer.disconnected_since {
@@ -259,6 +274,7 @@ impl Room {
                 }
             }
         }
+        self.forwarder.update_rates(now);
         for (publisher, receiver, ssrc) in self.forwarder.due_keyframe_requests(now) {
             if let Some(p) = self.peers.get_mut(&publisher) {
                 p.send_pli(receiver, ssrc, now);
@@ -274,21 +290,93 @@ impl Room {
         self.flush(now);
     }
 
+    /// The room as the room API shows it.
+    pub fn snapshot(&self, now: Instant) -> RoomSnapshot {
+        let mut participants: Vec<ParticipantSnapshot> = self
+            .peers
+            .values()
+            .map(|p| {
+                let published = self
+                    .forwarder
+                    .tracks_of(p.key)
+                    .into_iter()
+                    .filter_map(|tk| self.forwarder.track(tk))
+                    .map(|t| TrackSnapshot {
+                        track_id: t.id.clone(),
+                        kind: t.kind,
+                        codec: t.codec.mime_type.clone(),
+                        bitrate_in_bps: t.rate.bps(),
+                        packets_in: t.packets_in,
+                        subscribers: t.downs.len(),
+                    })
+                    .collect();
+                let (subscribed_tracks, bitrate_out_bps) = self
+                    .forwarder
+                    .tracks()
+                    .flat_map(|(_, t)| t.downs.iter())
+                    .filter(|d| d.subscriber == p.key)
+                    .fold((0, 0), |(n, bps), d| (n + 1, bps + d.rate.bps()));
+                ParticipantSnapshot {
+                    id: p.id.clone(),
+                    name: p.name.as_str().to_owned(),
+                    connection_state: p.state.to_string(),
+                    joined_seconds: now.saturating_duration_since(p.joined_at).as_secs(),
+                    negotiating: p.offer_in_flight.is_some(),
+                    published,
+                    subscribed_tracks,
+                    bitrate_out_bps,
+                }
+            })
+            .collect();
+        participants.sort_by(|a, b| a.id.cmp(&b.id));
+        RoomSnapshot {
+            name: self.name.to_string(),
+            participants,
+        }
+    }
+
     // ----- membership ---------------------------------------------------------------------
 
     fn join(
         &mut self,
         id: ParticipantId,
         name: crate::ids::DisplayName,
+        grant: Grant,
         signal: mpsc::Sender<ServerMsg>,
         now: Instant,
     ) -> Result<JoinAccepted, JoinError> {
+        // One session per identity: a second join (a reload, another device) replaces the first.
+        if let Some(identity) = &grant.identity {
+            let previous = self
+                .peers
+                .values()
+                .find(|p| p.grant.identity.as_ref() == Some(identity))
+                .map(|p| p.key);
+            if let Some(old) = previous {
+                info!(
+                    identity,
+                    "identity rejoined; replacing the previous session"
+                );
+                self.remove_peer(
+                    old,
+                    Some((
+                        ErrorCode::Removed,
+                        "replaced by a new session with the same identity",
+                    )),
+                    now,
+                );
+            }
+        }
+        if self.peers.len() >= self.ctx.limits.max_participants_per_room {
+            return Err(JoinError::RoomFull);
+        }
         let key = PeerKey(self.next_key);
         self.next_key += 1;
         let mut peer = Peer::new(
             key,
             id.clone(),
             name,
+            grant,
             signal,
             self.ctx.udp.local_addr(),
             self.ctx.advertised,
@@ -378,7 +466,9 @@ impl Room {
     /// Removes a participant: its tracks leave every subscriber (renegotiated), its legs are
     /// dropped, its ufrag is unrouted, its peer connection closed.
     fn remove_peer(&mut self, key: PeerKey, reason: Option<(ErrorCode, &str)>, _now: Instant) {
-        let Some(mut peer) = self.peers.remove(&key) else { return };
+        let Some(mut peer) = self.peers.remove(&key) else {
+            return;
+        };
         self.by_id.remove(&peer.id);
         self.ctx.demux.unregister(peer.ufrag.clone());
         for tk in self.forwarder.tracks_of(key) {
@@ -405,8 +495,10 @@ impl Room {
 
     /// Adds a pending leg of track `tk` to `peer`.
     fn attach(&mut self, tk: TrackKey, peer: &mut Peer) {
-        let Some(t) = self.forwarder.track(tk) else { return };
-        if t.publisher == peer.key {
+        let Some(t) = self.forwarder.track(tk) else {
+            return;
+        };
+        if t.publisher == peer.key || !peer.grant.can_subscribe {
             return;
         }
         let (publisher_id, track_id, kind) = (t.publisher_id.clone(), t.id.clone(), t.kind);
@@ -427,19 +519,34 @@ impl Room {
         key: PeerKey,
         init: rtc::peer_connection::event::RTCTrackEventInit,
     ) {
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if !peer.seen_receivers.insert(init.receiver_id) {
             return; // repeated after renegotiation
         }
-        let Some(receiver) = peer.pc().rtp_receiver(init.receiver_id) else { return };
+        let published = peer.published.len();
+        if !peer.grant.can_publish || published >= self.ctx.limits.max_tracks_per_participant {
+            // Its packets then count as `unknown_track` drops; nothing is forwarded.
+            warn!(participant = %peer.id, published, "track refused (no publish grant or track limit)");
+            METRICS.count_drop(DropReason::NotPermitted, 1);
+            return;
+        }
+        let Some(receiver) = peer.pc().rtp_receiver(init.receiver_id) else {
+            return;
+        };
         let kind = match receiver.track().kind() {
             RtpCodecKind::Audio => TrackKind::Audio,
             RtpCodecKind::Video => TrackKind::Video,
             _ => return,
         };
         // The codec the publisher actually sends (known: OnOpen follows the first packet).
-        let Some(codec) = receiver.track().codec(init.ssrc).cloned() else { return };
-        let Some(rtp_map) = peer.receiver_rtp_map(init.receiver_id) else { return };
+        let Some(codec) = receiver.track().codec(init.ssrc).cloned() else {
+            return;
+        };
+        let Some(rtp_map) = peer.receiver_rtp_map(init.receiver_id) else {
+            return;
+        };
         let publisher_id = peer.id.clone();
         let tk = self.forwarder.publish(
             key,
@@ -476,7 +583,9 @@ impl Room {
 
     /// Removes a published track from the room and from every subscriber.
     fn unpublish(&mut self, tk: TrackKey) {
-        let Some(t) = self.forwarder.unpublish(tk) else { return };
+        let Some(t) = self.forwarder.unpublish(tk) else {
+            return;
+        };
         METRICS.tracks[kind_index(t.kind)].dec();
         for d in &t.downs {
             if let Some(sub) = self.peers.get_mut(&d.subscriber) {
@@ -499,8 +608,12 @@ impl Room {
     // ----- negotiation --------------------------------------------------------------------
 
     fn on_offer(&mut self, id: &ParticipantId, sdp: String, now: Instant) {
-        let Some(&key) = self.by_id.get(id) else { return };
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(&key) = self.by_id.get(id) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         if peer.offer_in_flight.is_some() {
             // The server is impolite: its offer wins; the browser rolls back and re-offers.
             self.send_to(
@@ -514,8 +627,13 @@ impl Room {
         }
         let reply = match peer.apply_offer(sdp, now) {
             Ok(answer) => ServerMsg::Answer { sdp: answer },
-            Err(PeerError::BadSdp(e)) => ServerMsg::error(ErrorCode::BadSdp, format!("offer rejected: {e}")),
-            Err(e) => ServerMsg::error(ErrorCode::BadSdp, format!("offer could not be applied: {e}")),
+            Err(PeerError::BadSdp(e)) => {
+                ServerMsg::error(ErrorCode::BadSdp, format!("offer rejected: {e}"))
+            }
+            Err(e) => ServerMsg::error(
+                ErrorCode::BadSdp,
+                format!("offer could not be applied: {e}"),
+            ),
         };
         debug!(participant = %id, "client offer handled");
         self.dirty.push(key);
@@ -523,19 +641,29 @@ impl Room {
     }
 
     fn on_answer(&mut self, id: &ParticipantId, sdp: String, now: Instant) {
-        let Some(&key) = self.by_id.get(id) else { return };
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+        let Some(&key) = self.by_id.get(id) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         let generation = match peer.apply_answer(sdp, now) {
             Ok(g) => g,
             Err(PeerError::UnexpectedAnswer) => {
                 self.send_to(
                     key,
-                    ServerMsg::error(ErrorCode::UnexpectedAnswer, "no server offer is outstanding"),
+                    ServerMsg::error(
+                        ErrorCode::UnexpectedAnswer,
+                        "no server offer is outstanding",
+                    ),
                 );
                 return;
             }
             Err(e) => {
-                self.send_to(key, ServerMsg::error(ErrorCode::BadSdp, format!("answer rejected: {e}")));
+                self.send_to(
+                    key,
+                    ServerMsg::error(ErrorCode::BadSdp, format!("answer rejected: {e}")),
+                );
                 return;
             }
         };
@@ -555,7 +683,10 @@ impl Room {
     /// publisher for a keyframe.
     fn open_answered(&mut self, key: PeerKey, generation: u64, now: Instant) {
         for (tk, sender) in self.forwarder.answered(key, generation) {
-            let Some(sub_map) = self.peers.get_mut(&key).and_then(|p| p.sender_rtp_map(sender))
+            let Some(sub_map) = self
+                .peers
+                .get_mut(&key)
+                .and_then(|p| p.sender_rtp_map(sender))
             else {
                 continue;
             };
@@ -565,9 +696,17 @@ impl Room {
         }
     }
 
-    fn on_candidate(&mut self, id: &ParticipantId, candidate: Option<crate::signal::protocol::CandidateInit>) {
-        let Some(&key) = self.by_id.get(id) else { return };
-        let Some(peer) = self.peers.get_mut(&key) else { return };
+    fn on_candidate(
+        &mut self,
+        id: &ParticipantId,
+        candidate: Option<crate::signal::protocol::CandidateInit>,
+    ) {
+        let Some(&key) = self.by_id.get(id) else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
         let Some(c) = candidate else { return }; // end of candidates: nothing to do (ICE-lite)
         let init = RTCIceCandidateInit {
             candidate: c.candidate,
@@ -593,7 +732,9 @@ impl Room {
             .map(|p| p.key)
             .collect();
         for key in ready {
-            let Some(peer) = self.peers.get_mut(&key) else { continue };
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
             match peer.create_offer(now) {
                 Ok((generation, sdp)) => {
                     self.forwarder.mark_offered(key, generation);
@@ -602,7 +743,11 @@ impl Room {
                 }
                 Err(e) => {
                     warn!(%e, "could not create offer");
-                    self.remove_peer(key, Some((ErrorCode::Internal, "renegotiation failed")), now);
+                    self.remove_peer(
+                        key,
+                        Some((ErrorCode::Internal, "renegotiation failed")),
+                        now,
+                    );
                 }
             }
         }
@@ -635,13 +780,21 @@ impl Room {
     fn drive(&mut self, key: PeerKey, now: Instant) -> usize {
         let mut forwarded = 0;
         loop {
-            let Some(peer) = self.peers.get_mut(&key) else { return forwarded };
-            let Some(ev) = peer.pc().poll_event() else { break };
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return forwarded;
+            };
+            let Some(ev) = peer.pc().poll_event() else {
+                break;
+            };
             self.on_event(key, ev, now);
         }
         loop {
-            let Some(peer) = self.peers.get_mut(&key) else { return forwarded };
-            let Some(msg) = peer.pc().poll_read() else { break };
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return forwarded;
+            };
+            let Some(msg) = peer.pc().poll_read() else {
+                break;
+            };
             forwarded += self.on_message(key, msg.message, now);
         }
         if let Some(peer) = self.peers.get_mut(&key) {
@@ -655,7 +808,9 @@ impl Room {
     fn on_event(&mut self, key: PeerKey, ev: RTCPeerConnectionEvent, now: Instant) {
         match ev {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-                let Some(peer) = self.peers.get_mut(&key) else { return };
+                let Some(peer) = self.peers.get_mut(&key) else {
+                    return;
+                };
                 METRICS.peer_connections[pc_state_index(peer.state)].dec();
                 METRICS.peer_connections[pc_state_index(state)].inc();
                 peer.state = state;
@@ -672,7 +827,11 @@ impl Room {
                         }
                     }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                        self.remove_peer(key, Some((ErrorCode::Removed, "media connection failed")), now);
+                        self.remove_peer(
+                            key,
+                            Some((ErrorCode::Removed, "media connection failed")),
+                            now,
+                        );
                     }
                     _ => {}
                 }
@@ -755,14 +914,19 @@ impl Room {
             }
         }
         if outcome.waiting_for_keyframe > 0 {
-            METRICS.count_drop(DropReason::WaitingForKeyframe, outcome.waiting_for_keyframe as u64);
+            METRICS.count_drop(
+                DropReason::WaitingForKeyframe,
+                outcome.waiting_for_keyframe as u64,
+            );
             self.request_keyframe(tk, now);
         }
         let mut sent = 0usize;
         let mut bytes = 0u64;
         let mut out = std::mem::take(&mut self.out);
         for o in out.drain(..) {
-            let Some(sub) = self.peers.get_mut(&o.subscriber) else { continue };
+            let Some(sub) = self.peers.get_mut(&o.subscriber) else {
+                continue;
+            };
             let Some(mut sender) = sub.pc().rtp_sender(o.sender) else {
                 METRICS.count_drop(DropReason::WriteFailed, 1);
                 continue;

@@ -229,6 +229,8 @@ pub enum ErrorCode {
     ServerFull,
     /// Missing or invalid credentials.
     Unauthorized,
+    /// Too many messages or joins; slow down.
+    RateLimited,
     /// No answer to a server offer in time.
     NegotiationTimeout,
     /// The participant was removed (connection failed, replaced, room closed).
@@ -238,6 +240,28 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (for pre-creating metric labels).
+    pub const ALL: [ErrorCode; 18] = [
+        ErrorCode::BadMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidName,
+        ErrorCode::BadSdp,
+        ErrorCode::UnexpectedAnswer,
+        ErrorCode::OfferCollision,
+        ErrorCode::BadCandidate,
+        ErrorCode::RoomFull,
+        ErrorCode::ServerFull,
+        ErrorCode::Unauthorized,
+        ErrorCode::RateLimited,
+        ErrorCode::NegotiationTimeout,
+        ErrorCode::Removed,
+        ErrorCode::Internal,
+    ];
+
     /// The wire name, also used as a metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -255,6 +279,7 @@ impl ErrorCode {
             ErrorCode::RoomFull => "room_full",
             ErrorCode::ServerFull => "server_full",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::NegotiationTimeout => "negotiation_timeout",
             ErrorCode::Removed => "removed",
             ErrorCode::Internal => "internal",
@@ -268,7 +293,11 @@ const KNOWN_TYPES: &[&str] = &["join", "offer", "answer", "candidate", "leave", 
 pub fn parse_client_msg(text: &str) -> Result<ClientMsg, (ErrorCode, String)> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| (ErrorCode::BadMessage, format!("invalid JSON: {e}")))?;
-    let Some(ty) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
+    let Some(ty) = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .map(str::to_owned)
+    else {
         return Err((
             ErrorCode::BadMessage,
             "expected a JSON object with a string \"type\"".into(),
@@ -310,8 +339,14 @@ mod tests {
 
     #[test]
     fn distinguishes_bad_json_unknown_type_and_bad_fields() {
-        assert_eq!(parse_client_msg("{nope").unwrap_err().0, ErrorCode::BadMessage);
-        assert_eq!(parse_client_msg("[1,2]").unwrap_err().0, ErrorCode::BadMessage);
+        assert_eq!(
+            parse_client_msg("{nope").unwrap_err().0,
+            ErrorCode::BadMessage
+        );
+        assert_eq!(
+            parse_client_msg("[1,2]").unwrap_err().0,
+            ErrorCode::BadMessage
+        );
         assert_eq!(
             parse_client_msg(r#"{"type":"dance"}"#).unwrap_err().0,
             ErrorCode::UnknownType
@@ -321,7 +356,9 @@ mod tests {
             ErrorCode::BadMessage
         );
         assert_eq!(
-            parse_client_msg(r#"{"type":"offer","sdp":5}"#).unwrap_err().0,
+            parse_client_msg(r#"{"type":"offer","sdp":5}"#)
+                .unwrap_err()
+                .0,
             ErrorCode::BadMessage
         );
     }
@@ -336,5 +373,36 @@ mod tests {
         assert!(s.contains(r#""participant_id""#), "{s}");
         let e = serde_json::to_string(&ServerMsg::error(ErrorCode::BadSdp, "x")).unwrap();
         assert_eq!(e, r#"{"type":"error","code":"bad_sdp","message":"x"}"#);
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_text_never_panics(s in any::<String>()) {
+            let _ = parse_client_msg(&s);
+        }
+
+        #[test]
+        fn json_objects_with_any_type_and_fields_never_panic(
+            ty in prop::sample::select(vec!["join", "offer", "answer", "candidate", "leave", "ping", "x", ""]),
+            key in "[a-z_]{1,12}",
+            value in prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<String>().prop_map(serde_json::Value::from),
+                Just(serde_json::json!({"candidate": "x", "sdp_mid": 1})),
+                Just(serde_json::json!([1, 2, 3])),
+            ],
+        ) {
+            let msg = serde_json::json!({ "type": ty, key: value });
+            let _ = parse_client_msg(&msg.to_string());
+        }
     }
 }

@@ -3,8 +3,12 @@
 //! relays the room's messages back. Generic over the socket halves so tests can drive it with
 //! channels.
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use governor::Quota;
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -13,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
 use super::protocol::{parse_client_msg, ClientMsg, ErrorCode, ServerMsg};
+use crate::auth::Auth;
 use crate::config::IceServer;
 use crate::ids::{DisplayName, ParticipantId, RoomName};
 use crate::room::registry::{RoomHandle, Rooms};
@@ -24,10 +29,37 @@ const SIGNAL_QUEUE: usize = 256;
 /// A client that sends nothing (not even `ping`) for this long is disconnected.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Per-IP join limiter.
+pub type JoinLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+/// Builds the per-IP join limiter (`None`: unlimited).
+pub fn join_limiter(per_second: u32) -> Option<JoinLimiter> {
+    let rate = NonZeroU32::new(per_second)?;
+    let burst = NonZeroU32::new(per_second.saturating_mul(4))?;
+    Some(governor::RateLimiter::keyed(
+        Quota::per_second(rate).allow_burst(burst),
+    ))
+}
+
+/// Who is on the other end of one WebSocket.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    /// Client IP.
+    pub ip: IpAddr,
+    /// Token from the query string (`access_token`) or `Authorization: Bearer`.
+    pub token: Option<String>,
+}
+
 /// What every session needs.
 pub struct SessionContext {
     /// The room directory.
     pub rooms: Arc<Rooms>,
+    /// Token verification.
+    pub auth: Auth,
+    /// Signaling messages per second per connection (0: unlimited).
+    pub messages_per_second: u32,
+    /// Joins per second per IP.
+    pub join_limiter: Option<JoinLimiter>,
     /// ICE servers handed out in `joined`.
     pub ice_servers: Vec<IceServer>,
     /// Largest accepted text message.
@@ -48,13 +80,20 @@ enum Flow {
 }
 
 /// Runs one session until either side closes.
-pub async fn run<S, R>(mut tx: S, mut rx: R, ctx: Arc<SessionContext>)
+pub async fn run<S, R>(mut tx: S, mut rx: R, ctx: Arc<SessionContext>, conn: ConnInfo)
 where
     S: Sink<Message> + Unpin,
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     METRICS.ws_connections.inc();
     let mut joined: Option<Joined> = None;
+    let limiter = NonZeroU32::new(ctx.messages_per_second).and_then(|rate| {
+        let burst = NonZeroU32::new(ctx.messages_per_second.saturating_mul(2))?;
+        Some(governor::RateLimiter::direct(
+            Quota::per_second(rate).allow_burst(burst),
+        ))
+    });
+    let mut limited_streak = 0u32;
     let mut span = info_span!("session", participant = tracing::field::Empty);
     let close_reason: &'static str = loop {
         let recv_signal = async {
@@ -95,6 +134,15 @@ where
                     Message::Close(_) => break "client closed",
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
+                if limiter.as_ref().is_some_and(|l| l.check().is_err()) {
+                    // Tell the client once per streak; a flood gets dropped, not answered.
+                    if limited_streak == 0 {
+                        reply_error(&mut tx, ErrorCode::RateLimited, "too many messages; slow down").await;
+                    }
+                    limited_streak += 1;
+                    continue;
+                }
+                limited_streak = 0;
                 if text.len() > ctx.max_message_bytes {
                     reply_error(&mut tx, ErrorCode::MessageTooLarge, &format!("message of {} bytes exceeds the {} byte limit", text.len(), ctx.max_message_bytes)).await;
                     continue;
@@ -106,7 +154,7 @@ where
                         continue;
                     }
                 };
-                match handle(&mut tx, &ctx, &mut joined, msg).instrument(span.clone()).await {
+                match handle(&mut tx, &ctx, &conn, &mut joined, msg).instrument(span.clone()).await {
                     Flow::Continue => {
                         if let Some(j) = &joined {
                             if span.is_disabled() || span.metadata().is_some() {
@@ -158,6 +206,7 @@ fn type_name(m: &ClientMsg) -> &'static str {
 async fn handle<S: Sink<Message> + Unpin>(
     tx: &mut S,
     ctx: &SessionContext,
+    conn: &ConnInfo,
     joined: &mut Option<Joined>,
     msg: ClientMsg,
 ) -> Flow {
@@ -171,18 +220,30 @@ async fn handle<S: Sink<Message> + Unpin>(
             return Flow::Continue;
         }
         (ClientMsg::Join { .. }, Some(_)) => {
-            reply_error(tx, ErrorCode::AlreadyJoined, "this socket has already joined a room").await;
+            reply_error(
+                tx,
+                ErrorCode::AlreadyJoined,
+                "this socket has already joined a room",
+            )
+            .await;
             return Flow::Continue;
         }
-        (ClientMsg::Join { room, name, .. }, None) => {
-            return join(tx, ctx, joined, &room, &name).await;
+        (ClientMsg::Join { room, name, token }, None) => {
+            let token = token.or_else(|| conn.token.clone());
+            return join(tx, ctx, conn, joined, &room, &name, token.as_deref()).await;
         }
         (_, None) => {
             reply_error(tx, ErrorCode::NotJoined, "send join first").await;
             return Flow::Continue;
         }
-        (ClientMsg::Offer { sdp }, Some(j)) => RoomCmd::Offer { id: j.id.clone(), sdp },
-        (ClientMsg::Answer { sdp }, Some(j)) => RoomCmd::Answer { id: j.id.clone(), sdp },
+        (ClientMsg::Offer { sdp }, Some(j)) => RoomCmd::Offer {
+            id: j.id.clone(),
+            sdp,
+        },
+        (ClientMsg::Answer { sdp }, Some(j)) => RoomCmd::Answer {
+            id: j.id.clone(),
+            sdp,
+        },
         (ClientMsg::Candidate { candidate }, Some(j)) => RoomCmd::Candidate {
             id: j.id.clone(),
             candidate,
@@ -193,35 +254,78 @@ async fn handle<S: Sink<Message> + Unpin>(
         return Flow::Continue;
     };
     if j.room.cmds.send(cmd).await.is_err() {
-        let _ = send(tx, &ServerMsg::error(ErrorCode::Removed, "the room is gone")).await;
+        let _ = send(
+            tx,
+            &ServerMsg::error(ErrorCode::Removed, "the room is gone"),
+        )
+        .await;
         return Flow::Close("room gone");
     }
     Flow::Continue
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn join<S: Sink<Message> + Unpin>(
     tx: &mut S,
     ctx: &SessionContext,
+    conn: &ConnInfo,
     joined: &mut Option<Joined>,
     room: &str,
     name: &str,
+    token: Option<&str>,
 ) -> Flow {
     let started = Instant::now();
     if ctx.shutdown.is_cancelled() {
         reply_error(tx, ErrorCode::ServerFull, "the server is shutting down").await;
         return Flow::Close("draining");
     }
+    if ctx
+        .join_limiter
+        .as_ref()
+        .is_some_and(|l| l.check_key(&conn.ip).is_err())
+    {
+        reply_error(
+            tx,
+            ErrorCode::RateLimited,
+            "too many joins from this address; retry shortly",
+        )
+        .await;
+        return Flow::Continue;
+    }
     let Some(room_name) = RoomName::parse(room) else {
-        reply_error(tx, ErrorCode::InvalidRoom, "room must be 1-64 characters of A-Z a-z 0-9 _ . -").await;
+        reply_error(
+            tx,
+            ErrorCode::InvalidRoom,
+            "room must be 1-64 characters of A-Z a-z 0-9 _ . -",
+        )
+        .await;
         return Flow::Continue;
     };
+    // Nothing about the room is revealed before the token checks out.
+    let grant = match ctx.auth.grant_for_join(token, room_name.as_str()) {
+        Ok(g) => g,
+        Err(e) => {
+            reply_error(tx, ErrorCode::Unauthorized, &e.to_string()).await;
+            return Flow::Close("unauthorized");
+        }
+    };
+    let name = grant.name.as_deref().unwrap_or(name);
     let Some(display) = DisplayName::parse(name) else {
-        reply_error(tx, ErrorCode::InvalidName, "name must be 1-64 characters without control characters").await;
+        reply_error(
+            tx,
+            ErrorCode::InvalidName,
+            "name must be 1-64 characters without control characters",
+        )
+        .await;
         return Flow::Continue;
     };
     let id = ParticipantId::mint();
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
-    match ctx.rooms.join(&room_name, id.clone(), display, signal_tx).await {
+    match ctx
+        .rooms
+        .join(&room_name, id.clone(), display, grant, signal_tx)
+        .await
+    {
         Ok((handle, accepted)) => {
             let msg = ServerMsg::Joined {
                 participant_id: id.clone(),
@@ -233,7 +337,9 @@ async fn join<S: Sink<Message> + Unpin>(
                 let _ = handle.cmds.send(RoomCmd::Leave { id }).await;
                 return Flow::Close("send failed");
             }
-            METRICS.join_duration.observe(started.elapsed().as_secs_f64());
+            METRICS
+                .join_duration
+                .observe(started.elapsed().as_secs_f64());
             *joined = Some(Joined {
                 id,
                 room: handle,

@@ -156,10 +156,16 @@ mod tests {
     fn stun_with_a_known_ufrag_teaches_the_address() {
         let mut d = Demuxer::default();
         d.register("abc".into(), 1u32);
-        assert_eq!(d.route(addr(5000), b"\x80dtls-ish"), Err(Unrouted::UnknownAddress));
+        assert_eq!(
+            d.route(addr(5000), b"\x80dtls-ish"),
+            Err(Unrouted::UnknownAddress)
+        );
         assert_eq!(d.route(addr(5000), &stun_request("abc:x")), Ok(1));
         assert_eq!(d.route(addr(5000), b"\x80srtp"), Ok(1));
-        assert_eq!(d.route(addr(5001), &stun_request("zzz:x")), Err(Unrouted::UnknownUfrag));
+        assert_eq!(
+            d.route(addr(5001), &stun_request("zzz:x")),
+            Err(Unrouted::UnknownUfrag)
+        );
     }
 
     #[test]
@@ -169,7 +175,10 @@ mod tests {
         d.route(addr(5000), &stun_request("abc:x")).unwrap();
         d.unregister("abc");
         assert!(d.is_empty());
-        assert_eq!(d.route(addr(5000), b"\x80srtp"), Err(Unrouted::UnknownAddress));
+        assert_eq!(
+            d.route(addr(5000), b"\x80srtp"),
+            Err(Unrouted::UnknownAddress)
+        );
     }
 
     #[test]
@@ -180,5 +189,28 @@ mod tests {
             d.route(addr(6000 + p), &stun_request("abc:x")).unwrap();
         }
         assert_eq!(d.len(), (1, MAX_ADDRS_PER_UFRAG));
+    }
+}
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn arbitrary_datagrams_never_panic(mut bytes in prop::collection::vec(any::<u8>(), 0..300), stun in any::<bool>()) {
+            if stun && bytes.len() >= 20 {
+                bytes[0] &= 0x3f;
+                bytes[4..8].copy_from_slice(&MAGIC_COOKIE);
+            }
+            let mut d: Demuxer<u8> = Demuxer::default();
+            d.register("abc".into(), 1);
+            let from = SocketAddr::from(([127, 0, 0, 1], 9));
+            let _ = d.route(from, &bytes);
+            let _ = stun_local_ufrag(&bytes);
+        }
     }
 }

@@ -216,7 +216,7 @@ async fn receive_loop(
     shutdown: CancellationToken,
 ) {
     let mut demux: Demuxer<Route> = Demuxer::default();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut batch = RecvBatch::new();
     loop {
         tokio::select! {
             biased;
@@ -234,9 +234,16 @@ async fn receive_loop(
                 while let Ok(cmd) = ctrl.try_recv() {
                     apply(&mut demux, cmd);
                 }
-                for _ in 0..RECV_BUDGET {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((n, from)) => route_one(&mut demux, &buf[..n], from),
+                let mut handled = 0;
+                while handled < RECV_BUDGET {
+                    match batch.recv(&socket) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            for (data, from) in batch.datagrams() {
+                                route_one(&mut demux, data, from);
+                            }
+                            handled += n;
+                        }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         // ICMP errors (port unreachable) surface here on Linux: not fatal.
                         Err(e) => tracing::trace!(%e, "udp recv error"),
@@ -244,6 +251,117 @@ async fn receive_loop(
                 }
             }
         }
+    }
+}
+
+/// Datagrams per `recvmmsg` call.
+const RECV_BATCH: usize = 32;
+
+/// Receive buffers reused across calls: one syscall reads up to [`RECV_BATCH`] datagrams.
+struct RecvBatch {
+    bufs: Vec<[u8; MAX_DATAGRAM]>,
+    got: Vec<(usize, Option<SocketAddr>)>,
+}
+
+impl RecvBatch {
+    fn new() -> Self {
+        Self {
+            bufs: vec![[0u8; MAX_DATAGRAM]; RECV_BATCH],
+            got: Vec::with_capacity(RECV_BATCH),
+        }
+    }
+
+    /// The datagrams of the last [`recv`](Self::recv) (truncated or unparsable-address ones
+    /// are left out and counted).
+    fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+        self.got
+            .iter()
+            .zip(&self.bufs)
+            .filter_map(|(&(len, from), buf)| {
+                if len >= MAX_DATAGRAM || from.is_none() {
+                    METRICS.count_drop(DropReason::BadDatagram, 1);
+                    return None;
+                }
+                Some((&buf[..len], from?))
+            })
+    }
+
+    /// Reads what is queued (without waiting); returns how many datagrams.
+    #[cfg(target_os = "linux")]
+    fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        self.got.clear();
+        let fd = socket.as_raw_fd();
+        let bufs = &mut self.bufs;
+        let got = &mut self.got;
+        socket.try_io(tokio::io::Interest::READABLE, || {
+            // SAFETY: all-zero is valid for these C structs.
+            let mut names: [libc::sockaddr_storage; RECV_BATCH] = unsafe { std::mem::zeroed() };
+            let mut iovs: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
+            let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
+            for i in 0..RECV_BATCH {
+                iovs[i] = libc::iovec {
+                    iov_base: bufs[i].as_mut_ptr() as *mut libc::c_void,
+                    iov_len: MAX_DATAGRAM,
+                };
+                hdrs[i].msg_hdr.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
+                hdrs[i].msg_hdr.msg_namelen =
+                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+                hdrs[i].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: every header points at a live buffer, iovec and address slot above.
+            let r = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    hdrs.as_mut_ptr(),
+                    RECV_BATCH as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for i in 0..r as usize {
+                let truncated = hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                let len = if truncated {
+                    MAX_DATAGRAM
+                } else {
+                    hdrs[i].msg_len as usize
+                };
+                got.push((len, sockaddr_to_std(&names[i])));
+            }
+            Ok(r as usize)
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.got.clear();
+        let (n, from) = socket.try_recv_from(&mut self.bufs[0])?;
+        self.got.push((n, Some(from)));
+        Ok(1)
+    }
+}
+
+/// Converts a kernel-filled address to a `SocketAddr`.
+#[cfg(target_os = "linux")]
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
+        }
+        _ => None,
     }
 }
 

@@ -25,6 +25,10 @@ import { chromium } from 'playwright-core';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CONFAB_BIN = path.resolve(ROOT, process.env.CONFAB_BIN || 'target/debug/confab');
+// Development aid: serve the web client's scripts and styles from this directory instead of the
+// server's copy (which may be compiled into the binary), to test client edits without
+// rebuilding. index.html still comes from the server.
+const CLIENT_DIR = process.env.CONFAB_E2E_CLIENT_DIR ? path.resolve(ROOT, process.env.CONFAB_E2E_CLIENT_DIR) : null;
 const HTTP_BIND = '127.0.0.1:8080';
 const BASE_URL = `http://${HTTP_BIND}`;
 const ROOM = 'e2e';
@@ -207,6 +211,17 @@ class Peer {
 
   async open(browserRef) {
     this.context = await browserRef.newContext();
+    if (CLIENT_DIR) {
+      await this.context.route((u) => u.origin === BASE_URL && u.pathname !== '/ws', (route) => {
+        // The document itself must come from the server: Chromium's local-network-access checks
+        // block the WebSocket of a page whose document Playwright fulfilled.
+        if (route.request().resourceType() === 'document') return route.continue();
+        const rel = new URL(route.request().url()).pathname.replace(/^\/+/, '') || 'index.html';
+        const file = path.join(CLIENT_DIR, rel);
+        if (!file.startsWith(CLIENT_DIR + path.sep) || !fs.existsSync(file)) return route.fulfill({ status: 404, body: 'not found' });
+        return route.fulfill({ path: file });
+      });
+    }
     this.page = await this.context.newPage();
     this.page.on('console', (m) => consoleLines.push(`[${this.name}] ${m.type()}: ${m.text()}`));
     this.page.on('pageerror', (e) => pageErrors.push(`[${this.name}] ${e.message}`));
@@ -310,6 +325,7 @@ function describe(sample) {
 // ------------------------------------------------------------------ the test
 
 async function run() {
+  if (CLIENT_DIR) log(`serving the web client from ${CLIENT_DIR} (CONFAB_E2E_CLIENT_DIR), not from the server`);
   startServer();
   const healthStart = Date.now();
   await waitHealthy();
@@ -344,7 +360,12 @@ async function run() {
   pass('everyone decodes both others', `all within ${secs(Date.now() - allStart)} of the first page.goto`);
 
   for (const p of peers) {
-    log(`${p.name}: first remote frame ${secs(p.firstRemoteFrameMs ?? NaN)}, both remotes ${secs(bothAt.get(p.name) ?? NaN)} after page.goto`);
+    // Milestones app.js marks (ms since navigation start), to see where the time goes.
+    const marks = await p.page.evaluate(() => performance.getEntriesByType('mark')
+      .filter((m) => m.name.startsWith('confab:'))
+      .map((m) => `${m.name.slice(7)} ${(m.startTime / 1000).toFixed(2)}`).join(', ')).catch(() => '');
+    log(`${p.name}: first remote frame ${secs(p.firstRemoteFrameMs ?? NaN)}, both remotes ${secs(bothAt.get(p.name) ?? NaN)} after page.goto`
+      + (marks ? ` (page marks, s after navigation start: ${marks})` : ''));
   }
   const firsts = peers.map((p) => /** @type {number} */ (p.firstRemoteFrameMs)).sort((a, b) => a - b);
   const boths = peers.map((p) => /** @type {number} */ (bothAt.get(p.name))).sort((a, b) => a - b);
