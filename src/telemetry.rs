@@ -45,6 +45,34 @@ impl DirKind {
     }
 }
 
+/// Packet and byte counts a room accumulates on its hot path and adds to the shared counters
+/// on its housekeeping tick (plain integers: no atomic traffic per packet).
+#[derive(Debug, Default)]
+pub struct LocalCounters {
+    /// Packets from publishers, by kind index.
+    pub packets_in: [u64; 2],
+    /// Payload bytes from publishers.
+    pub bytes_in: [u64; 2],
+    /// Packets to subscribers.
+    pub packets_out: [u64; 2],
+    /// Payload bytes to subscribers.
+    pub bytes_out: [u64; 2],
+}
+
+impl LocalCounters {
+    /// Adds everything to [`METRICS`] and resets.
+    pub fn flush(&mut self) {
+        let m = &*METRICS;
+        for k in 0..2 {
+            m.rtp_packets.in_[k].inc_by(self.packets_in[k]);
+            m.rtp_bytes.in_[k].inc_by(self.bytes_in[k]);
+            m.rtp_packets.out[k].inc_by(self.packets_out[k]);
+            m.rtp_bytes.out[k].inc_by(self.bytes_out[k]);
+        }
+        *self = Self::default();
+    }
+}
+
 /// Index of a kind in the `[audio, video]` arrays.
 pub fn kind_index(kind: TrackKind) -> usize {
     match kind {

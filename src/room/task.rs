@@ -40,7 +40,7 @@ use crate::media::downtrack::DownTrack;
 use crate::media::forwarder::{Forwarder, Outgoing, TrackKey};
 use crate::media::DropReason;
 use crate::signal::protocol::{ErrorCode, ParticipantInfo, ServerMsg, TrackInfo, TrackKind};
-use crate::telemetry::{kind_index, METRICS};
+use crate::telemetry::{kind_index, LocalCounters, METRICS};
 use crate::transport::udp::{Datagram, Route};
 
 /// Datagrams handled per wake-up before commands and timers get a turn.
@@ -79,6 +79,8 @@ pub struct Room {
     transmits: Vec<(SocketAddr, BytesMut)>,
     /// Read time of the oldest datagram whose forwarded packets are in `transmits`.
     oldest_forwarded: Option<Instant>,
+    /// Hot-path counters, added to the shared metrics on the housekeeping tick.
+    counters: LocalCounters,
 }
 
 impl Room {
@@ -106,6 +108,7 @@ impl Room {
             dirty: Vec::with_capacity(16),
             transmits: Vec::with_capacity(256),
             oldest_forwarded: None,
+            counters: LocalCounters::default(),
         }
     }
 
@@ -120,12 +123,15 @@ impl Room {
             info!("room opened");
             loop {
                 let deadline = self.next_deadline(Instant::now());
+                // Order matters: timers before datagrams, or a busy room would starve its own
+                // RTCP, retransmission and timeout handling.
                 tokio::select! {
                     biased;
                     cmd = cmds.recv() => match cmd {
                         Some(cmd) => self.on_cmd(cmd),
                         None => break,
                     },
+                    _ = tokio::time::sleep_until(deadline.into()) => self.on_timeout(Instant::now()),
                     Some(d) = inbox.recv() => {
                         self.on_datagram(d);
                         for _ in 1..INBOX_BUDGET {
@@ -135,7 +141,6 @@ impl Room {
                             }
                         }
                     }
-                    _ = tokio::time::sleep_until(deadline.into()) => self.on_timeout(Instant::now()),
                 }
                 self.negotiate(Instant::now());
                 self.send_transmits();
@@ -275,6 +280,7 @@ impl Room {
             }
         }
         self.forwarder.update_rates(now);
+        self.counters.flush();
         for (publisher, receiver, ssrc) in self.forwarder.due_keyframe_requests(now) {
             if let Some(p) = self.peers.get_mut(&publisher) {
                 p.send_pli(receiver, ssrc, now);
@@ -906,8 +912,8 @@ impl Room {
             .track(tk)
             .map_or(TrackKind::Video, |t| t.kind);
         let ki = kind_index(kind);
-        METRICS.rtp_packets.in_[ki].inc();
-        METRICS.rtp_bytes.in_[ki].inc_by(pkt.payload.len() as u64);
+        self.counters.packets_in[ki] += 1;
+        self.counters.bytes_in[ki] += pkt.payload.len() as u64;
         if outcome.dropped > 0 {
             if let Some(r) = outcome.last_drop {
                 METRICS.count_drop(r, outcome.dropped as u64);
@@ -947,8 +953,8 @@ impl Room {
             }
         }
         self.out = out;
-        METRICS.rtp_packets.out[ki].inc_by(sent as u64);
-        METRICS.rtp_bytes.out[ki].inc_by(bytes);
+        self.counters.packets_out[ki] += sent as u64;
+        self.counters.bytes_out[ki] += bytes;
         sent
     }
 }
@@ -956,6 +962,7 @@ impl Room {
 impl Drop for Room {
     /// Runs on normal exit and when the task panics: nothing of the room may outlive it.
     fn drop(&mut self) {
+        self.counters.flush();
         for (_, mut peer) in self.peers.drain() {
             self.ctx.demux.unregister(peer.ufrag.clone());
             METRICS.peer_connections[pc_state_index(peer.state)].dec();
