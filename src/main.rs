@@ -110,6 +110,12 @@ struct LoadtestArgs {
     /// Do not print a progress line every second.
     #[arg(long)]
     quiet: bool,
+    /// API key for minting per-client access tokens (servers with [auth] keys).
+    #[arg(long, env = "CONFAB_API_KEY", requires = "api_secret")]
+    api_key: Option<String>,
+    /// Secret of --api-key.
+    #[arg(long, env = "CONFAB_API_SECRET", hide_env_values = true)]
+    api_secret: Option<String>,
     /// Test knob: this many publishers offer tracks but never send media.
     #[arg(long, default_value_t = 0, hide = true)]
     silent_publishers: usize,
@@ -186,6 +192,7 @@ async fn loadtest(args: LoadtestArgs) -> anyhow::Result<()> {
         metrics_url: args.metrics_url,
         silent_publishers: args.silent_publishers,
         progress: !args.quiet,
+        api_key: args.api_key.zip(args.api_secret),
         ..Default::default()
     };
     let report = confab::loadtest::run(&cfg).await?;

@@ -173,3 +173,50 @@ async fn missing_track_fails_the_run() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_minted_and_rate_limited_joins_retried() {
+    let mut scfg = test_config();
+    scfg.auth.keys.insert(
+        "loadkey".into(),
+        "a-secret-of-at-least-32-characters!!".into(),
+    );
+    // One join per second (bursts of 4) from 127.0.0.1: of the 1 + 6 joins below, the last
+    // ones are refused with `rate_limited` and must be retried.
+    scfg.limits.joins_per_second_per_ip = 1;
+    let server = start_server_with(scfg).await;
+    let url = ws_url(&server);
+    let mut cfg = short_run(&url, format!("http://{}/metrics", server.http_addr));
+    cfg.publishers = 1;
+    cfg.subscribers = 5;
+    cfg.audio_only = true;
+    cfg.duration = Duration::from_secs(2);
+    cfg.ramp_per_sec = 50.0;
+
+    // Without a token the join is refused.
+    let mut no_token = cfg.clone();
+    no_token.subscribers = 0;
+    let report = within(
+        "the load test",
+        Duration::from_secs(60),
+        loadtest::run(&no_token),
+    )
+    .await
+    .expect("load test runs");
+    assert!(!report.passed);
+    assert_eq!(report.connect_errors, 1, "{}", report.table());
+
+    cfg.api_key = Some((
+        "loadkey".into(),
+        "a-secret-of-at-least-32-characters!!".into(),
+    ));
+    let report = within(
+        "the load test",
+        Duration::from_secs(60),
+        loadtest::run(&cfg),
+    )
+    .await
+    .expect("load test runs");
+    assert!(report.passed, "{}", report.table());
+    assert_eq!(report.tracks_received, 5, "{}", report.table());
+}

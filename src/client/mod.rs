@@ -103,6 +103,8 @@ pub struct ClientConfig {
     pub join_timeout: Duration,
     /// `ping` interval.
     pub ping_interval: Option<Duration>,
+    /// Access token for servers with API keys (sent in `join`).
+    pub token: Option<String>,
 }
 
 impl ClientConfig {
@@ -124,6 +126,7 @@ impl ClientConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             join_timeout: Duration::from_secs(10),
             ping_interval: Some(signaling::PING_INTERVAL),
+            token: None,
         }
     }
 
@@ -257,13 +260,13 @@ impl Client {
             },
         )
         .await?;
-        sig_tx.send(&ClientMessage::Join {
+        let join = ClientMessage::Join {
             room: cfg.room.clone(),
             name: cfg.name.clone(),
-            token: None,
-        })?;
+            token: cfg.token.clone(),
+        };
         let (participant_id, participants, ice) =
-            tokio::time::timeout(cfg.join_timeout, wait_joined(&mut sig_rx))
+            tokio::time::timeout(cfg.join_timeout, join_room(&sig_tx, &mut sig_rx, &join))
                 .await
                 .map_err(|_| ClientError::Timeout("joined"))??;
         let join_duration = started.elapsed();
@@ -491,6 +494,27 @@ impl ClientHandle {
     /// Whether the client's task has stopped.
     pub fn is_stopped(&self) -> bool {
         self.shared.stopped.load(Ordering::Relaxed)
+    }
+}
+
+/// Pause before re-sending a `join` the server rate-limited.
+const JOIN_RETRY: Duration = Duration::from_millis(250);
+
+/// Sends `join` and waits for `joined`, re-sending after `rate_limited` (the connection stays
+/// open; the server limits joins per client IP).
+async fn join_room(
+    tx: &SignalSender,
+    rx: &mut SignalReceiver,
+    join: &ClientMessage,
+) -> Result<(String, Vec<Participant>, Vec<RTCIceServer>), ClientError> {
+    loop {
+        tx.send(join)?;
+        match wait_joined(rx).await {
+            Err(ClientError::JoinRejected { code, .. }) if code == "rate_limited" => {
+                tokio::time::sleep(JOIN_RETRY).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::auth::{Auth, TokenRequest};
 use crate::client::stats::new_delay_histogram;
 use crate::client::synth::VideoCodec;
 use crate::client::{Client, ClientConfig, ClientHandle, SentTrack};
@@ -59,6 +60,8 @@ pub struct LoadtestConfig {
     pub drain: Duration,
     /// Room name prefix (default: `load-` + random suffix).
     pub room_prefix: Option<String>,
+    /// API key and secret to mint an access token per client (servers with `[auth] keys`).
+    pub api_key: Option<(String, String)>,
 }
 
 impl Default for LoadtestConfig {
@@ -81,6 +84,7 @@ impl Default for LoadtestConfig {
             progress: true,
             drain: Duration::from_secs(1),
             room_prefix: None,
+            api_key: None,
         }
     }
 }
@@ -172,8 +176,30 @@ fn plan(cfg: &LoadtestConfig) -> Vec<Spec> {
     specs
 }
 
-fn client_config(cfg: &LoadtestConfig, spec: &Spec, room_name: &str) -> ClientConfig {
+fn client_config(
+    cfg: &LoadtestConfig,
+    spec: &Spec,
+    room_name: &str,
+) -> Result<ClientConfig, LoadtestError> {
     let mut c = ClientConfig::new(cfg.url.clone(), room_name, spec.name.clone());
+    if let Some((key, secret)) = &cfg.api_key {
+        let auth = Auth::new(HashMap::from([(key.clone(), secret.clone())]));
+        let token = auth
+            .issue(
+                key,
+                &TokenRequest {
+                    room: Some(room_name.to_owned()),
+                    identity: spec.name.clone(),
+                    name: Some(spec.name.clone()),
+                    ttl: cfg.duration + Duration::from_secs(600),
+                    can_publish: true,
+                    can_subscribe: true,
+                    admin: false,
+                },
+            )
+            .map_err(|e| LoadtestError::InvalidConfig(format!("cannot mint a token: {e}")))?;
+        c.token = Some(token);
+    }
     c.events = false;
     c.record_payloads = false;
     if let Some(index) = spec.publisher {
@@ -183,7 +209,7 @@ fn client_config(cfg: &LoadtestConfig, spec: &Spec, room_name: &str) -> ClientCo
         c.fps = cfg.fps;
         c.send_media = !spec.silent;
     }
-    c
+    Ok(c)
 }
 
 /// Totals for the progress line.
@@ -341,7 +367,7 @@ pub async fn run(cfg: &LoadtestConfig) -> Result<Report, LoadtestError> {
     let mut joins = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
         tick.tick().await;
-        let ccfg = client_config(cfg, spec, &format!("{prefix}-{}", spec.room));
+        let ccfg = client_config(cfg, spec, &format!("{prefix}-{}", spec.room))?;
         let handles = handles.clone();
         joins.push(tokio::spawn(async move {
             let r = Client::connect(ccfg).await;
