@@ -71,6 +71,9 @@ pub struct Peer {
     pub signal: mpsc::Sender<ServerMsg>,
     /// When `join` was processed.
     pub joined_at: Instant,
+    /// `participant{id}` span (child of the room's), entered for this peer's signaling and
+    /// connection events (not per packet).
+    pub span: tracing::Span,
     pc: RTCPeerConnection,
     local_addr: SocketAddr,
 
@@ -169,6 +172,7 @@ impl Peer {
         // End of gathering: the host candidate is all there is.
         pc.add_local_candidate(RTCIceCandidateInit::default())?;
         Ok(Self {
+            span: tracing::info_span!("participant", id = %id),
             key,
             id,
             name,

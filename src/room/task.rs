@@ -202,9 +202,25 @@ impl Room {
 
     // ----- inputs -------------------------------------------------------------------------
 
+    /// The span of the participant with this id (disabled if unknown).
+    fn span_of(&self, id: &ParticipantId) -> tracing::Span {
+        self.by_id
+            .get(id)
+            .and_then(|k| self.peers.get(k))
+            .map_or_else(tracing::Span::none, |p| p.span.clone())
+    }
+
     /// Input: a signaling command.
     pub fn on_cmd(&mut self, cmd: RoomCmd) {
         let now = Instant::now();
+        let span = match &cmd {
+            RoomCmd::Offer { id, .. }
+            | RoomCmd::Answer { id, .. }
+            | RoomCmd::Candidate { id, .. }
+            | RoomCmd::Leave { id } => self.span_of(id),
+            _ => tracing::Span::none(),
+        };
+        let _entered = span.entered();
         match cmd {
             RoomCmd::Join {
                 id,
@@ -800,6 +816,11 @@ impl Room {
     }
 
     fn on_event(&mut self, key: PeerKey, ev: RTCPeerConnectionEvent, now: Instant) {
+        let span = self
+            .peers
+            .get(&key)
+            .map_or_else(tracing::Span::none, |p| p.span.clone());
+        let _entered = span.entered();
         match ev {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 let Some(peer) = self.peers.get_mut(&key) else {
