@@ -94,6 +94,13 @@ pub struct Peer {
 
     /// Current connection state.
     pub state: RTCPeerConnectionState,
+    /// `poll_timeout`, cached: refreshed once per wake-up and only for peers driven since
+    /// (`timeout_stale`), not per packet and not for idle peers.
+    pub next_timeout: Option<Instant>,
+    /// The peer connection was driven since `next_timeout` was read.
+    pub timeout_stale: bool,
+    /// Queued in the room's dirty list (so each peer is queued once).
+    pub dirty: bool,
     /// Since when the connection has been disconnected.
     pub disconnected_since: Option<Instant>,
     /// Latest remote address datagrams came from.
@@ -190,6 +197,9 @@ impl Peer {
             seen_receivers: HashSet::new(),
             down_by_ssrc: HashMap::new(),
             state: RTCPeerConnectionState::New,
+            next_timeout: None,
+            timeout_stale: true,
+            dirty: false,
             disconnected_since: None,
             remote_addr: None,
         })
