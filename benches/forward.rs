@@ -117,7 +117,11 @@ impl Bench {
             advertised: server_addr,
             media: MediaConfig::default(),
             ice_servers: vec![],
-            limits: LimitsConfig::default(),
+            // The largest case is 1 publisher + 100 subscribers: above the default room size.
+            limits: LimitsConfig {
+                max_participants_per_room: 1000,
+                ..LimitsConfig::default()
+            },
         };
         let (inbox_tx, _inbox_rx) = mpsc::channel(16);
         let room = Room::new(

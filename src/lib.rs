@@ -27,9 +27,11 @@
 //! - *Demuxer*: maps datagrams on the shared port to peer connections.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod loadtest;
 pub mod media;
 pub mod room;
 pub mod server;

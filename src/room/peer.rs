@@ -103,6 +103,11 @@ pub struct Peer {
     pub dirty: bool,
     /// Since when the connection has been disconnected.
     pub disconnected_since: Option<Instant>,
+    /// The connection has reached `connected` at least once (DTLS done, SRTP keys set): only
+    /// then can packets written to it leave.
+    pub media_ready: bool,
+    /// The newest answered offer generation whose legs wait for `media_ready` to open.
+    pub answered_unopened: Option<u64>,
     /// Latest remote address datagrams came from.
     pub remote_addr: Option<SocketAddr>,
 }
@@ -201,6 +206,8 @@ impl Peer {
             timeout_stale: true,
             dirty: false,
             disconnected_since: None,
+            media_ready: false,
+            answered_unopened: None,
             remote_addr: None,
         })
     }

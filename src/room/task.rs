@@ -695,8 +695,20 @@ impl Room {
             }
         };
         debug!(participant = %id, generation, "answer applied");
-        self.mark_dirty(key);
-        // Legs in the answered offer open now; video legs ask their publisher for a keyframe.
+        Self::queue(&mut self.dirty, peer);
+        if !peer.media_ready {
+            // Packets written before DTLS has set the SRTP keys are dropped inside the peer
+            // connection, keyframe included, after the keyframe gate has opened: the subscriber
+            // would then wait for the next keyframe. Open once the connection is up.
+            peer.answered_unopened = Some(generation);
+            return;
+        }
+        self.open_answered(key, generation, now);
+    }
+
+    /// Opens the legs of `key` in the answered offer `generation`; video legs ask their
+    /// publisher for a keyframe.
+    fn open_answered(&mut self, key: PeerKey, generation: u64, now: Instant) {
         for (tk, sender) in self.forwarder.answered(key, generation) {
             let Some(sub_map) = self
                 .peers
@@ -860,7 +872,13 @@ impl Room {
                     RTCPeerConnectionState::Disconnected => {
                         peer.disconnected_since.get_or_insert(now);
                     }
-                    RTCPeerConnectionState::Connected => peer.disconnected_since = None,
+                    RTCPeerConnectionState::Connected => {
+                        peer.disconnected_since = None;
+                        peer.media_ready = true;
+                        if let Some(generation) = peer.answered_unopened.take() {
+                            self.open_answered(key, generation, now);
+                        }
+                    }
                     RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                         self.remove_peer(
                             key,
