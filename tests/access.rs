@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -13,7 +12,6 @@ use confab::auth::{Auth, Claims, TokenRequest};
 use confab::config::Config;
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 const KEY: &str = "testkey";
@@ -216,30 +214,6 @@ async fn a_second_join_with_the_same_identity_replaces_the_first() {
     assert!(removed, "the first session was not told it was replaced");
 }
 
-async fn http(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    // Read to the end, or just the head of a `101 Switching Protocols` (the socket stays open).
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = s.read(&mut chunk).await.unwrap();
-        buf.extend_from_slice(&chunk[..n]);
-        let upgraded = buf.starts_with(b"HTTP/1.1 101") && buf.windows(4).any(|w| w == b"\r\n\r\n");
-        if n == 0 || upgraded {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_api_needs_an_admin_token_and_shows_the_call() {
     let server = start_server_with(config()).await;
@@ -247,9 +221,9 @@ async fn room_api_needs_an_admin_token_and_shows_the_call() {
     let mut a = publisher(&url, "api", "alice", 0);
     a.token = Some(token("api", "alice", true));
     let a = connect(a).await;
-    let (status, _) = http(server.http_addr, "/api/rooms", "").await;
+    let (status, _) = http_get(server.http_addr, "/api/rooms", "").await;
     assert_eq!(status, 401);
-    let (status, _) = http(
+    let (status, _) = http_get(
         server.http_addr,
         "/api/rooms",
         &format!("Authorization: Bearer {}\r\n", token("api", "alice", true)),
@@ -273,7 +247,7 @@ async fn room_api_needs_an_admin_token_and_shows_the_call() {
     let bearer = format!("Authorization: Bearer {admin}\r\n");
     let deadline = std::time::Instant::now() + MEDIA_TIMEOUT;
     let body = loop {
-        let (status, text) = http(server.http_addr, "/api/rooms/api", &bearer).await;
+        let (status, text) = http_get(server.http_addr, "/api/rooms/api", &bearer).await;
         if status == 200 && text.contains(r#""kind":"video""#) && text.contains("connected") {
             break text;
         }
@@ -285,10 +259,10 @@ async fn room_api_needs_an_admin_token_and_shows_the_call() {
     };
     assert!(body.contains(a.participant_id()), "{body}");
     assert!(body.contains(r#""connection_state":"connected""#), "{body}");
-    let (status, list) = http(server.http_addr, "/api/rooms", &bearer).await;
+    let (status, list) = http_get(server.http_addr, "/api/rooms", &bearer).await;
     assert_eq!(status, 200);
     assert!(list.contains(r#""name":"api""#), "{list}");
-    let (status, _) = http(server.http_addr, "/api/rooms/nope", &bearer).await;
+    let (status, _) = http_get(server.http_addr, "/api/rooms/nope", &bearer).await;
     assert_eq!(status, 404);
     a.close().await;
 }
@@ -297,14 +271,14 @@ async fn room_api_needs_an_admin_token_and_shows_the_call() {
 async fn websocket_origin_must_be_allowed() {
     let server = start_server_with(config()).await;
     let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
-    let (status, _) = http(
+    let (status, _) = http_get(
         server.http_addr,
         "/ws",
         &format!("{upgrade}Origin: https://evil.example\r\n"),
     )
     .await;
     assert_eq!(status, 403);
-    let (status, _) = http(
+    let (status, _) = http_get(
         server.http_addr,
         "/ws",
         &format!("{upgrade}Origin: https://meet.example\r\n"),

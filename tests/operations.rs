@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,28 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use confab::client::signaling::ServerMessage;
 use confab::client::ClientEvent;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A plain HTTP/1.1 GET on loopback: (status, body).
-async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    // Chunked bodies keep their chunk-size lines; harmless for the substring checks here.
-    (status, body)
-}
 
 /// Metric names referenced by PromQL expressions in a file.
 fn referenced_metrics(text: &str) -> BTreeSet<String> {
@@ -93,7 +70,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     let (a, b) = short_call(&ws_url(&server), "metrics").await;
     // Counters reach the shared registry on the rooms' housekeeping tick.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (status, body) = http_get(server.http_addr, "/metrics").await;
+    let (status, body) = http_get(server.http_addr, "/metrics", "").await;
     assert_eq!(status, 200);
     let exposed = exposed_metrics(&body);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -170,10 +147,11 @@ async fn prometheus_scrapes_participants_and_forwarded_packets() {
     let (a, b) = short_call(&ws_url(&server), "scrape").await;
     let query = |q: &'static str| async move {
         let path = format!("/api/v1/query?query={q}");
-        let (status, body) = http_get(prom, &path).await;
+        let (status, text) = http_get(prom, &path, "").await;
         if status != 200 {
             return None;
         }
+        let body = text.split_once("\r\n\r\n")?.1;
         let v: serde_json::Value = serde_json::from_str(body.trim()).ok()?;
         let result = v["data"]["result"].as_array()?.clone();
         let total: f64 = result
@@ -211,38 +189,13 @@ async fn prometheus_scrapes_participants_and_forwarded_packets() {
 /// the drain deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_call_and_exits_zero() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_confab"))
-        .args(["--log-format", "json", "serve"])
-        .env("CONFAB_HTTP__BIND", "127.0.0.1:0")
-        .env("CONFAB_MEDIA__BIND", "127.0.0.1:0")
-        .env("CONFAB_SERVER__DRAIN_TIMEOUT", "5s")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start confab");
-    // The bound address is in the startup log line.
-    let stderr = child.stderr.take().expect("stderr");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(a) = v["fields"]["http_addr"].as_str() {
-                    let _ = addr_tx.send(a.to_owned());
-                }
-            }
-        }
-    });
-    let http: SocketAddr = addr_rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("server reported its address")
-        .parse()
-        .unwrap();
+    let mut server = spawn_server(&[("CONFAB_SERVER__DRAIN_TIMEOUT", "5s")]);
+    let http = server.http;
     let url = format!("ws://{http}/ws");
     let (mut a, mut b) = short_call(&url, "drain").await;
-    assert_eq!(http_get(http, "/readyz").await.0, 200);
+    assert_eq!(http_get(http, "/readyz", "").await.0, 200);
 
-    let pid = child.id() as i32;
+    let pid = server.child.id() as i32;
     // SAFETY: plain kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let started = Instant::now();
@@ -255,7 +208,7 @@ async fn sigterm_drains_the_call_and_exits_zero() {
         assert!(got.is_ok(), "client did not get going-away: {got:?}");
     }
     let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
+        if let Some(s) = server.child.try_wait().expect("wait") {
             break s;
         }
         assert!(

@@ -3,34 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
-
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// Sum of all samples of `name` (any labels) in a text exposition.
-fn metric(exposition: &str, name: &str) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 fn metric_labeled(exposition: &str, name_and_labels: &str) -> f64 {
     exposition
@@ -38,49 +16,6 @@ fn metric_labeled(exposition: &str, name_and_labels: &str) -> f64 {
         .filter(|l| l.starts_with(name_and_labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-struct ServerProcess {
-    child: Child,
-    http: SocketAddr,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server(extra_env: &[(&str, &str)]) -> ServerProcess {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confab"));
-    cmd.args(["--log-format", "json", "serve"])
-        .env("CONFAB_HTTP__BIND", "127.0.0.1:0")
-        .env("CONFAB_MEDIA__BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "info,rtc=warn,webrtc=warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in extra_env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("start confab");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(a) = v["fields"]["http_addr"].as_str() {
-                    let _ = tx.send(a.to_owned());
-                }
-            }
-        }
-    });
-    let http = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("server reported its address")
-        .parse()
-        .expect("address");
-    ServerProcess { child, http }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -93,13 +28,13 @@ struct Usage {
 }
 
 async fn usage(http: SocketAddr) -> Usage {
-    let m = http_get(http, "/metrics").await;
+    let m = http_get(http, "/metrics", "").await.1;
     Usage {
-        rooms: metric(&m, "confab_rooms"),
-        participants: metric(&m, "confab_participants"),
-        tasks: metric(&m, "confab_runtime_tasks"),
-        fds: metric(&m, "process_open_fds"),
-        rss_mib: metric(&m, "process_resident_memory_bytes") / 1048576.0,
+        rooms: metric_sum(&m, "confab_rooms"),
+        participants: metric_sum(&m, "confab_participants"),
+        tasks: metric_sum(&m, "confab_runtime_tasks"),
+        fds: metric_sum(&m, "process_open_fds"),
+        rss_mib: metric_sum(&m, "process_resident_memory_bytes") / 1048576.0,
     }
 }
 
@@ -198,7 +133,7 @@ async fn hostile_datagrams_and_signaling_floods_do_not_disturb_a_call() {
         || describe(&b),
     )
     .await;
-    let before = http_get(server.http_addr, "/metrics").await;
+    let before = http_get(server.http_addr, "/metrics", "").await.1;
 
     // Garbage, STUN for a ufrag nobody has, oversize datagrams, then a flood — all from an
     // address the server never learned.
@@ -276,7 +211,7 @@ async fn hostile_datagrams_and_signaling_floods_do_not_disturb_a_call() {
     )
     .await;
     assert!(a.is_connected() && b.is_connected());
-    let after = http_get(server.http_addr, "/metrics").await;
+    let after = http_get(server.http_addr, "/metrics", "").await.1;
     let counted = |label: &str| {
         metric_labeled(
             &after,
