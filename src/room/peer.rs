@@ -135,6 +135,22 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
     Ok((me, registry))
 }
 
+/// The UDP host candidate for `addr` (the shared socket's advertised address).
+pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, PeerError> {
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    Ok(RTCIceCandidate::from(&host).to_json()?)
+}
+
 impl Peer {
     /// Builds the peer connection: ICE-lite with a server-minted ufrag, the shared socket's
     /// address as the only (host) candidate, no mDNS, and the DTLS server role when answering so
@@ -169,18 +185,7 @@ impl Peer {
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .build(now)?;
-        let host = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: advertised.ip().to_string(),
-                port: advertised.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?;
-        pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
+        pc.add_local_candidate(host_candidate(advertised)?)?;
         // End of gathering: the host candidate is all there is.
         pc.add_local_candidate(RTCIceCandidateInit::default())?;
         Ok(Self {
