@@ -749,7 +749,6 @@ impl Room {
         Self::queue(&mut self.dirty, peer);
     }
 
-    /// Sends a server offer to every peer that has batched changes and no offer in flight.
     /// Sends a server offer to every peer with batched changes and none in flight; call after
     /// each input.
     pub fn negotiate(&mut self, now: Instant) {
