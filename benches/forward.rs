@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use confab::auth::Grant;
 use confab::config::{LimitsConfig, MediaConfig};
 use confab::ids::{DisplayName, ParticipantId, PeerKey, RoomName};
+use confab::room::peer::host_candidate;
 use confab::room::task::Room;
 use confab::room::{RoomCmd, RoomContext};
 use confab::signal::protocol::ServerMsg;
@@ -30,7 +31,6 @@ use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
@@ -65,19 +65,7 @@ fn client_pc(addr: SocketAddr) -> RTCPeerConnection {
         .with_interceptor_registry(registry)
         .build(Instant::now())
         .expect("client pc");
-    let host = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".into(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .expect("candidate");
-    pc.add_local_candidate(RTCIceCandidate::from(&host).to_json().expect("json"))
+    pc.add_local_candidate(host_candidate(addr).expect("candidate"))
         .expect("local candidate");
     pc
 }

@@ -141,6 +141,9 @@ pub struct MediaConfig {
     pub negotiation_timeout: Duration,
     /// Datagrams queued per room between the socket and the room task; beyond it they drop.
     pub room_inbox_capacity: usize,
+    /// Kernel receive/send buffer of the media socket, in bytes (capped by
+    /// `net.core.rmem_max`/`wmem_max`; raise those for big deployments).
+    pub socket_buffer_bytes: usize,
 }
 
 impl Default for MediaConfig {
@@ -152,6 +155,7 @@ impl Default for MediaConfig {
             pli_throttle: Duration::from_millis(500),
             negotiation_timeout: Duration::from_secs(10),
             room_inbox_capacity: 4096,
+            socket_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -99,13 +99,14 @@ impl Server {
     /// Binds both sockets and starts serving.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
         let shutdown = CancellationToken::new();
-        let mut udp = UdpTransport::bind(config.media.bind)
-            .await
-            .map_err(|source| ServerError::Bind {
-                what: "media UDP",
-                addr: config.media.bind,
-                source,
-            })?;
+        let mut udp =
+            UdpTransport::bind_with_buffers(config.media.bind, config.media.socket_buffer_bytes)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    what: "media UDP",
+                    addr: config.media.bind,
+                    source,
+                })?;
         let media_addr = udp.tx.local_addr();
         let advertised = SocketAddr::new(config.media.advertised_ip(), media_addr.port());
         let udp_task = udp.spawn_receiver(shutdown.clone());

@@ -131,6 +131,8 @@ pub struct Metrics {
     pub udp_tx_datagrams: IntCounter,
     /// Room tasks that panicked (contained).
     pub room_panics: IntCounter,
+    /// Live tokio tasks (sampled when `/metrics` is rendered).
+    pub runtime_tasks: IntGauge,
 }
 
 impl Metrics {
@@ -262,6 +264,10 @@ impl Metrics {
                 "confab_udp_tx_datagrams_total",
                 "Datagrams sent on the media port"
             )),
+            runtime_tasks: reg!(gauge(
+                "confab_runtime_tasks",
+                "Live async tasks (sessions, rooms, sockets); flat when idle means nothing leaks"
+            )),
             room_panics: reg!(counter(
                 "confab_room_panics_total",
                 "Room tasks that panicked and were closed"
@@ -296,6 +302,10 @@ impl Metrics {
 
     /// Renders the text exposition format.
     pub fn render(&self) -> String {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            self.runtime_tasks
+                .set(rt.metrics().num_alive_tasks() as i64);
+        }
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
         if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {

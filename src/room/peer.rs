@@ -71,6 +71,9 @@ pub struct Peer {
     pub signal: mpsc::Sender<ServerMsg>,
     /// When `join` was processed.
     pub joined_at: Instant,
+    /// `participant{id}` span (child of the room's), entered for this peer's signaling and
+    /// connection events (not per packet).
+    pub span: tracing::Span,
     pc: RTCPeerConnection,
     local_addr: SocketAddr,
 
@@ -91,6 +94,13 @@ pub struct Peer {
 
     /// Current connection state.
     pub state: RTCPeerConnectionState,
+    /// `poll_timeout`, cached: refreshed once per wake-up and only for peers driven since
+    /// (`timeout_stale`), not per packet and not for idle peers.
+    pub next_timeout: Option<Instant>,
+    /// The peer connection was driven since `next_timeout` was read.
+    pub timeout_stale: bool,
+    /// Queued in the room's dirty list (so each peer is queued once).
+    pub dirty: bool,
     /// Since when the connection has been disconnected.
     pub disconnected_since: Option<Instant>,
     /// The connection has reached `connected` at least once (DTLS done, SRTP keys set): only
@@ -123,6 +133,22 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
     let registry = Registry::new().with(Slot::from(14_000), RtcpTap::default());
     let registry = register_default_interceptors(registry, &mut me)?;
     Ok((me, registry))
+}
+
+/// The UDP host candidate for `addr` (the shared socket's advertised address).
+pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, PeerError> {
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    Ok(RTCIceCandidate::from(&host).to_json()?)
 }
 
 impl Peer {
@@ -159,21 +185,11 @@ impl Peer {
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .build(now)?;
-        let host = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: advertised.ip().to_string(),
-                port: advertised.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?;
-        pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
+        pc.add_local_candidate(host_candidate(advertised)?)?;
         // End of gathering: the host candidate is all there is.
         pc.add_local_candidate(RTCIceCandidateInit::default())?;
         Ok(Self {
+            span: tracing::info_span!("participant", id = %id),
             key,
             id,
             name,
@@ -191,6 +207,9 @@ impl Peer {
             seen_receivers: HashSet::new(),
             down_by_ssrc: HashMap::new(),
             state: RTCPeerConnectionState::New,
+            next_timeout: None,
+            timeout_stale: true,
+            dirty: false,
             disconnected_since: None,
             media_ready: false,
             answered_unopened: None,

@@ -190,7 +190,11 @@ impl Room {
     fn next_deadline(&mut self, now: Instant) -> Instant {
         let mut deadline = now + HOUSEKEEPING;
         for p in self.peers.values_mut() {
-            if let Some(t) = p.pc().poll_timeout() {
+            if p.timeout_stale {
+                p.next_timeout = p.pc().poll_timeout();
+                p.timeout_stale = false;
+            }
+            if let Some(t) = p.next_timeout {
                 deadline = deadline.min(t);
             }
         }
@@ -202,9 +206,25 @@ impl Room {
 
     // ----- inputs -------------------------------------------------------------------------
 
+    /// The span of the participant with this id (disabled if unknown).
+    fn span_of(&self, id: &ParticipantId) -> tracing::Span {
+        self.by_id
+            .get(id)
+            .and_then(|k| self.peers.get(k))
+            .map_or_else(tracing::Span::none, |p| p.span.clone())
+    }
+
     /// Input: a signaling command.
     pub fn on_cmd(&mut self, cmd: RoomCmd) {
         let now = Instant::now();
+        let span = match &cmd {
+            RoomCmd::Offer { id, .. }
+            | RoomCmd::Answer { id, .. }
+            | RoomCmd::Candidate { id, .. }
+            | RoomCmd::Leave { id } => self.span_of(id),
+            _ => tracing::Span::none(),
+        };
+        let _entered = span.entered();
         match cmd {
             RoomCmd::Join {
                 id,
@@ -244,7 +264,7 @@ impl Room {
             METRICS.count_drop(DropReason::BadDatagram, 1);
             tracing::trace!(%e, "datagram rejected");
         }
-        self.dirty.push(d.peer);
+        self.mark_dirty(d.peer);
         if self.flush(now) > 0 && self.oldest_forwarded.is_none() {
             self.oldest_forwarded = Some(d.at);
         }
@@ -258,11 +278,11 @@ impl Room {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
-            if peer.pc().poll_timeout().is_some_and(|t| t <= now) {
+            if peer.next_timeout.is_some_and(|t| t <= now) {
                 if let Err(e) = peer.pc().handle_timeout(now) {
                     debug!(%e, participant = %peer.id, "handle_timeout failed");
                 }
-                self.dirty.push(key);
+                Self::queue(&mut self.dirty, peer);
             }
             if let Some((_, sent)) = peer.offer_in_flight {
                 if now.saturating_duration_since(sent) > self.ctx.media.negotiation_timeout {
@@ -285,7 +305,7 @@ impl Room {
             if let Some(p) = self.peers.get_mut(&publisher) {
                 p.send_pli(receiver, ssrc, now);
                 METRICS.pli_out.inc();
-                self.dirty.push(publisher);
+                self.mark_dirty(publisher);
             }
         }
         self.flush(now);
@@ -413,6 +433,7 @@ impl Room {
         info!(participant = %id, name = peer.name.as_str(), "joined");
         self.peers.insert(key, peer);
         self.by_id.insert(id, key);
+        self.mark_dirty(key);
         self.broadcast(key, ServerMsg::ParticipantJoined { participant: info });
         Ok(JoinAccepted { participants })
     }
@@ -642,7 +663,7 @@ impl Room {
             ),
         };
         debug!(participant = %id, "client offer handled");
-        self.dirty.push(key);
+        self.mark_dirty(key);
         self.send_to(key, reply);
     }
 
@@ -674,7 +695,7 @@ impl Room {
             }
         };
         debug!(participant = %id, generation, "answer applied");
-        self.dirty.push(key);
+        Self::queue(&mut self.dirty, peer);
         if !peer.media_ready {
             // Packets written before DTLS has set the SRTP keys are dropped inside the peer
             // connection, keyframe included, after the keyframe gate has opened: the subscriber
@@ -725,9 +746,9 @@ impl Room {
             // ICE-lite learns addresses from connectivity checks; a bad candidate is harmless.
             debug!(%e, "remote candidate ignored");
         }
+        Self::queue(&mut self.dirty, peer);
     }
 
-    /// Sends a server offer to every peer that has batched changes and no offer in flight.
     /// Sends a server offer to every peer with batched changes and none in flight; call after
     /// each input.
     pub fn negotiate(&mut self, now: Instant) {
@@ -743,6 +764,7 @@ impl Room {
             };
             match peer.create_offer(now) {
                 Ok((generation, sdp)) => {
+                    Self::queue(&mut self.dirty, peer);
                     self.forwarder.mark_offered(key, generation);
                     debug!(participant = %peer.id, generation, "server offer sent");
                     self.send_to(key, ServerMsg::Offer { sdp });
@@ -765,12 +787,27 @@ impl Room {
             if let Some(p) = self.peers.get_mut(&publisher) {
                 p.send_pli(receiver, ssrc, now);
                 METRICS.pli_out.inc();
-                self.dirty.push(publisher);
+                self.mark_dirty(publisher);
             }
         }
     }
 
     // ----- driving peer connections -------------------------------------------------------
+
+    /// Queues a peer to be driven (once).
+    fn queue(dirty: &mut Vec<PeerKey>, peer: &mut Peer) {
+        if !peer.dirty {
+            peer.dirty = true;
+            dirty.push(peer.key);
+        }
+    }
+
+    /// Queues the peer with this key to be driven.
+    fn mark_dirty(&mut self, key: PeerKey) {
+        if let Some(peer) = self.peers.get_mut(&key) {
+            Self::queue(&mut self.dirty, peer);
+        }
+    }
 
     /// Drives every dirty peer until nothing is left to drain. Returns the number of packets
     /// forwarded to subscribers.
@@ -785,6 +822,9 @@ impl Room {
     /// Drains one peer's events, reads and writes (in that order).
     fn drive(&mut self, key: PeerKey, now: Instant) -> usize {
         let mut forwarded = 0;
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.dirty = false;
+        }
         loop {
             let Some(peer) = self.peers.get_mut(&key) else {
                 return forwarded;
@@ -807,11 +847,17 @@ impl Room {
             while let Some(t) = peer.pc().poll_write() {
                 self.transmits.push((t.transport.peer_addr, t.message));
             }
+            peer.timeout_stale = true;
         }
         forwarded
     }
 
     fn on_event(&mut self, key: PeerKey, ev: RTCPeerConnectionEvent, now: Instant) {
+        let span = self
+            .peers
+            .get(&key)
+            .map_or_else(tracing::Span::none, |p| p.span.clone());
+        let _entered = span.entered();
         match ev {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                 let Some(peer) = self.peers.get_mut(&key) else {
@@ -942,9 +988,7 @@ impl Room {
                 Ok(()) => {
                     sent += 1;
                     bytes += len;
-                    if !self.dirty.contains(&o.subscriber) {
-                        self.dirty.push(o.subscriber);
-                    }
+                    Self::queue(&mut self.dirty, sub);
                 }
                 Err(e) => {
                     METRICS.count_drop(DropReason::WriteFailed, 1);

@@ -180,7 +180,27 @@ pub struct UdpTransport {
 impl UdpTransport {
     /// Binds the media port.
     pub async fn bind(addr: SocketAddr) -> io::Result<Self> {
-        let socket = Arc::new(UdpSocket::bind(addr).await?);
+        Self::bind_with_buffers(addr, 0).await
+    }
+
+    /// Binds the media port asking the kernel for `buffer_bytes` of receive and send buffer
+    /// (0: the system default). Bursts from many peers otherwise overflow the default ~200 KiB
+    /// and the kernel drops datagrams before the server sees them. The kernel caps the size at
+    /// `net.core.rmem_max` / `wmem_max`.
+    pub async fn bind_with_buffers(addr: SocketAddr, buffer_bytes: usize) -> io::Result<Self> {
+        let domain = socket2::Domain::for_address(addr);
+        let raw = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        if buffer_bytes > 0 {
+            if let Err(e) = raw.set_recv_buffer_size(buffer_bytes) {
+                tracing::warn!(%e, "could not enlarge the UDP receive buffer");
+            }
+            if let Err(e) = raw.set_send_buffer_size(buffer_bytes) {
+                tracing::warn!(%e, "could not enlarge the UDP send buffer");
+            }
+        }
+        raw.set_nonblocking(true)?;
+        raw.bind(&addr.into())?;
+        let socket = Arc::new(UdpSocket::from_std(raw.into())?);
         let local = socket.local_addr()?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Self {

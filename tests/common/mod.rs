@@ -197,3 +197,90 @@ pub fn assert_video_starts_with_keyframe(client: &Client, from: &str, label: &st
         );
     }
 }
+
+/// A plain HTTP/1.1 GET on loopback with extra header lines (each ending in `\r\n`):
+/// (status, whole response). Reads to the end, or only the head of a `101` upgrade (that
+/// socket stays open).
+pub async fn http_get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the HTTP port");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write request");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.expect("read response");
+        buf.extend_from_slice(&chunk[..n]);
+        let upgraded = buf.starts_with(b"HTTP/1.1 101") && buf.windows(4).any(|w| w == b"\r\n\r\n");
+        if n == 0 || upgraded {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Sum of all samples of metric `name` (any labels) in a Prometheus text exposition.
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A `confab` server in its own process (its `/proc` and metrics are its own); killed on drop.
+pub struct ServerProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its HTTP address.
+    pub http: SocketAddr,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the `confab` binary on random loopback ports with `extra_env`; returns once it has
+/// logged its address.
+pub fn spawn_server(extra_env: &[(&str, &str)]) -> ServerProcess {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_confab"));
+    cmd.args(["--log-format", "json", "serve"])
+        .env("CONFAB_HTTP__BIND", "127.0.0.1:0")
+        .env("CONFAB_MEDIA__BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "info,rtc=warn,webrtc=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start confab");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Some(a) = v["fields"]["http_addr"].as_str() {
+                    let _ = tx.send(a.to_owned());
+                }
+            }
+        }
+    });
+    let http = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("server reported its address")
+        .parse()
+        .expect("address");
+    ServerProcess { child, http }
+}
