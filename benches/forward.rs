@@ -89,6 +89,9 @@ struct Bench {
     pt: u8,
     seq: u16,
     ts: u32,
+    /// Publisher datagrams other than the RTP packet `publisher_datagram` returns (STUN
+    /// consent checks, RTCP), delivered to the room by the next `pump`.
+    held: Vec<Datagram>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -128,6 +131,7 @@ impl Bench {
             pt: 96,
             seq: 1,
             ts: 0,
+            held: Vec::new(),
             _rt: rt,
         };
         // The publisher: one VP8 track.
@@ -269,22 +273,31 @@ impl Bench {
             .expect("sender")
             .write_rtp(now, pkt)
             .expect("write_rtp");
-        let mut data = None;
+        // The write may come out next to a STUN consent check or RTCP the publisher had due:
+        // return the RTP datagram, keep the others for the room.
+        let mut rtp = None;
         while let Some(t) = c.pc.poll_write() {
-            data = Some(t.message);
+            let d = Datagram {
+                peer: c.key,
+                from: c.addr,
+                data: t.message,
+                at: now,
+            };
+            let is_rtp = d.data.first().is_some_and(|b| b >> 6 == 2)
+                && d.data.get(1).is_some_and(|b| !(192..=223).contains(b));
+            if is_rtp && rtp.is_none() {
+                rtp = Some(d);
+            } else {
+                self.held.push(d);
+            }
         }
-        Datagram {
-            peer: c.key,
-            from: c.addr,
-            data: data.expect("publisher produced a datagram"),
-            at: now,
-        }
+        rtp.expect("publisher produced an RTP datagram")
     }
 
     /// One round: clients' output → room, room's output → clients, signaling, timers.
     fn pump(&mut self) {
         let now = Instant::now();
-        let mut to_room: VecDeque<Datagram> = VecDeque::new();
+        let mut to_room: VecDeque<Datagram> = self.held.drain(..).collect();
         for c in &mut self.clients {
             if c.pc.poll_timeout().is_some_and(|t| t <= now) {
                 let _ = c.pc.handle_timeout(now);
