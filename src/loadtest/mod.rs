@@ -418,7 +418,20 @@ pub async fn run(cfg: &LoadtestConfig) -> Result<Report, LoadtestError> {
 
     let server_end = sample_server(cfg, &mut server_errors).await;
     let rss_end = sample_self();
+    let mut stack_received = 0u64;
+    for m in &members {
+        stack_received += m.client.stack_packets_received().await.unwrap_or(0);
+    }
     let mut report = analyse(cfg, &specs, &members, connect_errors);
+    report.dropped_in_load_generator = stack_received.saturating_sub(report.packets_received);
+    if report.dropped_in_load_generator > 0 {
+        if let Some(f) = report.failures.iter_mut().find(|f| f.starts_with("loss")) {
+            f.push_str(&format!(
+                " ({} packets were dropped inside the load generator: it is short of CPU)",
+                report.dropped_in_load_generator
+            ));
+        }
+    }
     report.measured_s = measured_s;
     report.server = server_report(&server_start, &server_end, server_errors);
 

@@ -147,6 +147,9 @@ pub struct Report {
     pub packets_lost: u64,
     /// `packets_lost` / `packets_expected`, percent.
     pub loss_pct: f64,
+    /// Packets the load generator's WebRTC stack decrypted but dropped before its readers got
+    /// them (queue overflow: the load generator lacked CPU). Counted in `packets_lost`.
+    pub dropped_in_load_generator: u64,
     /// Packets received more than once.
     pub duplicates: u64,
     /// Packets received after a later one.
@@ -248,6 +251,10 @@ impl Report {
                     "{:.3} % ({} packets; limit {} %)",
                     self.loss_pct, self.packets_lost, c.max_loss_pct
                 ),
+            ),
+            (
+                "dropped in the load generator",
+                self.dropped_in_load_generator.to_string(),
             ),
             (
                 "duplicates / reordered / corrupt",
