@@ -71,6 +71,9 @@ pub struct ServerReport {
     pub rss_bytes: Option<u64>,
     /// Peak resident memory (VmHWM, `--server-pid` only), bytes.
     pub rss_peak_bytes: Option<u64>,
+    /// Datagrams the kernel dropped on the server's UDP sockets during the run (receive buffer
+    /// full; `--server-pid` only).
+    pub udp_rx_drops: Option<u64>,
     /// Problems reading the figures (they do not fail the run).
     pub errors: Vec<String>,
 }
@@ -88,6 +91,9 @@ pub struct ClientReport {
     pub rss_after_close_bytes: Option<u64>,
     /// Client tasks still running 5 s after close (should be 0).
     pub not_stopped_after_close: usize,
+    /// Datagrams the kernel dropped on the load generator's UDP sockets (receive buffer full:
+    /// the load generator could not keep up), summed over its connections.
+    pub udp_rx_drops: Option<u64>,
 }
 
 /// What the run was asked to do.
@@ -254,7 +260,19 @@ impl Report {
             ),
             (
                 "dropped in the load generator",
-                self.dropped_in_load_generator.to_string(),
+                format!(
+                    "{} (stack queues), {} (socket buffers)",
+                    self.dropped_in_load_generator,
+                    self.client
+                        .udp_rx_drops
+                        .map_or_else(|| "-".to_owned(), |d| d.to_string())
+                ),
+            ),
+            (
+                "server socket drops",
+                self.server
+                    .udp_rx_drops
+                    .map_or_else(|| "-".to_owned(), |d| d.to_string()),
             ),
             (
                 "duplicates / reordered / corrupt",
