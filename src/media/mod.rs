@@ -7,6 +7,7 @@
 //! - [`track`]: negotiated payload-type/extension tables.
 //! - [`codec`]: keyframe detection per codec.
 //! - [`rate`]: bitrate meters for the room API.
+//! - [`rtcp_tap`]: lets chosen inbound RTCP (PLI, FIR, NACK) reach the application.
 
 pub mod codec;
 pub mod downtrack;
@@ -14,6 +15,7 @@ pub mod forwarder;
 pub mod keyframe;
 pub mod munger;
 pub mod rate;
+pub mod rtcp_tap;
 pub mod track;
 
 /// Why a packet (or datagram) was not forwarded. Each is counted in

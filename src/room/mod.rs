@@ -4,11 +4,9 @@
 //! - [`registry`]: the room directory (`DashMap`, signaling rate only), spawning and reaping.
 //! - [`task`]: the per-room task, the only owner of a room's state.
 //! - [`peer`]: one participant's peer connection and negotiation state.
-//! - [`rtcp_tap`]: lets PLI/FIR/NACK reach the room.
 
 pub mod peer;
 pub mod registry;
-pub mod rtcp_tap;
 pub mod task;
 
 use std::net::SocketAddr;

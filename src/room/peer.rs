@@ -33,10 +33,10 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 
-use super::rtcp_tap::RtcpTap;
 use crate::auth::Grant;
 use crate::ids::{random_alnum, DisplayName, ParticipantId, PeerKey, TrackId};
 use crate::media::forwarder::TrackKey;
+use crate::media::rtcp_tap::{sfu_feedback, RtcpTap};
 use crate::media::track::{RtpMap, FORWARDED_EXTENSIONS};
 use crate::signal::protocol::{ServerMsg, TrackKind};
 
@@ -130,7 +130,7 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
         )?;
     }
     // Application-ward of the default chain, so NACK/report interceptors act first.
-    let registry = Registry::new().with(Slot::from(14_000), RtcpTap::default());
+    let registry = Registry::new().with(Slot::from(14_000), RtcpTap::new(sfu_feedback));
     let registry = register_default_interceptors(registry, &mut me)?;
     Ok((me, registry))
 }

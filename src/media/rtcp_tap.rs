@@ -1,6 +1,6 @@
-//! An interceptor that lets the RTCP an SFU must act on reach the application: keyframe
-//! requests (PLI, FIR) and NACKs (counted; the NACK responder already answers them). The default
-//! chain consumes all inbound RTCP otherwise.
+//! An interceptor that lets chosen inbound RTCP reach the application (the default chain
+//! consumes all inbound RTCP otherwise). The server taps keyframe requests and NACKs
+//! ([`sfu_feedback`]); the test/load client taps keyframe requests ([`keyframe_request`]).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -12,19 +12,35 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
-/// Whether an RTCP packet is one the room acts on.
-pub fn is_relevant(p: &dyn rtc::rtcp::packet::Packet) -> bool {
+/// PLI or FIR: a receiver asks for a keyframe.
+pub fn keyframe_request(p: &dyn rtc::rtcp::packet::Packet) -> bool {
     let any = p.as_any();
-    any.is::<PictureLossIndication>()
-        || any.is::<FullIntraRequest>()
-        || any.is::<TransportLayerNack>()
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-/// Marks relevant inbound RTCP for delivery to the application.
-#[derive(Default)]
+/// What the SFU acts on: keyframe requests (relayed) and NACKs (counted; the NACK responder
+/// already answers them).
+pub fn sfu_feedback(p: &dyn rtc::rtcp::packet::Packet) -> bool {
+    keyframe_request(p) || p.as_any().is::<TransportLayerNack>()
+}
+
+/// Marks inbound RTCP compounds containing a packet `wanted` accepts for delivery to the
+/// application; everything passes through unchanged otherwise.
 pub struct RtcpTap {
+    wanted: fn(&dyn rtc::rtcp::packet::Packet) -> bool,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+}
+
+impl RtcpTap {
+    /// A tap delivering what `wanted` selects.
+    pub fn new(wanted: fn(&dyn rtc::rtcp::packet::Packet) -> bool) -> Self {
+        Self {
+            wanted,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
@@ -36,7 +52,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(pkts) = &msg.message.packet {
-            if pkts.iter().any(|p| is_relevant(p.as_ref())) {
+            if pkts.iter().any(|p| (self.wanted)(p.as_ref())) {
                 msg.message.add(Attribute::DeliverToApplication);
             }
         }
