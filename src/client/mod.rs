@@ -233,6 +233,8 @@ enum Cmd {
 /// A joined client. Dropping it stops it (abruptly, like a closed browser tab).
 pub struct Client {
     participant_id: String,
+    /// Weak: the client's task owns the connection; this must not keep it alive.
+    pc: std::sync::Weak<dyn webrtc::peer_connection::PeerConnection>,
     participants: Vec<Participant>,
     join_duration: Duration,
     joined_at_ns: u64,
@@ -327,6 +329,7 @@ impl Client {
             .await?;
         sig_tx.send(&ClientMessage::Offer { sdp })?;
 
+        let pc = Arc::downgrade(peer.connection());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let run = Run {
             cfg,
@@ -345,6 +348,7 @@ impl Client {
         let task = tokio::spawn(run.run(sig_rx, peer_events, cmd_rx));
         Ok(Self {
             participant_id,
+            pc,
             participants,
             join_duration,
             joined_at_ns,
@@ -423,6 +427,23 @@ impl Client {
         })
         .await
         .map_err(|_| ClientError::Timeout(what))?
+    }
+
+    /// RTP packets the WebRTC stack decrypted on our inbound streams (its `inbound-rtp`
+    /// statistics), if the connection is still open. More than the sum of
+    /// [`received`](Self::received) packets means the stack dropped packets before our
+    /// readers got them (its per-track queue overflowed: this process was short of CPU).
+    pub async fn stack_packets_received(&self) -> Option<u64> {
+        let pc = self.pc.upgrade()?;
+        let report = pc
+            .get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None)
+            .await;
+        Some(
+            report
+                .inbound_rtp_streams()
+                .map(|s| s.received_rtp_stream_stats.packets_received)
+                .sum(),
+        )
     }
 
     /// A cheap, cloneable view of this client's statistics.

@@ -283,6 +283,7 @@ fn spawn_progress(
 struct ServerStart {
     proc: Option<ProcSample>,
     metrics: Option<MetricsSample>,
+    udp_drops: Option<u64>,
 }
 
 async fn sample_server(cfg: &LoadtestConfig, errors: &mut Vec<String>) -> ServerStart {
@@ -303,7 +304,14 @@ async fn sample_server(cfg: &LoadtestConfig, errors: &mut Vec<String>) -> Server
         },
         None => None,
     };
-    ServerStart { proc, metrics }
+    let udp_drops = cfg
+        .server_pid
+        .and_then(|pid| server_stats::udp_drops(pid).ok());
+    ServerStart {
+        proc,
+        metrics,
+        udp_drops,
+    }
 }
 
 fn server_report(start: &ServerStart, end: &ServerStart, errors: Vec<String>) -> ServerReport {
@@ -326,6 +334,9 @@ fn server_report(start: &ServerStart, end: &ServerStart, errors: Vec<String>) ->
             }
             r.rss_bytes = b.rss_bytes.map(|v| v as u64);
         }
+    }
+    if let (Some(a), Some(b)) = (start.udp_drops, end.udp_drops) {
+        r.udp_rx_drops = Some(b.saturating_sub(a));
     }
     if let (Some(cpu), Some(pkts)) = (r.cpu_seconds, r.forwarded_packets) {
         if pkts > 0.0 {
@@ -418,7 +429,22 @@ pub async fn run(cfg: &LoadtestConfig) -> Result<Report, LoadtestError> {
 
     let server_end = sample_server(cfg, &mut server_errors).await;
     let rss_end = sample_self();
+    // Every client socket was opened during the run: its drop counter is the run's.
+    let client_udp_drops = server_stats::udp_drops(std::process::id()).ok();
+    let mut stack_received = 0u64;
+    for m in &members {
+        stack_received += m.client.stack_packets_received().await.unwrap_or(0);
+    }
     let mut report = analyse(cfg, &specs, &members, connect_errors);
+    report.dropped_in_load_generator = stack_received.saturating_sub(report.packets_received);
+    let own = report.dropped_in_load_generator + client_udp_drops.unwrap_or(0);
+    if own > 0 {
+        if let Some(f) = report.failures.iter_mut().find(|f| f.starts_with("loss")) {
+            f.push_str(&format!(
+                " ({own} packets were dropped inside the load generator: it is short of CPU)"
+            ));
+        }
+    }
     report.measured_s = measured_s;
     report.server = server_report(&server_start, &server_end, server_errors);
 
@@ -448,6 +474,7 @@ pub async fn run(cfg: &LoadtestConfig) -> Result<Report, LoadtestError> {
         rss_peak_bytes: after.map(|s| s.rss_peak_bytes),
         rss_after_close_bytes: after.map(|s| s.rss_bytes),
         not_stopped_after_close: left.iter().filter(|h| !h.is_stopped()).count(),
+        udp_rx_drops: client_udp_drops,
     };
     Ok(report)
 }

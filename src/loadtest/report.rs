@@ -71,6 +71,9 @@ pub struct ServerReport {
     pub rss_bytes: Option<u64>,
     /// Peak resident memory (VmHWM, `--server-pid` only), bytes.
     pub rss_peak_bytes: Option<u64>,
+    /// Datagrams the kernel dropped on the server's UDP sockets during the run (receive buffer
+    /// full; `--server-pid` only).
+    pub udp_rx_drops: Option<u64>,
     /// Problems reading the figures (they do not fail the run).
     pub errors: Vec<String>,
 }
@@ -88,6 +91,9 @@ pub struct ClientReport {
     pub rss_after_close_bytes: Option<u64>,
     /// Client tasks still running 5 s after close (should be 0).
     pub not_stopped_after_close: usize,
+    /// Datagrams the kernel dropped on the load generator's UDP sockets (receive buffer full:
+    /// the load generator could not keep up), summed over its connections.
+    pub udp_rx_drops: Option<u64>,
 }
 
 /// What the run was asked to do.
@@ -147,6 +153,9 @@ pub struct Report {
     pub packets_lost: u64,
     /// `packets_lost` / `packets_expected`, percent.
     pub loss_pct: f64,
+    /// Packets the load generator's WebRTC stack decrypted but dropped before its readers got
+    /// them (queue overflow: the load generator lacked CPU). Counted in `packets_lost`.
+    pub dropped_in_load_generator: u64,
     /// Packets received more than once.
     pub duplicates: u64,
     /// Packets received after a later one.
@@ -248,6 +257,22 @@ impl Report {
                     "{:.3} % ({} packets; limit {} %)",
                     self.loss_pct, self.packets_lost, c.max_loss_pct
                 ),
+            ),
+            (
+                "dropped in the load generator",
+                format!(
+                    "{} (stack queues), {} (socket buffers)",
+                    self.dropped_in_load_generator,
+                    self.client
+                        .udp_rx_drops
+                        .map_or_else(|| "-".to_owned(), |d| d.to_string())
+                ),
+            ),
+            (
+                "server socket drops",
+                self.server
+                    .udp_rx_drops
+                    .map_or_else(|| "-".to_owned(), |d| d.to_string()),
             ),
             (
                 "duplicates / reordered / corrupt",

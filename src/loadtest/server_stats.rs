@@ -96,6 +96,47 @@ pub fn sample_self() -> Option<ProcSample> {
     sample_proc(std::process::id()).ok()
 }
 
+/// Sums the `drops` column of `/proc/<pid>/net/udp{,6}` over the UDP sockets `pid` has open
+/// (datagrams the kernel discarded because a socket's receive buffer was full).
+pub fn udp_drops(pid: u32) -> Result<u64, StatsError> {
+    let io = |source| StatsError::Proc { pid, source };
+    let mut inodes = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(io)? {
+        let Ok(entry) = entry else { continue };
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let t = target.to_string_lossy();
+        if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+            inodes.insert(inode.to_owned());
+        }
+    }
+    let mut drops = 0;
+    for table in ["udp", "udp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        drops += sum_socket_drops(&text, &inodes);
+    }
+    Ok(drops)
+}
+
+/// The `drops` of the rows of a `/proc/net/udp` table whose inode is in `inodes`.
+pub fn sum_socket_drops(table: &str, inodes: &std::collections::HashSet<String>) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let inode = f.get(9)?;
+            if !inodes.contains(*inode) {
+                return None;
+            }
+            f.get(12)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
 /// Figures scraped from Confab's `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct MetricsSample {
@@ -197,6 +238,16 @@ mod tests {
         assert_eq!(parse_status_kb(status, "VmRSS:"), Some(10 * 1024 * 1024));
         assert_eq!(parse_status_kb(status, "VmHWM:"), Some(20 * 1024 * 1024));
         assert_eq!(parse_status_kb(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn udp_drops_of_own_sockets_only() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+            \x20 1: 0100007F:3A98 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 111 2 0000000000000000 5\n\
+            \x20 2: 0100007F:3A99 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 222 2 0000000000000000 7\n";
+        let ours = std::collections::HashSet::from(["222".to_owned()]);
+        assert_eq!(sum_socket_drops(table, &ours), 7);
+        assert!(udp_drops(std::process::id()).is_ok());
     }
 
     #[test]
