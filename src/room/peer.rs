@@ -75,7 +75,10 @@ pub struct Peer {
     /// connection events (not per packet).
     pub span: tracing::Span,
     pc: RTCPeerConnection,
-    local_addr: SocketAddr,
+    /// The address of our host candidate. Datagrams are fed to the ICE agent as arriving on
+    /// it (not on the socket's bind address): the agent only accepts STUN on a known local
+    /// candidate, and behind NAT the bind address (private, or 0.0.0.0) is not the candidate.
+    candidate_addr: SocketAddr,
 
     /// A server offer with this generation, sent at that time, awaits the answer.
     pub offer_in_flight: Option<(u64, Instant)>,
@@ -162,7 +165,6 @@ impl Peer {
         name: DisplayName,
         grant: Grant,
         signal: mpsc::Sender<ServerMsg>,
-        local_addr: SocketAddr,
         advertised: SocketAddr,
         now: Instant,
     ) -> Result<Self, PeerError> {
@@ -198,7 +200,7 @@ impl Peer {
             signal,
             joined_at: now,
             pc,
-            local_addr,
+            candidate_addr: advertised,
             offer_in_flight: None,
             next_generation: 1,
             needs_offer: false,
@@ -233,7 +235,7 @@ impl Peer {
         self.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.local_addr,
+                local_addr: self.candidate_addr,
                 peer_addr: from,
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
@@ -407,7 +409,6 @@ mod fuzz {
             DisplayName::parse("fuzz").expect("valid"),
             Grant::open(),
             tx,
-            addr,
             addr,
             Instant::now(),
         )

@@ -404,7 +404,6 @@ impl Room {
             name,
             grant,
             signal,
-            self.ctx.udp.local_addr(),
             self.ctx.advertised,
             now,
         )
