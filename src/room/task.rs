@@ -301,12 +301,8 @@ impl Room {
         }
         self.forwarder.update_rates(now);
         self.counters.flush();
-        for (publisher, receiver, ssrc) in self.forwarder.due_keyframe_requests(now) {
-            if let Some(p) = self.peers.get_mut(&publisher) {
-                p.send_pli(receiver, ssrc, now);
-                METRICS.pli_out.inc();
-                self.mark_dirty(publisher);
-            }
+        for request in self.forwarder.due_keyframe_requests(now) {
+            self.send_pli(request, now);
         }
         self.flush(now);
         for (key, code, why) in to_remove {
@@ -716,7 +712,9 @@ impl Room {
             else {
                 continue;
             };
-            if self.forwarder.open(tk, key, &sub_map) {
+            let needs_keyframe = self.forwarder.open(tk, key, &sub_map);
+            debug!(generation, needs_keyframe, "subscriber leg open");
+            if needs_keyframe {
                 self.request_keyframe(tk, now);
             }
         }
@@ -782,12 +780,22 @@ impl Room {
     }
 
     fn request_keyframe(&mut self, tk: TrackKey, now: Instant) {
-        if let Some((publisher, receiver, ssrc)) = self.forwarder.request_keyframe(tk, now) {
-            if let Some(p) = self.peers.get_mut(&publisher) {
-                p.send_pli(receiver, ssrc, now);
-                METRICS.pli_out.inc();
-                self.mark_dirty(publisher);
-            }
+        if let Some(request) = self.forwarder.request_keyframe(tk, now) {
+            self.send_pli(request, now);
+        }
+    }
+
+    /// Sends a PLI to a publisher (the forwarder decided it is due).
+    fn send_pli(
+        &mut self,
+        (publisher, receiver, ssrc): (PeerKey, rtc::rtp_transceiver::RTCRtpReceiverId, u32),
+        now: Instant,
+    ) {
+        if let Some(p) = self.peers.get_mut(&publisher) {
+            debug!(participant = %p.id, ssrc, "PLI sent");
+            p.send_pli(receiver, ssrc, now);
+            METRICS.pli_out.inc();
+            Self::queue(&mut self.dirty, p);
         }
     }
 
@@ -952,6 +960,13 @@ impl Room {
     fn forward(&mut self, tk: TrackKey, pkt: &rtc::rtp::packet::Packet, now: Instant) -> usize {
         self.out.clear();
         let outcome = self.forwarder.forward(tk, pkt, &mut self.out);
+        if outcome.keyframe {
+            debug!(
+                track = tk.0,
+                forwarded = outcome.forwarded,
+                "keyframe from publisher"
+            );
+        }
         let kind = self
             .forwarder
             .track(tk)

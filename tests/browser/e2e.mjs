@@ -109,7 +109,7 @@ function startServer() {
       ...process.env,
       CONFAB_HTTP__BIND: HTTP_BIND,
       CONFAB_MEDIA__BIND: '127.0.0.1:50000',
-      RUST_LOG: 'info',
+      RUST_LOG: process.env.CONFAB_E2E_RUST_LOG || 'info',
     },
     stdio: ['ignore', out, out],
   });
