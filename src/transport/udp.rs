@@ -393,11 +393,13 @@ fn route_one(demux: &mut Demuxer<Route>, data: &[u8], from: SocketAddr) {
     }
     let route = match demux.route(from, data) {
         Ok(r) => r,
-        Err(Unrouted::UnknownUfrag | Unrouted::UnknownAddress) => {
+        Err(why @ (Unrouted::UnknownUfrag | Unrouted::UnknownAddress)) => {
+            tracing::trace!(%from, ?why, len = data.len(), "datagram not routed");
             METRICS.count_drop(DropReason::UnknownPeer, 1);
             return;
         }
     };
+    tracing::trace!(%from, peer = route.peer.0, stun = super::demux::is_stun(data), "datagram");
     let dgram = Datagram {
         peer: route.peer,
         from,
