@@ -123,15 +123,16 @@ impl Room {
             info!("room opened");
             loop {
                 let deadline = self.next_deadline(Instant::now());
-                // Order matters: timers before datagrams, or a busy room would starve its own
-                // RTCP, retransmission and timeout handling.
+                // Datagrams before the timer (a timer that is always due, e.g. a peer connection
+                // reporting a past deadline, must not starve the inbox); due timers then run
+                // after whatever woke us, so a busy inbox cannot starve RTCP, retransmissions and
+                // timeouts either.
                 tokio::select! {
                     biased;
                     cmd = cmds.recv() => match cmd {
                         Some(cmd) => self.on_cmd(cmd),
                         None => break,
                     },
-                    _ = tokio::time::sleep_until(deadline.into()) => self.on_timeout(Instant::now()),
                     Some(d) = inbox.recv() => {
                         self.on_datagram(d);
                         for _ in 1..INBOX_BUDGET {
@@ -141,6 +142,11 @@ impl Room {
                             }
                         }
                     }
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    self.on_timeout(now);
                 }
                 self.negotiate(Instant::now());
                 self.send_transmits();
