@@ -45,6 +45,8 @@ use crate::transport::udp::{Datagram, Route};
 
 /// Datagrams handled per wake-up before commands and timers get a turn.
 const INBOX_BUDGET: usize = 64;
+/// Shortest interval between two timer passes.
+const MIN_TIMER_INTERVAL: Duration = Duration::from_millis(1);
 /// Housekeeping period when nothing else is due.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
 
@@ -81,6 +83,8 @@ pub struct Room {
     oldest_forwarded: Option<Instant>,
     /// Hot-path counters, added to the shared metrics on the housekeeping tick.
     counters: LocalCounters,
+    /// When timers were last run (see `MIN_TIMER_INTERVAL`).
+    last_timer_pass: Instant,
 }
 
 impl Room {
@@ -109,6 +113,7 @@ impl Room {
             transmits: Vec::with_capacity(256),
             oldest_forwarded: None,
             counters: LocalCounters::default(),
+            last_timer_pass: Instant::now(),
         }
     }
 
@@ -122,7 +127,11 @@ impl Room {
         async move {
             info!("room opened");
             loop {
-                let deadline = self.next_deadline(Instant::now());
+                // At most one timer pass per millisecond, even if a peer connection keeps
+                // reporting a deadline in the past.
+                let deadline = self
+                    .next_deadline(Instant::now())
+                    .max(self.last_timer_pass + MIN_TIMER_INTERVAL);
                 // Datagrams before the timer (a timer that is always due, e.g. a peer connection
                 // reporting a past deadline, must not starve the inbox); due timers then run
                 // after whatever woke us, so a busy inbox cannot starve RTCP, retransmissions and
@@ -146,6 +155,7 @@ impl Room {
                 }
                 let now = Instant::now();
                 if now >= deadline {
+                    self.last_timer_pass = now;
                     self.on_timeout(now);
                 }
                 self.negotiate(Instant::now());
