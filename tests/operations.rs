@@ -49,21 +49,6 @@ fn exposed_metrics(exposition: &str) -> BTreeSet<String> {
     samples.chain(families).map(str::to_owned).collect()
 }
 
-/// A publisher and a subscriber exchanging media for a moment.
-async fn short_call(url: &str, room: &str) -> (confab::client::Client, confab::client::Client) {
-    let a = connect(publisher(url, room, "alice", 0)).await;
-    let b = connect(subscriber(url, room, "bob")).await;
-    let from = a.participant_id().to_owned();
-    wait_until(
-        "bob receives alice",
-        MEDIA_TIMEOUT,
-        || receives_av(&b, &from, 20, 20),
-        || describe(&b),
-    )
-    .await;
-    (a, b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     let server = start_server().await;

@@ -284,3 +284,19 @@ pub fn spawn_server(extra_env: &[(&str, &str)]) -> ServerProcess {
         .expect("address");
     ServerProcess { child, http }
 }
+
+/// A publisher (alice) and a subscriber (bob) in `room`, once bob receives alice's audio and
+/// video.
+pub async fn short_call(url: &str, room: &str) -> (Client, Client) {
+    let a = connect(publisher(url, room, "alice", 0)).await;
+    let b = connect(subscriber(url, room, "bob")).await;
+    let from = a.participant_id().to_owned();
+    wait_until(
+        "bob receives alice",
+        MEDIA_TIMEOUT,
+        || receives_av(&b, &from, 20, 20),
+        || describe(&b),
+    )
+    .await;
+    (a, b)
+}
