@@ -215,6 +215,18 @@ struct Shared {
 }
 
 impl Shared {
+    fn is_connected(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == STATE_CONNECTED
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    fn sent(&self) -> Vec<SentTrack> {
+        self.sent.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
     fn emit(&self, ev: ClientEvent) {
         if let Some(tx) = &self.events {
             let _ = tx.send(ev);
@@ -381,12 +393,12 @@ impl Client {
 
     /// Whether the peer connection is connected.
     pub fn is_connected(&self) -> bool {
-        self.shared.state.load(Ordering::Relaxed) == STATE_CONNECTED
+        self.shared.is_connected()
     }
 
     /// Whether the client's task has stopped.
     pub fn is_stopped(&self) -> bool {
-        self.shared.stopped.load(Ordering::Relaxed)
+        self.shared.is_stopped()
     }
 
     /// Received-track statistics.
@@ -396,11 +408,7 @@ impl Client {
 
     /// Published tracks (filled once publishing starts).
     pub fn sent(&self) -> Vec<SentTrack> {
-        self.shared
-            .sent
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default()
+        self.shared.sent()
     }
 
     /// The next event (`None` when events are disabled or the client stopped).
@@ -500,21 +508,17 @@ impl ClientHandle {
 
     /// Published tracks.
     pub fn sent(&self) -> Vec<SentTrack> {
-        self.shared
-            .sent
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default()
+        self.shared.sent()
     }
 
     /// Whether the peer connection is connected.
     pub fn is_connected(&self) -> bool {
-        self.shared.state.load(Ordering::Relaxed) == STATE_CONNECTED
+        self.shared.is_connected()
     }
 
     /// Whether the client's task has stopped.
     pub fn is_stopped(&self) -> bool {
-        self.shared.stopped.load(Ordering::Relaxed)
+        self.shared.is_stopped()
     }
 }
 
