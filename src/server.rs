@@ -163,6 +163,8 @@ impl Server {
             }
         };
         info!(%http_addr, tls = is_tls, %media_addr, %advertised, "confab listening");
+        let scheme = if is_tls { "https" } else { "http" };
+        info!("open {scheme}://{http_addr}/?room=standup&name=alice to join a call");
         Ok(Self {
             http_addr,
             tls: is_tls,

@@ -259,6 +259,7 @@ async fn receive_loop(
                     match batch.recv(&socket) {
                         Ok(0) => break,
                         Ok(n) => {
+                            METRICS.udp_rx_datagrams.inc_by(n as u64);
                             for (data, from) in batch.datagrams() {
                                 route_one(&mut demux, data, from);
                             }
@@ -386,7 +387,6 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 }
 
 fn route_one(demux: &mut Demuxer<Route>, data: &[u8], from: SocketAddr) {
-    METRICS.udp_rx_datagrams.inc();
     if data.len() >= MAX_DATAGRAM || data.is_empty() {
         METRICS.count_drop(DropReason::BadDatagram, 1);
         return;
