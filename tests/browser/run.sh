@@ -11,7 +11,11 @@ cd "$(dirname "$0")/../.."
 
 if [ "${CONFAB_E2E_IN_NETNS:-}" != 1 ]; then
   export CONFAB_E2E_IN_NETNS=1
-  exec unshare -n bash "$0" "$@"
+  if [ "$(id -u)" = 0 ]; then
+    exec unshare -n bash "$0" "$@"
+  fi
+  # Not root: a user namespace maps us to root inside, which may then make a network namespace.
+  exec unshare -r -n bash "$0" "$@"
 fi
 
 ip link set lo up
