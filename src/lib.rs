@@ -17,7 +17,13 @@
 //! 4. [`media::forwarder`] picks the open subscriber legs; [`media::downtrack`] rewrites the
 //!    packet for each.
 //! 5. [`room::task`] writes each into the subscriber's peer connection, drains the encrypted
-//!    datagrams and sends them through [`transport::udp::UdpTx`].
+//!    datagrams and sends them through [`transport::udp::UdpTx`] (one `sendmmsg` per wake-up).
+//!
+//! Around the packet path: [`server`] composes everything; [`config`] loads settings;
+//! [`auth`] verifies access tokens; [`telemetry`] holds logging and the Prometheus metrics;
+//! [`room::registry`] is the room directory. [`client`] (async webrtc-rs) and [`loadtest`]
+//! are the Rust client used by the integration tests and `confab loadtest`; they are not on the
+//! server's path.
 //!
 //! ## Glossary
 //! - *Up track*: a track a participant publishes. *Down track*: one up track as sent to one
