@@ -67,6 +67,8 @@ pub struct Outgoing {
 /// What happened to one inbound packet.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ForwardOutcome {
+    /// The track's kind (`None`: unknown track), so the caller needs no second lookup.
+    pub kind: Option<TrackKind>,
     /// Whether the packet started a keyframe.
     pub keyframe: bool,
     /// Subscriber legs it was written for.
@@ -239,6 +241,7 @@ impl Forwarder {
             outcome.last_drop = Some(DropReason::UnknownTrack);
             return outcome;
         };
+        outcome.kind = Some(t.kind);
         t.packets_in += 1;
         t.bytes_in += pkt.payload.len() as u64;
         let codec = t

@@ -983,11 +983,7 @@ impl Room {
                 "keyframe from publisher"
             );
         }
-        let kind = self
-            .forwarder
-            .track(tk)
-            .map_or(TrackKind::Video, |t| t.kind);
-        let ki = kind_index(kind);
+        let ki = kind_index(outcome.kind.unwrap_or(TrackKind::Video));
         self.counters.packets_in[ki] += 1;
         self.counters.bytes_in[ki] += pkt.payload.len() as u64;
         if outcome.dropped > 0 {
