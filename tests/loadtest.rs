@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use confab::loadtest::report::Report;
 use confab::loadtest::{self, LoadtestConfig};
 
 fn short_run(url: &str, metrics: String) -> LoadtestConfig {
@@ -53,16 +54,7 @@ async fn short_loadtest_receives_every_track() {
 
     let json = report.to_json().expect("report encodes");
     let v: serde_json::Value = serde_json::from_str(&json).expect("report JSON parses");
-    for key in [
-        "tracks_expected",
-        "tracks_received",
-        "packets_sent",
-        "packets_received",
-        "loss_pct",
-        "duplicates",
-        "reordered",
-        "jitter_ms",
-    ] {
+    for key in Report::TOP_LEVEL_FIELDS {
         assert!(v.get(key).is_some(), "JSON lacks {key}: {json}");
     }
     for (obj, keys) in [

@@ -199,6 +199,18 @@ fn mib(v: Option<u64>) -> String {
 }
 
 impl Report {
+    /// Top-level JSON fields scripts rely on (documented in `docs/loadtest.md`).
+    pub const TOP_LEVEL_FIELDS: [&'static str; 8] = [
+        "tracks_expected",
+        "tracks_received",
+        "packets_sent",
+        "packets_received",
+        "loss_pct",
+        "duplicates",
+        "reordered",
+        "jitter_ms",
+    ];
+
     /// The report as one JSON object.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(self)
@@ -380,16 +392,7 @@ mod tests {
         let r = Report::default();
         let v: serde_json::Value =
             serde_json::from_str(&r.to_json().expect("encodes")).expect("parses");
-        for k in [
-            "tracks_expected",
-            "tracks_received",
-            "packets_sent",
-            "packets_received",
-            "loss_pct",
-            "duplicates",
-            "reordered",
-            "jitter_ms",
-        ] {
+        for k in Report::TOP_LEVEL_FIELDS {
             assert!(v.get(k).is_some(), "missing {k}");
         }
         assert!(v["latency_ms"].get("p99").is_some());
