@@ -10,8 +10,8 @@ use prometheus::{
 };
 
 use crate::config::LogFormat;
-use crate::media::DropReason;
-use crate::signal::protocol::{ErrorCode, TrackKind};
+use crate::ids::TrackKind;
+use crate::signal::protocol::ErrorCode;
 
 /// Initialises `tracing`: `RUST_LOG` wins over `level`.
 pub fn init_logging(level: &str, format: LogFormat) {
@@ -111,6 +111,8 @@ pub struct Metrics {
     pub pli_in: IntCounter,
     /// See `pli_in`.
     pub pli_out: IntCounter,
+    /// FIR entries received from subscribers.
+    pub fir_in: IntCounter,
     /// NACKs received from subscribers (`in`).
     pub nack_in: IntCounter,
     /// Datagram read → rewritten packets handed to the socket.
@@ -177,7 +179,12 @@ impl Metrics {
         ));
         let pli = reg!(counter_vec(
             "confab_rtcp_pli_total",
-            "Keyframe requests: in = PLI/FIR from subscribers, out = PLI sent to publishers",
+            "Picture loss indications: in = from subscribers, out = sent to publishers",
+            &["direction"]
+        ));
+        let fir = reg!(counter_vec(
+            "confab_rtcp_fir_total",
+            "Full intra requests (one per FCI entry) received from subscribers (in)",
             &["direction"]
         ));
         let nack = reg!(counter_vec(
@@ -221,6 +228,7 @@ impl Metrics {
             rtp_bytes: DirKind::new(&bytes),
             pli_in: pli.with_label_values(&["in"]),
             pli_out: pli.with_label_values(&["out"]),
+            fir_in: fir.with_label_values(&["in"]),
             nack_in: nack.with_label_values(&["in"]),
             forward_latency: reg!(Histogram::with_opts(
                 HistogramOpts::new(
@@ -321,6 +329,65 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     m.init_labels();
     m
 });
+
+/// Why a packet (or datagram) was not forwarded. Each is counted in
+/// `confab_forward_drops_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// RTP for a track the room does not know (e.g. before its `OnTrack`).
+    UnknownTrack,
+    /// The subscriber leg is not negotiated yet.
+    NotNegotiated,
+    /// The subscriber did not negotiate the publisher's codec.
+    CodecNotNegotiated,
+    /// The subscriber leg waits for a keyframe.
+    WaitingForKeyframe,
+    /// The peer connection refused the packet.
+    WriteFailed,
+    /// The room's datagram queue was full.
+    InboxFull,
+    /// A datagram from an address/ufrag no room knows.
+    UnknownPeer,
+    /// The UDP socket send buffer was full.
+    SocketFull,
+    /// A datagram the peer connection could not process.
+    BadDatagram,
+    /// A track the publisher may not publish (grant or track limit).
+    NotPermitted,
+}
+
+impl DropReason {
+    /// Every reason, for pre-resolving metric handles.
+    pub const ALL: [DropReason; 10] = [
+        DropReason::UnknownTrack,
+        DropReason::NotNegotiated,
+        DropReason::CodecNotNegotiated,
+        DropReason::WaitingForKeyframe,
+        DropReason::WriteFailed,
+        DropReason::InboxFull,
+        DropReason::UnknownPeer,
+        DropReason::SocketFull,
+        DropReason::BadDatagram,
+        DropReason::NotPermitted,
+    ];
+
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::UnknownTrack => "unknown_track",
+            DropReason::NotNegotiated => "not_negotiated",
+            DropReason::CodecNotNegotiated => "codec_not_negotiated",
+            DropReason::WaitingForKeyframe => "waiting_for_keyframe",
+            DropReason::WriteFailed => "write_failed",
+            DropReason::InboxFull => "inbox_full",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::SocketFull => "socket_full",
+            DropReason::BadDatagram => "bad_datagram",
+            DropReason::NotPermitted => "not_permitted",
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

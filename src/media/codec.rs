@@ -24,15 +24,17 @@ impl Codec {
     /// Classifies an SDP mime type (`video/VP8`, `audio/opus`, ...), case-insensitively.
     pub fn from_mime(mime: &str) -> Self {
         let sub = mime.rsplit('/').next().unwrap_or(mime);
-        match sub.to_ascii_lowercase().as_str() {
-            "opus" => Codec::Opus,
-            "vp8" => Codec::Vp8,
-            "vp9" => Codec::Vp9,
-            "h264" => Codec::H264,
-            "h265" => Codec::H265,
-            "av1" => Codec::Av1,
-            _ => Codec::Other,
-        }
+        [
+            ("opus", Codec::Opus),
+            ("vp8", Codec::Vp8),
+            ("vp9", Codec::Vp9),
+            ("h264", Codec::H264),
+            ("h265", Codec::H265),
+            ("av1", Codec::Av1),
+        ]
+        .into_iter()
+        .find(|(name, _)| sub.eq_ignore_ascii_case(name))
+        .map_or(Codec::Other, |(_, c)| c)
     }
 
     /// Whether subscribers must wait for a keyframe before forwarding starts.

@@ -15,8 +15,8 @@ use super::keyframe::KeyframeRequester;
 use super::rate::RateMeter;
 use super::track::RtpMap;
 use super::DropReason;
+use crate::ids::TrackKind;
 use crate::ids::{ParticipantId, PeerKey, TrackId};
-use crate::signal::protocol::TrackKind;
 
 /// Room-local key of a published track (minted from a counter, cheap to hash).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,10 +75,24 @@ pub struct ForwardOutcome {
     pub forwarded: usize,
     /// Legs still waiting for a keyframe (the caller should ask the publisher for one).
     pub waiting_for_keyframe: usize,
-    /// Legs it was dropped on for any other reason (counted per reason by the caller).
-    pub dropped: usize,
-    /// The reason of the last such drop.
-    pub last_drop: Option<DropReason>,
+    /// Legs not negotiated yet.
+    pub not_negotiated: usize,
+    /// Legs whose subscriber did not negotiate the packet's codec.
+    pub codec_not_negotiated: usize,
+}
+
+impl ForwardOutcome {
+    /// Legs the packet was not sent on, by reason (each leg counted once, under its reason).
+    pub fn drops(&self) -> impl Iterator<Item = (DropReason, u64)> {
+        [
+            (DropReason::WaitingForKeyframe, self.waiting_for_keyframe),
+            (DropReason::NotNegotiated, self.not_negotiated),
+            (DropReason::CodecNotNegotiated, self.codec_not_negotiated),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(r, n)| (r, n as u64))
+    }
 }
 
 /// All published tracks of a room and their subscribers.
@@ -226,19 +240,20 @@ impl Forwarder {
         false
     }
 
-    /// The hot path: one inbound packet of track `key` → rewritten packets appended to `out`.
-    /// `out` is the caller's reusable buffer (cleared by the caller), so steady state does not
-    /// allocate beyond the packets themselves.
+    /// The hot path: one inbound packet of track `key` → `out` (cleared first) holds one
+    /// rewritten packet per leg it goes to. `out` is the caller's reusable buffer, and a packet
+    /// shares the publisher's payload: nothing is allocated per leg except the header
+    /// extension list of a packet that carries forwarded extensions.
+    /// An unknown track yields `kind: None` and nothing else.
     pub fn forward(
         &mut self,
         key: TrackKey,
         pkt: &Packet,
         out: &mut Vec<Outgoing>,
     ) -> ForwardOutcome {
+        out.clear();
         let mut outcome = ForwardOutcome::default();
         let Some(t) = self.tracks.get_mut(&key) else {
-            outcome.dropped = 1;
-            outcome.last_drop = Some(DropReason::UnknownTrack);
             return outcome;
         };
         outcome.kind = Some(t.kind);
@@ -256,20 +271,23 @@ impl Forwarder {
             if d.state != DownState::Open {
                 continue;
             }
-            match d.rewrite(pkt, outcome.keyframe || !codec.needs_keyframe()) {
-                Ok(packet) => {
-                    outcome.forwarded += 1;
+            let mut packet = Packet::default();
+            match d.rewrite_into(
+                pkt,
+                outcome.keyframe || !codec.needs_keyframe(),
+                &mut packet,
+            ) {
+                Ok(()) => {
                     out.push(Outgoing {
                         subscriber: d.subscriber,
                         sender: d.sender,
                         packet,
                     });
+                    outcome.forwarded += 1;
                 }
                 Err(DropReason::WaitingForKeyframe) => outcome.waiting_for_keyframe += 1,
-                Err(reason) => {
-                    outcome.dropped += 1;
-                    outcome.last_drop = Some(reason);
-                }
+                Err(DropReason::CodecNotNegotiated) => outcome.codec_not_negotiated += 1,
+                Err(_) => outcome.not_negotiated += 1,
             }
         }
         outcome

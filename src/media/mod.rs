@@ -8,9 +8,13 @@
 //! - [`codec`]: keyframe detection per codec.
 //! - [`rate`]: bitrate meters for the room API.
 //! - [`rtcp_tap`]: lets chosen inbound RTCP (PLI, FIR, NACK) reach the application.
+//! - [`feedback`]: routes inbound RTCP feedback (PLI, FIR, NACK) to what the room must do.
+//! - [`egress`]: the one place a packet is written to a subscriber leg.
 
 pub mod codec;
 pub mod downtrack;
+pub mod egress;
+pub mod feedback;
 pub mod forwarder;
 pub mod keyframe;
 pub mod munger;
@@ -18,61 +22,4 @@ pub mod rate;
 pub mod rtcp_tap;
 pub mod track;
 
-/// Why a packet (or datagram) was not forwarded. Each is counted in
-/// `confab_forward_drops_total{reason}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DropReason {
-    /// RTP for a track the room does not know (e.g. before its `OnTrack`).
-    UnknownTrack,
-    /// The subscriber leg is not negotiated yet.
-    NotNegotiated,
-    /// The subscriber did not negotiate the publisher's codec.
-    CodecNotNegotiated,
-    /// The subscriber leg waits for a keyframe.
-    WaitingForKeyframe,
-    /// The peer connection refused the packet.
-    WriteFailed,
-    /// The room's datagram queue was full.
-    InboxFull,
-    /// A datagram from an address/ufrag no room knows.
-    UnknownPeer,
-    /// The UDP socket send buffer was full.
-    SocketFull,
-    /// A datagram the peer connection could not process.
-    BadDatagram,
-    /// A track the publisher may not publish (grant or track limit).
-    NotPermitted,
-}
-
-impl DropReason {
-    /// Every reason, for pre-resolving metric handles.
-    pub const ALL: [DropReason; 10] = [
-        DropReason::UnknownTrack,
-        DropReason::NotNegotiated,
-        DropReason::CodecNotNegotiated,
-        DropReason::WaitingForKeyframe,
-        DropReason::WriteFailed,
-        DropReason::InboxFull,
-        DropReason::UnknownPeer,
-        DropReason::SocketFull,
-        DropReason::BadDatagram,
-        DropReason::NotPermitted,
-    ];
-
-    /// Metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::UnknownTrack => "unknown_track",
-            DropReason::NotNegotiated => "not_negotiated",
-            DropReason::CodecNotNegotiated => "codec_not_negotiated",
-            DropReason::WaitingForKeyframe => "waiting_for_keyframe",
-            DropReason::WriteFailed => "write_failed",
-            DropReason::InboxFull => "inbox_full",
-            DropReason::UnknownPeer => "unknown_peer",
-            DropReason::SocketFull => "socket_full",
-            DropReason::BadDatagram => "bad_datagram",
-            DropReason::NotPermitted => "not_permitted",
-        }
-    }
-}
+pub use crate::telemetry::DropReason;

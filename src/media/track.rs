@@ -40,6 +40,8 @@ pub struct RtpMap {
     codecs: Vec<RTCRtpCodecParameters>,
     /// Payload type (0..128) → index into `codecs`.
     pt_index: [u8; 128],
+    /// `codecs[i]`'s kind, resolved once (no string work per packet).
+    kinds: Vec<Codec>,
     /// Extension id (0..256) → index into [`FORWARDED_EXTENSIONS`].
     ext_index: [u8; 256],
     /// Index into [`FORWARDED_EXTENSIONS`] → extension id on this leg (0 = not negotiated).
@@ -69,6 +71,10 @@ impl RtpMap {
             }
         }
         Self {
+            kinds: codecs
+                .iter()
+                .map(|c| Codec::from_mime(&c.rtp_codec.mime_type))
+                .collect(),
             codecs: codecs.to_vec(),
             pt_index,
             ext_index,
@@ -84,8 +90,8 @@ impl RtpMap {
 
     /// The codec kind behind a payload type (for keyframe detection).
     pub fn codec_kind(&self, pt: u8) -> Option<Codec> {
-        self.codec(pt)
-            .map(|c| Codec::from_mime(&c.rtp_codec.mime_type))
+        let i = *self.pt_index.get(usize::from(pt))?;
+        self.kinds.get(usize::from(i)).copied()
     }
 
     /// For each publisher payload type, the subscriber payload type carrying the same codec.

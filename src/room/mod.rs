@@ -1,13 +1,25 @@
 //! Rooms: membership, negotiation and the per-room task that drives every peer connection of a
 //! room and the forwarding plane between them.
 //!
-//! - [`registry`]: the room directory (`DashMap`, signaling rate only), spawning and reaping.
-//! - [`task`]: the per-room task, the only owner of a room's state.
-//! - [`peer`]: one participant's peer connection and negotiation state.
+//! - [`registry`]: the room directory (`DashMap`, signaling rate only), spawning and reaping;
+//!   [`lease`]: a room's claim on its directory entry.
+//! - [`task`]: the per-room task, the I/O shell: clock, channels, socket, run loop.
+//! - [`state`]: the room's state and its inputs (`on_cmd`, `on_datagram`, `on_timeout`), sans-IO.
+//! - [`membership`]: join, leave, signaling to members, snapshots.
+//! - [`tracks`]: publish, attach, unpublish.
+//! - [`negotiation`]: the offer/answer state machine and the room's handling of SDP.
+//! - [`drive`]: the drain contract and the packet path (forwarder → egress).
+//! - [`peer`]: one participant's peer connection.
 
+pub mod drive;
+pub mod lease;
+pub mod membership;
+pub mod negotiation;
 pub mod peer;
 pub mod registry;
+pub mod state;
 pub mod task;
+pub mod tracks;
 
 use std::net::SocketAddr;
 
@@ -16,8 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Grant;
 use crate::config::{IceServer, LimitsConfig, MediaConfig};
-use crate::ids::{DisplayName, ParticipantId, TrackId};
-use crate::signal::protocol::{CandidateInit, ErrorCode, ParticipantInfo, ServerMsg, TrackKind};
+use crate::ids::{DisplayName, ParticipantId, TrackId, TrackKind};
+use crate::signal::protocol::{CandidateInit, ErrorCode, ParticipantInfo, ServerMsg};
 use crate::transport::udp::{DemuxHandle, UdpTx};
 
 /// What every room needs from the server.
@@ -33,6 +45,28 @@ pub struct RoomContext {
     pub media: MediaConfig,
     /// ICE servers for clients.
     pub ice_servers: Vec<IceServer>,
+    /// Capacity limits.
+    pub limits: LimitsConfig,
+}
+
+impl RoomContext {
+    /// What a room's state needs (no socket).
+    pub fn settings(&self) -> RoomSettings {
+        RoomSettings {
+            advertised: self.advertised,
+            media: self.media.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// What a room's state machine needs to know: no sockets, no channels.
+#[derive(Clone, Debug)]
+pub struct RoomSettings {
+    /// Address put in the host candidate.
+    pub advertised: SocketAddr,
+    /// Media settings.
+    pub media: MediaConfig,
     /// Capacity limits.
     pub limits: LimitsConfig,
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
@@ -33,12 +33,14 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 
+use super::negotiation::Negotiation;
 use crate::auth::Grant;
+use crate::ids::TrackKind;
 use crate::ids::{random_alnum, DisplayName, ParticipantId, PeerKey, TrackId};
 use crate::media::forwarder::TrackKey;
 use crate::media::rtcp_tap::{sfu_feedback, RtcpTap};
 use crate::media::track::{RtpMap, FORWARDED_EXTENSIONS};
-use crate::signal::protocol::{ServerMsg, TrackKind};
+use crate::signal::protocol::ServerMsg;
 
 /// Errors from one peer connection.
 #[derive(Debug, thiserror::Error)]
@@ -55,64 +57,67 @@ pub enum PeerError {
     UnexpectedAnswer,
 }
 
-/// One participant: identity, its peer connection, negotiation and track bookkeeping.
+/// One participant: identity, its peer connection, negotiation and track bookkeeping. The room
+/// reads its identity and drives it through methods; only this file mutates its state.
 pub struct Peer {
-    /// Room-local key (the demux tags datagrams with it).
-    pub key: PeerKey,
-    /// Public id.
-    pub id: ParticipantId,
-    /// Display name.
-    pub name: DisplayName,
-    /// What it may do; its identity.
-    pub grant: Grant,
+    key: PeerKey,
+    id: ParticipantId,
+    name: DisplayName,
+    grant: Grant,
     /// The ICE ufrag the server minted for this peer (its demux key).
-    pub ufrag: String,
+    ufrag: String,
     /// Outbound signaling (to the WebSocket session).
-    pub signal: mpsc::Sender<ServerMsg>,
-    /// When `join` was processed.
-    pub joined_at: Instant,
+    signal: mpsc::Sender<ServerMsg>,
+    joined_at: Instant,
     /// `participant{id}` span (child of the room's), entered for this peer's signaling and
     /// connection events (not per packet).
-    pub span: tracing::Span,
+    span: tracing::Span,
     pc: RTCPeerConnection,
     /// The address of our host candidate. Datagrams are fed to the ICE agent as arriving on
     /// it (not on the socket's bind address): the agent only accepts STUN on a known local
     /// candidate, and behind NAT the bind address (private, or 0.0.0.0) is not the candidate.
     candidate_addr: SocketAddr,
-
-    /// A server offer with this generation, sent at that time, awaits the answer.
-    pub offer_in_flight: Option<(u64, Instant)>,
-    next_generation: u64,
-    /// Changes wait for the next server offer.
-    pub needs_offer: bool,
-    /// The client has made its first offer (the server never makes the first offer).
-    pub client_negotiated: bool,
-
+    /// The offer/answer state machine.
+    negotiation: Negotiation,
     /// Published tracks by the receiver's track id (as the core reports RTP).
-    pub published: HashMap<String, TrackKey>,
+    published: HashMap<String, TrackKey>,
     /// Receivers already turned into published tracks (`OnTrack` repeats after renegotiation).
-    pub seen_receivers: HashSet<RTCRtpReceiverId>,
+    seen_receivers: HashSet<RTCRtpReceiverId>,
     /// Down tracks on this peer by the SSRC the peer sees (to route its PLI/FIR).
-    pub down_by_ssrc: HashMap<u32, TrackKey>,
-
-    /// Current connection state.
-    pub state: RTCPeerConnectionState,
+    down_by_ssrc: HashMap<u32, TrackKey>,
+    /// Connection state and what waits for it.
+    connection: Connection,
     /// `poll_timeout`, cached: refreshed once per wake-up and only for peers driven since
     /// (`timeout_stale`), not per packet and not for idle peers.
-    pub next_timeout: Option<Instant>,
+    next_timeout: Option<Instant>,
     /// The peer connection was driven since `next_timeout` was read.
-    pub timeout_stale: bool,
+    timeout_stale: bool,
     /// Queued in the room's dirty list (so each peer is queued once).
-    pub dirty: bool,
+    queued: bool,
+}
+
+/// Where the media connection is, and what waits for it.
+#[derive(Debug)]
+struct Connection {
+    state: RTCPeerConnectionState,
     /// Since when the connection has been disconnected.
-    pub disconnected_since: Option<Instant>,
+    disconnected_since: Option<Instant>,
     /// The connection has reached `connected` at least once (DTLS done, SRTP keys set): only
     /// then can packets written to it leave.
-    pub media_ready: bool,
+    media_ready: bool,
     /// The newest answered offer generation whose legs wait for `media_ready` to open.
-    pub answered_unopened: Option<u64>,
-    /// Latest remote address datagrams came from.
-    pub remote_addr: Option<SocketAddr>,
+    answered_unopened: Option<u64>,
+}
+
+/// What a connection-state change means for the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionChange {
+    /// Nothing to do.
+    None,
+    /// Media can flow now: open the legs of this answered offer generation.
+    OpenAnswered(u64),
+    /// The connection failed or closed: remove the participant.
+    Lost,
 }
 
 fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
@@ -201,22 +206,170 @@ impl Peer {
             joined_at: now,
             pc,
             candidate_addr: advertised,
-            offer_in_flight: None,
-            next_generation: 1,
-            needs_offer: false,
-            client_negotiated: false,
+            negotiation: Negotiation::default(),
             published: HashMap::new(),
             seen_receivers: HashSet::new(),
             down_by_ssrc: HashMap::new(),
-            state: RTCPeerConnectionState::New,
+            connection: Connection {
+                state: RTCPeerConnectionState::New,
+                disconnected_since: None,
+                media_ready: false,
+                answered_unopened: None,
+            },
             next_timeout: None,
             timeout_stale: true,
-            dirty: false,
-            disconnected_since: None,
-            media_ready: false,
-            answered_unopened: None,
-            remote_addr: None,
+            queued: false,
         })
+    }
+
+    /// Room-local key (the demux tags datagrams with it).
+    pub fn key(&self) -> PeerKey {
+        self.key
+    }
+
+    /// Public id.
+    pub fn id(&self) -> &ParticipantId {
+        &self.id
+    }
+
+    /// Display name.
+    pub fn name(&self) -> &DisplayName {
+        &self.name
+    }
+
+    /// What it may do; its identity.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// The ICE ufrag the server minted (its demux key).
+    pub fn ufrag(&self) -> &str {
+        &self.ufrag
+    }
+
+    /// When the join was processed.
+    pub fn joined_at(&self) -> Instant {
+        self.joined_at
+    }
+
+    /// The `participant{id}` span.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The offer/answer state.
+    pub fn negotiation(&self) -> &Negotiation {
+        &self.negotiation
+    }
+
+    /// Current connection state.
+    pub fn state(&self) -> RTCPeerConnectionState {
+        self.connection.state
+    }
+
+    /// Records a connection-state change; says what the room must do about it.
+    pub fn on_state(&mut self, state: RTCPeerConnectionState, now: Instant) -> ConnectionChange {
+        let c = &mut self.connection;
+        c.state = state;
+        match state {
+            RTCPeerConnectionState::Disconnected => {
+                c.disconnected_since.get_or_insert(now);
+                ConnectionChange::None
+            }
+            RTCPeerConnectionState::Connected => {
+                c.disconnected_since = None;
+                c.media_ready = true;
+                c.answered_unopened
+                    .take()
+                    .map_or(ConnectionChange::None, ConnectionChange::OpenAnswered)
+            }
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                ConnectionChange::Lost
+            }
+            _ => ConnectionChange::None,
+        }
+    }
+
+    /// Whether the connection has been disconnected for longer than `limit`.
+    pub fn disconnected_longer_than(&self, now: Instant, limit: Duration) -> bool {
+        self.connection
+            .disconnected_since
+            .is_some_and(|since| now.saturating_duration_since(since) > limit)
+    }
+
+    /// The answer to offer `generation` arrived: returns `true` when its legs can open now,
+    /// `false` when they wait for the connection (packets written before DTLS has set the SRTP
+    /// keys are dropped inside the peer connection, keyframe included, after the keyframe gate
+    /// has opened: the subscriber would then wait for the next keyframe).
+    pub fn answered(&mut self, generation: u64) -> bool {
+        if self.connection.media_ready {
+            return true;
+        }
+        self.connection.answered_unopened = Some(generation);
+        false
+    }
+
+    /// The published track of a receiver's track id.
+    pub fn published(&self, track_id: &str) -> Option<TrackKey> {
+        self.published.get(track_id).copied()
+    }
+
+    /// Number of tracks this peer publishes.
+    pub fn published_count(&self) -> usize {
+        self.published.len()
+    }
+
+    /// Records a newly published track; `false` if this receiver was seen before (`OnTrack`
+    /// repeats after every renegotiation).
+    pub fn first_sight(&mut self, receiver: RTCRtpReceiverId) -> bool {
+        self.seen_receivers.insert(receiver)
+    }
+
+    /// Records that `track_id` (the receiver's) is published as `tk`.
+    pub fn add_published(&mut self, track_id: String, tk: TrackKey) {
+        self.published.insert(track_id, tk);
+    }
+
+    /// Forgets a published track.
+    pub fn remove_published(&mut self, tk: TrackKey) {
+        self.published.retain(|_, v| *v != tk);
+    }
+
+    /// The up track of one of this peer's down tracks, by the SSRC this peer sees.
+    pub fn down_track_of(&self, ssrc: u32) -> Option<TrackKey> {
+        self.down_by_ssrc.get(&ssrc).copied()
+    }
+
+    /// Queues this peer to be driven; `false` if it already was.
+    pub fn mark_queued(&mut self) -> bool {
+        !std::mem::replace(&mut self.queued, true)
+    }
+
+    /// Starts driving: it is no longer queued, and its timer must be read again.
+    pub fn start_drive(&mut self) {
+        self.queued = false;
+        self.timeout_stale = true;
+    }
+
+    /// The peer connection's next deadline (read again only after it was driven).
+    pub fn next_timeout(&mut self) -> Option<Instant> {
+        if self.timeout_stale {
+            self.next_timeout = self.pc.poll_timeout();
+            self.timeout_stale = false;
+        }
+        self.next_timeout
+    }
+
+    /// Runs the peer connection's timers if due; `true` if they ran (then drive the peer).
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        if self.next_timeout.is_none_or(|t| t > now) {
+            return false;
+        }
+        if let Err(e) = self.pc.handle_timeout(now) {
+            tracing::debug!(%e, participant = %self.id, "handle_timeout failed");
+        }
+        self.timeout_stale = true;
+        true
     }
 
     /// The peer connection, for draining `poll_*`.
@@ -231,7 +384,6 @@ impl Peer {
         data: BytesMut,
         now: Instant,
     ) -> Result<(), PeerError> {
-        self.remote_addr = Some(from);
         self.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -253,7 +405,7 @@ impl Peer {
             .map_err(PeerError::BadSdp)?;
         let answer = self.pc.create_answer(None)?;
         self.pc.set_local_description(now, answer)?;
-        self.client_negotiated = true;
+        self.negotiation.client_offered();
         let local = self
             .pc
             .local_description()
@@ -270,24 +422,20 @@ impl Peer {
             .local_description()
             .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?
             .sdp;
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        self.offer_in_flight = Some((generation, now));
-        self.needs_offer = false;
-        Ok((generation, sdp))
+        Ok((self.negotiation.offer_sent(now), sdp))
     }
 
     /// Applies the client's answer to the outstanding server offer; returns that offer's
     /// generation.
     pub fn apply_answer(&mut self, sdp: String, now: Instant) -> Result<u64, PeerError> {
-        let Some((generation, _)) = self.offer_in_flight else {
+        let Some(generation) = self.negotiation.in_flight() else {
             return Err(PeerError::UnexpectedAnswer);
         };
         let answer = RTCSessionDescription::answer(sdp).map_err(PeerError::BadSdp)?;
         self.pc
             .set_remote_description(now, answer)
             .map_err(PeerError::BadSdp)?;
-        self.offer_in_flight = None;
+        self.negotiation.answer_applied();
         Ok(generation)
     }
 
@@ -297,7 +445,8 @@ impl Peer {
         Ok(())
     }
 
-    /// Adds a send-only leg for another participant's track; returns its sender and SSRC.
+    /// Adds a send-only leg for another participant's track `down_of`; returns its sender and
+    /// SSRC.
     /// The track's `msid` is (publisher id, track id) so the browser can tell whose it is.
     pub fn add_down_track(
         &mut self,
@@ -305,6 +454,7 @@ impl Peer {
         track_id: &TrackId,
         kind: TrackKind,
         codec: RTCRtpCodec,
+        down_of: TrackKey,
     ) -> Result<(RTCRtpSenderId, u32), PeerError> {
         let ssrc: u32 = rand::random();
         let rtp_kind = match kind {
@@ -333,7 +483,8 @@ impl Peer {
                 send_encodings: vec![],
             }),
         )?;
-        self.needs_offer = true;
+        self.negotiation.changed();
+        self.down_by_ssrc.insert(ssrc, down_of);
         Ok((RTCRtpSenderId::from(transceiver), ssrc))
     }
 
@@ -343,7 +494,7 @@ impl Peer {
         if let Err(e) = self.pc.remove_track(sender) {
             tracing::debug!(%e, "remove_track failed");
         }
-        self.needs_offer = true;
+        self.negotiation.changed();
     }
 
     /// The negotiated tables of one of this peer's senders.

@@ -10,8 +10,10 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
-use super::task::Room;
-use super::{JoinAccepted, JoinError, RoomCmd, RoomContext, RoomSnapshot};
+use super::lease::DirectoryLease;
+pub use super::lease::{RoomHandle, RoomsMap};
+use super::state::Room;
+use super::{task, JoinAccepted, JoinError, RoomCmd, RoomContext, RoomSnapshot};
 use crate::auth::Grant;
 use crate::ids::{DisplayName, ParticipantId, RoomName};
 use crate::signal::protocol::ServerMsg;
@@ -19,18 +21,6 @@ use crate::telemetry::METRICS;
 
 /// Commands queued per room before senders wait.
 const ROOM_CMD_CAPACITY: usize = 256;
-
-/// A running room, as the directory knows it.
-#[derive(Clone, Debug)]
-pub struct RoomHandle {
-    /// Commands to the room task.
-    pub cmds: mpsc::Sender<RoomCmd>,
-    /// Tells this room apart from a later one with the same name.
-    pub generation: u64,
-}
-
-/// The shared directory map (rooms remove themselves from it).
-pub type RoomsMap = Arc<DashMap<RoomName, RoomHandle>>;
 
 /// All rooms of this server.
 pub struct Rooms {
@@ -70,15 +60,17 @@ impl Rooms {
         let (inbox_tx, inbox_rx) = mpsc::channel(self.ctx.media.room_inbox_capacity);
         let room = Room::new(
             name.clone(),
-            generation,
-            self.ctx.clone(),
-            self.map.clone(),
+            self.ctx.settings(),
+            self.ctx.demux.clone(),
             inbox_tx,
         );
+        let lease = DirectoryLease::new(self.map.clone(), name.clone(), generation);
+        let udp = self.ctx.udp.clone();
         // A panic inside one room is contained here: its `Drop` frees its state (routes,
-        // gauges, participants' sessions), other rooms run on.
+        // gauges, participants' sessions) and its lease its directory entry; other rooms run on.
         tokio::spawn(async move {
-            let run = std::panic::AssertUnwindSafe(room.run(cmd_rx, inbox_rx));
+            let run = task::run(room, lease, udp, cmd_rx, inbox_rx);
+            let run = std::panic::AssertUnwindSafe(run);
             if let Err(panic) = run.catch_unwind().await {
                 METRICS.room_panics.inc();
                 let what = panic

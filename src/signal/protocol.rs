@@ -57,25 +57,7 @@ pub enum ClientMsg {
     Ping,
 }
 
-/// The kind of a track.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum TrackKind {
-    /// Audio.
-    Audio,
-    /// Video.
-    Video,
-}
-
-impl TrackKind {
-    /// Label value for metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrackKind::Audio => "audio",
-            TrackKind::Video => "video",
-        }
-    }
-}
+pub use crate::ids::TrackKind;
 
 /// A published track, as other participants see it.
 #[derive(Clone, Debug, Serialize, PartialEq)]

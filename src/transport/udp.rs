@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::demux::{Demuxer, Unrouted};
 use crate::ids::PeerKey;
-use crate::media::DropReason;
+use crate::telemetry::DropReason;
 use crate::telemetry::METRICS;
 
 /// Largest datagram accepted (above any sane MTU); longer ones are truncated and dropped.
@@ -66,6 +66,13 @@ pub struct DemuxHandle {
 }
 
 impl DemuxHandle {
+    /// A handle and the receiving end of its commands, for driving a room without the
+    /// receive task (tests, benchmarks).
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<DemuxCmd>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
     /// Routes `ufrag` to `route`. Takes effect before any later-read datagram is routed.
     pub fn register(&self, ufrag: String, route: Route) {
         // The receiver only goes away at shutdown, when nothing needs routing any more.

@@ -1,0 +1,225 @@
+//! Driving peer connections, and the packet path through the room.
+//!
+//! # The drain contract
+//! After any mutation of a peer connection (a datagram, a signaling change, a timer, a packet
+//! written to it), the peer is queued once; before the input returns, every queued peer is
+//! drained completely in a fixed order — events, then reads, then writes — and its timer is
+//! read again on the next deadline computation. Reads from a publisher are forwarded into the
+//! subscribers' peer connections, which queues those in turn, so a datagram's whole fan-out
+//! reaches [`Room::transmits_mut`] before the input returns.
+
+use std::time::Instant;
+
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtp::packet::Packet;
+use rtc::rtp_transceiver::RTCRtpReceiverId;
+use rtc::sansio::Protocol;
+use tracing::{debug, trace};
+
+use super::peer::ConnectionChange;
+use super::state::Room;
+use crate::ids::PeerKey;
+use crate::media::feedback;
+use crate::media::forwarder::TrackKey;
+use crate::signal::protocol::ErrorCode;
+use crate::telemetry::{kind_index, DropReason, METRICS};
+
+/// Index of a connection state in `METRICS.peer_connections`.
+pub(super) fn pc_state_index(s: RTCPeerConnectionState) -> usize {
+    match s {
+        RTCPeerConnectionState::Connecting => 1,
+        RTCPeerConnectionState::Connected => 2,
+        RTCPeerConnectionState::Disconnected => 3,
+        RTCPeerConnectionState::Failed => 4,
+        RTCPeerConnectionState::Closed => 5,
+        _ => 0,
+    }
+}
+
+impl Room {
+    /// Queues the peer with this key to be driven (once).
+    pub(super) fn mark_dirty(&mut self, key: PeerKey) {
+        if self.peers.get_mut(&key).is_some_and(|p| p.mark_queued()) {
+            self.dirty.push(key);
+        }
+    }
+
+    /// Drives every queued peer until nothing is left to drain. Returns the number of packets
+    /// forwarded to subscribers.
+    pub(super) fn flush(&mut self, now: Instant) -> usize {
+        let mut forwarded = 0;
+        while let Some(key) = self.dirty.pop() {
+            forwarded += self.drive(key, now);
+        }
+        forwarded
+    }
+
+    /// Drains one peer's events, reads and writes (in that order).
+    fn drive(&mut self, key: PeerKey, now: Instant) -> usize {
+        let mut forwarded = 0;
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.start_drive();
+        }
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return forwarded;
+            };
+            let Some(ev) = peer.pc().poll_event() else {
+                break;
+            };
+            self.on_event(key, ev, now);
+        }
+        loop {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                return forwarded;
+            };
+            let Some(msg) = peer.pc().poll_read() else {
+                break;
+            };
+            forwarded += self.on_message(key, msg.message, now);
+        }
+        if let Some(peer) = self.peers.get_mut(&key) {
+            while let Some(t) = peer.pc().poll_write() {
+                self.transmits.push((t.transport.peer_addr, t.message));
+            }
+        }
+        forwarded
+    }
+
+    fn on_event(&mut self, key: PeerKey, ev: RTCPeerConnectionEvent, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let span = peer.span().clone();
+        let _entered = span.enter();
+        match ev {
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                METRICS.peer_connections[pc_state_index(peer.state())].dec();
+                METRICS.peer_connections[pc_state_index(state)].inc();
+                debug!(%state, "connection state");
+                match peer.on_state(state, now) {
+                    ConnectionChange::None => {}
+                    ConnectionChange::OpenAnswered(generation) => {
+                        self.open_answered(key, generation, now)
+                    }
+                    ConnectionChange::Lost => self.remove_peer(
+                        key,
+                        Some((ErrorCode::Removed, "media connection failed")),
+                        now,
+                    ),
+                }
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                self.on_track_open(key, init, now)
+            }
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnClose(track_id)) => {
+                if let Some(tk) = peer.published(&track_id) {
+                    self.unpublish(tk, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message(&mut self, key: PeerKey, msg: RTCMessage, now: Instant) -> usize {
+        match msg {
+            RTCMessage::RtpPacket(track_id, pkt) => {
+                let Some(tk) = self.peers.get(&key).and_then(|p| p.published(&track_id)) else {
+                    // Not counted as audio or video: the kind of an unknown track is unknown.
+                    METRICS.count_drop(DropReason::UnknownTrack, 1);
+                    return 0;
+                };
+                self.forward(tk, &pkt, now)
+            }
+            RTCMessage::RtcpPacket(_, pkts) => {
+                let mut asked = Vec::new();
+                let counts = feedback::route(&pkts, |ssrc| asked.push(ssrc));
+                METRICS.pli_in.inc_by(counts.pli);
+                METRICS.fir_in.inc_by(counts.fir);
+                METRICS.nack_in.inc_by(counts.nack);
+                for ssrc in asked {
+                    let tk = self.peers.get(&key).and_then(|p| p.down_track_of(ssrc));
+                    if let Some(tk) = tk {
+                        self.request_keyframe(tk, now);
+                    }
+                }
+                0
+            }
+            _ => 0,
+        }
+    }
+
+    /// Asks the publisher of `tk` for a keyframe (merged and throttled by the forwarder).
+    pub(super) fn request_keyframe(&mut self, tk: TrackKey, now: Instant) {
+        if let Some(request) = self.forwarder.request_keyframe(tk, now) {
+            self.send_pli(request, now);
+        }
+    }
+
+    /// Sends a PLI to a publisher (the forwarder decided it is due).
+    pub(super) fn send_pli(
+        &mut self,
+        (publisher, receiver, ssrc): (PeerKey, RTCRtpReceiverId, u32),
+        now: Instant,
+    ) {
+        if let Some(p) = self.peers.get_mut(&publisher) {
+            debug!(parent: p.span(), ssrc, "PLI sent");
+            p.send_pli(receiver, ssrc, now);
+            METRICS.pli_out.inc();
+        }
+        self.mark_dirty(publisher);
+    }
+
+    /// The hot path: one publisher packet → every open subscriber leg, through the egress.
+    fn forward(&mut self, tk: TrackKey, pkt: &Packet, now: Instant) -> usize {
+        let outcome = self.forwarder.forward(tk, pkt, &mut self.out);
+        let Some(kind) = outcome.kind else {
+            METRICS.count_drop(DropReason::UnknownTrack, 1);
+            return 0;
+        };
+        if outcome.keyframe {
+            debug!(
+                track = tk.0,
+                forwarded = outcome.forwarded,
+                "keyframe from publisher"
+            );
+        }
+        let ki = kind_index(kind);
+        self.counters.packets_in[ki] += 1;
+        self.counters.bytes_in[ki] += pkt.payload.len() as u64;
+        for (reason, n) in outcome.drops() {
+            METRICS.count_drop(reason, n);
+        }
+        if outcome.waiting_for_keyframe > 0 {
+            self.request_keyframe(tk, now);
+        }
+        let (mut sent, mut bytes) = (0, 0);
+        let mut batch = std::mem::take(&mut self.out);
+        for o in batch.drain(..) {
+            let subscriber = o.subscriber;
+            let Some(sub) = self.peers.get_mut(&subscriber) else {
+                METRICS.count_drop(DropReason::WriteFailed, 1);
+                continue;
+            };
+            match self.egress.write(sub.pc(), o, now) {
+                Ok(len) => {
+                    sent += 1;
+                    bytes += len as u64;
+                    if sub.mark_queued() {
+                        self.dirty.push(subscriber);
+                    }
+                }
+                Err(reason) => {
+                    trace!(?reason, "egress refused a packet");
+                    METRICS.count_drop(reason, 1);
+                }
+            }
+        }
+        self.out = batch;
+        self.counters.packets_out[ki] += sent;
+        self.counters.bytes_out[ki] += bytes;
+        sent as usize
+    }
+}

@@ -1,0 +1,252 @@
+//! A room's state and its three inputs, sans-IO: `on_cmd(now, …)`, `on_datagram(now, …)` and
+//! `on_timeout(now)`. The caller (the room task, a test, a benchmark) supplies the time and
+//! sends what [`Room::transmits_mut`] holds; nothing here reads a clock or touches a socket.
+//!
+//! Each input is handled by the job it belongs to — [`membership`](super::membership),
+//! [`tracks`](super::tracks), [`negotiation`](super::negotiation) — and every peer connection
+//! it touched is then driven ([`drive`](super::drive)) until its queues are empty.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tracing::info;
+
+use super::peer::Peer;
+use super::{RoomCmd, RoomSettings};
+use crate::ids::{ParticipantId, PeerKey, RoomName};
+use crate::media::egress::Egress;
+use crate::media::forwarder::{Forwarder, Outgoing};
+use crate::signal::protocol::{ErrorCode, ServerMsg};
+use crate::telemetry::{kind_index, DropReason, LocalCounters, METRICS};
+use crate::transport::udp::{Datagram, DemuxHandle, RoomInbox};
+
+/// Housekeeping period when nothing else is due (rates, counters flushed to the metrics).
+pub const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+/// One room: its peers, its forwarding plane, what it wants sent.
+pub struct Room {
+    pub(super) name: RoomName,
+    pub(super) settings: RoomSettings,
+    pub(super) demux: DemuxHandle,
+    /// This room's inbox (registered with the demux for each peer's ufrag).
+    pub(super) inbox: RoomInbox,
+    pub(super) peers: HashMap<PeerKey, Peer>,
+    pub(super) by_id: HashMap<ParticipantId, PeerKey>,
+    pub(super) forwarder: Forwarder,
+    pub(super) egress: Egress,
+    /// Reused per inbound packet: the forwarder's output.
+    pub(super) out: Vec<Outgoing>,
+    pub(super) next_key: u64,
+    /// Peers to drive before the input returns (each queued once, see `Peer::mark_queued`).
+    pub(super) dirty: Vec<PeerKey>,
+    /// Datagrams to send, batched per wake-up (one `sendmmsg`).
+    pub(super) transmits: Vec<(SocketAddr, BytesMut)>,
+    /// Read time of the oldest datagram whose forwarded packets are in `transmits`.
+    pub(super) oldest_forwarded: Option<Instant>,
+    /// Hot-path counters, added to the shared metrics on the housekeeping tick.
+    pub(super) counters: LocalCounters,
+    /// Some peer's negotiation state changed since `negotiate` last looked (so a datagram
+    /// does not scan every peer).
+    pub(super) negotiate_due: bool,
+}
+
+impl Room {
+    /// A room with no participants yet. `inbox` is where the demux sends its datagrams.
+    pub fn new(
+        name: RoomName,
+        settings: RoomSettings,
+        demux: DemuxHandle,
+        inbox: RoomInbox,
+    ) -> Self {
+        METRICS.rooms.inc();
+        Self {
+            forwarder: Forwarder::new(settings.media.pli_throttle),
+            name,
+            settings,
+            demux,
+            inbox,
+            peers: HashMap::new(),
+            by_id: HashMap::new(),
+            egress: Egress::default(),
+            out: Vec::with_capacity(64),
+            next_key: 1,
+            dirty: Vec::with_capacity(16),
+            transmits: Vec::with_capacity(256),
+            oldest_forwarded: None,
+            counters: LocalCounters::default(),
+            negotiate_due: false,
+        }
+    }
+
+    /// The room's name.
+    pub fn name(&self) -> &RoomName {
+        &self.name
+    }
+
+    /// Datagrams the room wants sent; the caller sends (or discards) and clears them.
+    pub fn transmits_mut(&mut self) -> &mut Vec<(SocketAddr, BytesMut)> {
+        &mut self.transmits
+    }
+
+    /// Read time of the oldest datagram forwarded since the last call (for the latency metric).
+    pub fn take_oldest_forwarded(&mut self) -> Option<Instant> {
+        self.oldest_forwarded.take()
+    }
+
+    /// Number of participants.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether the room has no participants.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// The earliest time `on_timeout` has work: peer connection timers, keyframe retries,
+    /// negotiation and disconnect timeouts, housekeeping.
+    pub fn next_deadline(&mut self, now: Instant) -> Instant {
+        let media = &self.settings.media;
+        let mut deadline = now + HOUSEKEEPING;
+        for p in self.peers.values_mut() {
+            let timers = [
+                p.next_timeout(),
+                p.negotiation().deadline(media.negotiation_timeout),
+            ];
+            for t in timers.into_iter().flatten() {
+                deadline = deadline.min(t);
+            }
+        }
+        if let Some(t) = self.forwarder.next_deadline() {
+            deadline = deadline.min(t);
+        }
+        deadline
+    }
+
+    /// The room-local key of a participant (the demux tags its datagrams with it).
+    pub fn key_of(&self, id: &ParticipantId) -> Option<PeerKey> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The span of the participant with this id (disabled if unknown).
+    fn span_of(&self, id: &ParticipantId) -> tracing::Span {
+        self.key_of(id)
+            .and_then(|k| self.peers.get(&k))
+            .map_or_else(tracing::Span::none, |p| p.span().clone())
+    }
+
+    /// Input: a signaling command.
+    pub fn on_cmd(&mut self, now: Instant, cmd: RoomCmd) {
+        let span = match &cmd {
+            RoomCmd::Offer { id, .. }
+            | RoomCmd::Answer { id, .. }
+            | RoomCmd::Candidate { id, .. }
+            | RoomCmd::Leave { id } => self.span_of(id),
+            _ => tracing::Span::none(),
+        };
+        let _entered = span.entered();
+        match cmd {
+            RoomCmd::Join {
+                id,
+                name,
+                grant,
+                signal,
+                reply,
+            } => {
+                let result = self.join(id, name, grant, signal, now);
+                let _ = reply.send(result);
+            }
+            RoomCmd::Offer { id, sdp } => self.on_offer(&id, sdp, now),
+            RoomCmd::Answer { id, sdp } => self.on_answer(&id, sdp, now),
+            RoomCmd::Candidate { id, candidate } => self.on_candidate(&id, candidate),
+            RoomCmd::Leave { id } => {
+                if let Some(key) = self.key_of(&id) {
+                    self.remove_peer(key, None, now);
+                }
+            }
+            RoomCmd::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot(now));
+            }
+            #[cfg(test)]
+            RoomCmd::Panic => panic!("injected fault"),
+        }
+        self.negotiate_due = true;
+        self.flush(now);
+        self.negotiate(now);
+    }
+
+    /// Input: a datagram for one of this room's peers.
+    pub fn on_datagram(&mut self, now: Instant, d: Datagram) {
+        let Some(peer) = self.peers.get_mut(&d.peer) else {
+            // Routed to this room just before its peer left.
+            METRICS.count_drop(DropReason::UnknownPeer, 1);
+            return;
+        };
+        if let Err(e) = peer.handle_datagram(d.from, d.data, now) {
+            METRICS.count_drop(DropReason::BadDatagram, 1);
+            tracing::trace!(%e, "datagram rejected");
+        }
+        self.mark_dirty(d.peer);
+        if self.flush(now) > 0 && self.oldest_forwarded.is_none() {
+            self.oldest_forwarded = Some(d.at);
+        }
+        self.negotiate(now);
+    }
+
+    /// Input: time passed (peer connection timers, keyframe retries, timeouts, housekeeping).
+    pub fn on_timeout(&mut self, now: Instant) {
+        let media = &self.settings.media;
+        let mut to_remove = Vec::new();
+        for (key, peer) in self.peers.iter_mut() {
+            if peer.handle_timeout(now) && peer.mark_queued() {
+                self.dirty.push(*key);
+            }
+            if peer.negotiation().overdue(now, media.negotiation_timeout) {
+                to_remove.push((
+                    *key,
+                    ErrorCode::NegotiationTimeout,
+                    "no answer to the server offer",
+                ));
+            } else if peer.disconnected_longer_than(now, media.disconnect_timeout) {
+                to_remove.push((*key, ErrorCode::Removed, "media connection lost"));
+            }
+        }
+        self.forwarder.update_rates(now);
+        self.counters.flush();
+        for request in self.forwarder.due_keyframe_requests(now) {
+            self.send_pli(request, now);
+        }
+        self.flush(now);
+        for (key, code, why) in to_remove {
+            let span = self
+                .peers
+                .get(&key)
+                .map_or_else(tracing::Span::none, |p| p.span().clone());
+            let _entered = span.enter();
+            info!(?code, why, "removing participant");
+            self.remove_peer(key, Some((code, why)), now);
+        }
+        self.flush(now);
+        self.negotiate(now);
+    }
+}
+
+impl Drop for Room {
+    /// Runs on normal exit and when the task panics: nothing of the room may outlive it.
+    fn drop(&mut self) {
+        self.counters.flush();
+        for (_, mut peer) in self.peers.drain() {
+            self.demux.unregister(peer.ufrag().to_owned());
+            METRICS.peer_connections[super::drive::pc_state_index(peer.state())].dec();
+            METRICS.participants.dec();
+            let _ = peer.send(ServerMsg::error(ErrorCode::Removed, "the room was closed"));
+            peer.close();
+        }
+        for (_, t) in self.forwarder.tracks() {
+            METRICS.tracks[kind_index(t.kind)].dec();
+        }
+        METRICS.rooms.dec();
+    }
+}

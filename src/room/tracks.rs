@@ -1,0 +1,123 @@
+//! Track wiring: a publisher's new track becomes an up track with a pending leg on every
+//! subscriber; an ended track (or a departed publisher) is detached from all of them.
+
+use std::time::Instant;
+
+use rtc::peer_connection::event::RTCTrackEventInit;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use tracing::{info, warn};
+
+use super::peer::Peer;
+use super::state::Room;
+use crate::ids::{PeerKey, TrackKind};
+use crate::media::downtrack::DownTrack;
+use crate::media::forwarder::TrackKey;
+use crate::signal::protocol::ServerMsg;
+use crate::telemetry::{kind_index, DropReason, METRICS};
+
+impl Room {
+    /// Adds a pending leg of track `tk` to `peer` (offered in its next server offer).
+    pub(super) fn attach(&mut self, tk: TrackKey, peer: &mut Peer) {
+        let Some(t) = self.forwarder.track(tk) else {
+            return;
+        };
+        if t.publisher == peer.key() || !peer.grant().can_subscribe {
+            return;
+        }
+        let (publisher_id, track_id, kind) = (t.publisher_id.clone(), t.id.clone(), t.kind);
+        let codec = t.codec.clone();
+        match peer.add_down_track(&publisher_id, &track_id, kind, codec, tk) {
+            Ok((sender, ssrc)) => {
+                self.forwarder
+                    .subscribe(tk, DownTrack::new(peer.key(), sender, ssrc));
+                self.negotiate_due = true;
+            }
+            Err(e) => warn!(%e, track = %track_id, "could not add track for subscriber"),
+        }
+    }
+
+    /// A publisher's receiver produced its first packet: publish it to the room.
+    pub(super) fn on_track_open(&mut self, key: PeerKey, init: RTCTrackEventInit, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !peer.first_sight(init.receiver_id) {
+            return; // repeated after renegotiation
+        }
+        let published = peer.published_count();
+        if !peer.grant().can_publish || published >= self.settings.limits.max_tracks_per_participant
+        {
+            // Its packets then count as `unknown_track` drops; nothing is forwarded.
+            warn!(published, "track refused (no publish grant or track limit)");
+            METRICS.count_drop(DropReason::NotPermitted, 1);
+            return;
+        }
+        let Some(receiver) = peer.pc().rtp_receiver(init.receiver_id) else {
+            return;
+        };
+        let kind = match receiver.track().kind() {
+            RtpCodecKind::Audio => TrackKind::Audio,
+            RtpCodecKind::Video => TrackKind::Video,
+            _ => return,
+        };
+        // The codec the publisher actually sends (known: OnOpen follows the first packet).
+        let Some(codec) = receiver.track().codec(init.ssrc).cloned() else {
+            return;
+        };
+        let Some(rtp_map) = peer.receiver_rtp_map(init.receiver_id) else {
+            return;
+        };
+        let publisher_id = peer.id().clone();
+        let tk = self.forwarder.publish(
+            key,
+            publisher_id.clone(),
+            kind,
+            init.receiver_id,
+            init.ssrc,
+            codec,
+            rtp_map,
+        );
+        peer.add_published(init.track_id.clone(), tk);
+        METRICS.tracks[kind_index(kind)].inc();
+        let Some(track_id) = self.forwarder.track(tk).map(|t| t.id.clone()) else {
+            return;
+        };
+        info!(track = %track_id, ?kind, "track published");
+        let others: Vec<PeerKey> = self.peers.keys().copied().filter(|k| *k != key).collect();
+        for k in others {
+            if let Some(mut sub) = self.peers.remove(&k) {
+                self.attach(tk, &mut sub);
+                self.peers.insert(k, sub);
+            }
+        }
+        let msg = ServerMsg::TrackPublished {
+            participant_id: publisher_id,
+            track_id,
+            kind,
+        };
+        self.broadcast(key, msg, now);
+    }
+
+    /// Removes a published track from the room and from every subscriber.
+    pub(super) fn unpublish(&mut self, tk: TrackKey, now: Instant) {
+        let Some(t) = self.forwarder.unpublish(tk) else {
+            return;
+        };
+        METRICS.tracks[kind_index(t.kind)].dec();
+        for d in &t.downs {
+            if let Some(sub) = self.peers.get_mut(&d.subscriber) {
+                sub.remove_down_track(d.sender, d.ssrc);
+            }
+        }
+        if let Some(p) = self.peers.get_mut(&t.publisher) {
+            p.remove_published(tk);
+        }
+        self.negotiate_due = true;
+        info!(track = %t.id, "track unpublished");
+        let msg = ServerMsg::TrackUnpublished {
+            participant_id: t.publisher_id.clone(),
+            track_id: t.id.clone(),
+        };
+        self.broadcast(t.publisher, msg, now);
+    }
+}
