@@ -355,11 +355,13 @@ pub enum DropReason {
     BadDatagram,
     /// A track the publisher may not publish (grant or track limit).
     NotPermitted,
+    /// A datagram routed to a room whose task has ended (it is closing).
+    RoomClosed,
 }
 
 impl DropReason {
     /// Every reason, for pre-resolving metric handles.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::UnknownTrack,
         DropReason::NotNegotiated,
         DropReason::CodecNotNegotiated,
@@ -370,6 +372,7 @@ impl DropReason {
         DropReason::SocketFull,
         DropReason::BadDatagram,
         DropReason::NotPermitted,
+        DropReason::RoomClosed,
     ];
 
     /// Metric label.
@@ -385,6 +388,7 @@ impl DropReason {
             DropReason::SocketFull => "socket_full",
             DropReason::BadDatagram => "bad_datagram",
             DropReason::NotPermitted => "not_permitted",
+            DropReason::RoomClosed => "room_closed",
         }
     }
 }

@@ -338,3 +338,163 @@ impl Forwarder {
             .then_some((t.publisher, t.receiver, t.media_ssrc))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use rtc::rtp::header::{Extension, Header};
+    use rtc::rtp_transceiver::rtp_sender::{
+        RTCRtpCodecParameters, RTCRtpHeaderExtensionParameters,
+    };
+
+    fn codec(mime: &str, pt: u8) -> RTCRtpCodecParameters {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime.into(),
+                clock_rate: 90000,
+                ..Default::default()
+            },
+            payload_type: pt,
+        }
+    }
+
+    fn audio_level(id: u16) -> RTCRtpHeaderExtensionParameters {
+        RTCRtpHeaderExtensionParameters {
+            uri: "urn:ietf:params:rtp-hdrext:ssrc-audio-level".into(),
+            id,
+            encrypted: false,
+        }
+    }
+
+    fn packet(pt: u8, seq: u16, keyframe: bool, ext: Option<u8>) -> Packet {
+        let mut payload = vec![0u8; 100];
+        payload[0] = 0x10;
+        payload[1] = if keyframe { 0x00 } else { 0x01 };
+        Packet {
+            header: Header {
+                version: 2,
+                payload_type: pt,
+                sequence_number: seq,
+                timestamp: u32::from(seq) * 3000,
+                ssrc: 0xabc,
+                extension: ext.is_some(),
+                extension_profile: 0xBEDE,
+                extensions: ext
+                    .map(|id| {
+                        vec![Extension {
+                            id,
+                            payload: Bytes::from_static(&[0x55]),
+                        }]
+                    })
+                    .unwrap_or_default(),
+                ..Default::default()
+            },
+            payload: Bytes::from(payload),
+        }
+    }
+
+    /// A VP8 track (publisher PT 96, audio level id 1) with two subscribers: one negotiated
+    /// VP8 as PT 120 and audio level as id 5, one that offered only H.264.
+    fn room() -> (Forwarder, TrackKey) {
+        let mut f = Forwarder::new(Duration::from_millis(500));
+        let publisher = RtpMap::new(&[codec("video/VP8", 96)], &[audio_level(1)]);
+        let tk = f.publish(
+            PeerKey(1),
+            ParticipantId::mint(),
+            TrackKind::Video,
+            RTCRtpReceiverId::default(),
+            0xabc,
+            codec("video/VP8", 96).rtp_codec,
+            publisher,
+        );
+        f.subscribe(
+            tk,
+            DownTrack::new(PeerKey(2), RTCRtpSenderId::default(), 0x222),
+        );
+        f.subscribe(
+            tk,
+            DownTrack::new(PeerKey(3), RTCRtpSenderId::default(), 0x333),
+        );
+        (f, tk)
+    }
+
+    fn open_both(f: &mut Forwarder, tk: TrackKey) {
+        let vp8_sub = RtpMap::new(&[codec("video/VP8", 120)], &[audio_level(5)]);
+        let h264_sub = RtpMap::new(&[codec("video/H264", 102)], &[]);
+        assert!(
+            f.open(tk, PeerKey(2), &vp8_sub),
+            "video legs wait for a keyframe"
+        );
+        assert!(f.open(tk, PeerKey(3), &h264_sub));
+    }
+
+    #[test]
+    fn legs_not_yet_answered_get_nothing_and_are_counted_per_leg() {
+        let (mut f, tk) = room();
+        let mut out = Vec::new();
+        let o = f.forward(tk, &packet(96, 1, true, None), &mut out);
+        assert!(out.is_empty());
+        assert_eq!(o.kind, Some(TrackKind::Video));
+        // Pending legs (not in an answered offer) are skipped, not counted as drops.
+        assert_eq!(o.drops().count(), 0);
+    }
+
+    #[test]
+    fn packets_are_rewritten_per_leg_and_drops_counted_once_per_leg_by_reason() {
+        let (mut f, tk) = room();
+        open_both(&mut f, tk);
+        let mut out = Vec::new();
+        let o = f.forward(tk, &packet(96, 7, false, None), &mut out);
+        assert!(out.is_empty(), "both legs wait for a keyframe");
+        assert_eq!(o.waiting_for_keyframe, 1, "the VP8 leg waits");
+        assert_eq!(o.codec_not_negotiated, 1, "the H.264 leg cannot carry VP8");
+        let reasons: Vec<_> = o.drops().collect();
+        assert!(reasons.contains(&(DropReason::WaitingForKeyframe, 1)));
+        assert!(reasons.contains(&(DropReason::CodecNotNegotiated, 1)));
+
+        let o = f.forward(tk, &packet(96, 8, true, Some(1)), &mut out);
+        assert!(o.keyframe);
+        assert_eq!((o.forwarded, out.len()), (1, 1));
+        let h = &out[0].packet.header;
+        assert_eq!(out[0].subscriber, PeerKey(2));
+        assert_eq!((h.ssrc, h.payload_type), (0x222, 120));
+        assert_eq!(h.extensions.len(), 1);
+        assert_eq!(h.extensions[0].id, 5, "extension id renumbered for the leg");
+        let first = h.sequence_number;
+
+        let o = f.forward(tk, &packet(96, 9, false, None), &mut out);
+        assert_eq!(o.forwarded, 1);
+        assert_eq!(out[0].packet.header.sequence_number, first.wrapping_add(1));
+        assert!(out[0].packet.header.extensions.is_empty());
+        assert!(!out[0].packet.header.extension);
+    }
+
+    #[test]
+    fn an_unknown_track_reports_no_kind() {
+        let (mut f, _) = room();
+        let mut out = Vec::new();
+        let o = f.forward(TrackKey(999), &packet(96, 1, true, None), &mut out);
+        assert_eq!(o.kind, None);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn keyframe_requests_are_throttled_and_retried_until_a_keyframe_arrives() {
+        let (mut f, tk) = room();
+        let t0 = Instant::now();
+        assert!(
+            f.request_keyframe(tk, t0).is_some(),
+            "first request goes out"
+        );
+        assert!(f
+            .request_keyframe(tk, t0 + Duration::from_millis(100))
+            .is_none());
+        let due = f.next_deadline().expect("a retry is scheduled");
+        assert!(due > t0);
+        assert_eq!(f.due_keyframe_requests(due).len(), 1, "re-asked");
+        let mut out = Vec::new();
+        f.forward(tk, &packet(96, 1, true, None), &mut out);
+        assert!(f.next_deadline().is_none(), "a keyframe ends the retries");
+    }
+}

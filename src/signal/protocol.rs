@@ -104,11 +104,6 @@ pub enum ServerMsg {
         /// Session description.
         sdp: String,
     },
-    /// A server candidate.
-    Candidate {
-        /// The candidate.
-        candidate: CandidateInit,
-    },
     /// Someone joined.
     ParticipantJoined {
         /// Who.
@@ -166,7 +161,6 @@ impl ServerMsg {
             ServerMsg::Joined { .. } => "joined",
             ServerMsg::Offer { .. } => "offer",
             ServerMsg::Answer { .. } => "answer",
-            ServerMsg::Candidate { .. } => "candidate",
             ServerMsg::ParticipantJoined { .. } => "participant-joined",
             ServerMsg::ParticipantLeft { .. } => "participant-left",
             ServerMsg::TrackPublished { .. } => "track-published",

@@ -91,14 +91,14 @@ impl<R: Clone> Demuxer<R> {
         self.by_ufrag.is_empty() && self.by_addr.is_empty()
     }
 
-    /// The route for one datagram.
-    pub fn route(&mut self, from: SocketAddr, buf: &[u8]) -> Result<R, Unrouted> {
+    /// The route for one datagram, borrowed: routing clones nothing per datagram (only a
+    /// newly learned address stores a copy of its route).
+    pub fn route(&mut self, from: SocketAddr, buf: &[u8]) -> Result<&R, Unrouted> {
         if is_stun(buf) {
             if let Some(ufrag) = stun_local_ufrag(buf) {
                 let Some(route) = self.by_ufrag.get(ufrag) else {
                     return Err(Unrouted::UnknownUfrag);
                 };
-                let route = route.clone();
                 if !self.by_addr.contains_key(&from) {
                     let addrs = self.addrs_of.entry(ufrag.to_owned()).or_default();
                     if addrs.len() >= MAX_ADDRS_PER_UFRAG {
@@ -111,10 +111,7 @@ impl<R: Clone> Demuxer<R> {
                 return Ok(route);
             }
         }
-        self.by_addr
-            .get(&from)
-            .cloned()
-            .ok_or(Unrouted::UnknownAddress)
+        self.by_addr.get(&from).ok_or(Unrouted::UnknownAddress)
     }
 }
 
@@ -160,8 +157,8 @@ mod tests {
             d.route(addr(5000), b"\x80dtls-ish"),
             Err(Unrouted::UnknownAddress)
         );
-        assert_eq!(d.route(addr(5000), &stun_request("abc:x")), Ok(1));
-        assert_eq!(d.route(addr(5000), b"\x80srtp"), Ok(1));
+        assert_eq!(d.route(addr(5000), &stun_request("abc:x")), Ok(&1));
+        assert_eq!(d.route(addr(5000), b"\x80srtp"), Ok(&1));
         assert_eq!(
             d.route(addr(5001), &stun_request("zzz:x")),
             Err(Unrouted::UnknownUfrag)

@@ -416,6 +416,6 @@ fn route_one(demux: &mut Demuxer<Route>, data: &[u8], from: SocketAddr) {
     match route.inbox.try_send(dgram) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(_)) => METRICS.count_drop(DropReason::InboxFull, 1),
-        Err(mpsc::error::TrySendError::Closed(_)) => METRICS.count_drop(DropReason::UnknownPeer, 1),
+        Err(mpsc::error::TrySendError::Closed(_)) => METRICS.count_drop(DropReason::RoomClosed, 1),
     }
 }

@@ -12,13 +12,14 @@ use bytes::{Bytes, BytesMut};
 use confab::auth::Grant;
 use confab::config::{LimitsConfig, MediaConfig};
 use confab::ids::{DisplayName, ParticipantId, PeerKey, RoomName};
+use confab::media::rtcp_tap::{keyframe_request, RtcpTap};
 use confab::room::peer::host_candidate;
 use confab::room::state::Room;
 use confab::room::{RoomCmd, RoomSettings};
 use confab::signal::protocol::ServerMsg;
 use confab::transport::udp::{Datagram, DemuxCmd, DemuxHandle};
 use rtc::ice::mdns::MulticastDnsMode;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -29,6 +30,7 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -59,6 +61,8 @@ pub struct Client {
     pub silent: bool,
     /// RTP packets received, per SSRC, in order: (sequence number, payload length).
     pub rtp: Vec<(u32, u16, usize)>,
+    /// PLIs received (as a publisher).
+    pub plis: usize,
     /// Its published video track's sender and SSRC, if it publishes.
     pub video: Option<(RTCRtpSenderId, u32, u8)>,
     seq: u16,
@@ -82,7 +86,9 @@ pub struct Harness {
 fn client_pc(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
     let mut me = MediaEngine::default();
     me.register_default_codecs().expect("codecs");
-    let registry = register_default_interceptors(Registry::new(), &mut me).expect("interceptors");
+    // Let keyframe requests reach the application (the default chain consumes inbound RTCP).
+    let registry = Registry::new().with(Slot::from(14_000), RtcpTap::new(keyframe_request));
+    let registry = register_default_interceptors(registry, &mut me).expect("interceptors");
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .build();
@@ -174,6 +180,7 @@ impl Harness {
             answers_offers: true,
             silent: false,
             rtp: Vec::new(),
+            plis: 0,
             video: None,
             seq: 1,
             ts: 0,
@@ -359,9 +366,18 @@ impl Harness {
                 }
             }
             while let Some(m) = c.pc.poll_read() {
-                if let RTCMessage::RtpPacket(_, p) = m.message {
-                    c.rtp
-                        .push((p.header.ssrc, p.header.sequence_number, p.payload.len()));
+                match m.message {
+                    RTCMessage::RtpPacket(_, p) => {
+                        c.rtp
+                            .push((p.header.ssrc, p.header.sequence_number, p.payload.len()))
+                    }
+                    RTCMessage::RtcpPacket(_, pkts) => {
+                        c.plis += pkts
+                            .iter()
+                            .filter(|p| p.as_any().is::<PictureLossIndication>())
+                            .count()
+                    }
+                    _ => {}
                 }
             }
             while let Ok(msg) = c.signal.try_recv() {
@@ -416,7 +432,8 @@ impl Harness {
     /// A publisher (client 0, one VP8 track) and `subscribers` receive-only clients, all
     /// connected, every subscriber leg open and past its first keyframe.
     pub fn fan_out(subscribers: usize) -> Self {
-        let mut h = Harness::new(subscribers + 1);
+        // Room for a few latecomers.
+        let mut h = Harness::new(subscribers + 4);
         let p = h.join();
         h.add_video(p);
         h.offer(p);

@@ -166,6 +166,8 @@ impl RTCPeerConnection {
             media_read_outs: VecDeque::new(),
             data_read_outs: VecDeque::new(),
             write_outs: VecDeque::new(),
+            write_belt: VecDeque::new(),
+            read_belt: VecDeque::new(),
             event_outs: VecDeque::new(),
             stats: RTCStatsAccumulator::default(),
             now,

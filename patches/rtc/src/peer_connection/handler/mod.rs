@@ -126,6 +126,11 @@ pub(crate) struct PipelineContext {
     /// step with it: the queue is the count.
     pub(crate) data_read_outs: VecDeque<TaggedRTCMessage>,
     pub(crate) write_outs: VecDeque<TaggedBytesMut>,
+    /// The queue `flush_writes` carries messages between handlers on, kept (empty) between
+    /// calls so a flush does not allocate one.
+    pub(crate) write_belt: VecDeque<TaggedRTCMessageInternal>,
+    /// The same for `pump_reads`.
+    pub(crate) read_belt: VecDeque<TaggedRTCMessageInternal>,
     pub(crate) event_outs: VecDeque<RTCPeerConnectionEvent>,
 
     // Statistics accumulator
@@ -310,7 +315,7 @@ impl RTCPeerConnection {
     fn flush_writes(&mut self) {
         use sansio::Protocol;
 
-        let mut intermediate_wouts = VecDeque::new();
+        let mut intermediate_wouts = std::mem::take(&mut self.pipeline_context.write_belt);
 
         for_each_handler!(reverse: process_handler!(self, handler, {
             while let Some(msg) = intermediate_wouts.pop_front() {
@@ -333,10 +338,11 @@ impl RTCPeerConnection {
                 });
             }
         }
+        self.pipeline_context.write_belt = intermediate_wouts;
     }
 
     fn pump_reads(&mut self, msg: Option<TaggedRTCMessageInternal>) {
-        let mut intermediate_routs = VecDeque::<TaggedRTCMessageInternal>::new();
+        let mut intermediate_routs = std::mem::take(&mut self.pipeline_context.read_belt);
 
         if let Some(msg) = msg {
             intermediate_routs.push_back(msg);
@@ -400,6 +406,7 @@ impl RTCPeerConnection {
                 }
             }
         }
+        self.pipeline_context.read_belt = intermediate_routs;
     }
 
     /// Returns whether any handler raised an event during the sweep.

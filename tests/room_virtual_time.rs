@@ -1,0 +1,170 @@
+//! The room state machine on virtual time: real `rtc` peers, no sockets, no sleeps, the clock a
+//! value the harness advances (`tests/harness`). Forwarding, renegotiation, keyframe gating and
+//! timeouts.
+
+mod harness;
+
+use std::time::Duration;
+
+use confab::config::MediaConfig;
+use confab::signal::protocol::{ErrorCode, ServerMsg};
+use harness::Harness;
+
+fn errors(h: &Harness, i: usize) -> Vec<ErrorCode> {
+    h.clients[i]
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn subscribers_receive_every_packet_in_order_on_one_ssrc() {
+    let mut h = Harness::fan_out(2);
+    for c in &mut h.clients {
+        c.rtp.clear();
+    }
+    for _ in 0..300 {
+        h.send_video(0, false);
+        h.deliver();
+    }
+    for s in 1..=2 {
+        let rtp = &h.clients[s].rtp;
+        assert_eq!(rtp.len(), 300, "subscriber {s} got every packet");
+        assert!(rtp.iter().all(|p| p.0 == rtp[0].0), "one SSRC per leg");
+        assert_ne!(
+            rtp[0].0, 0x1000_0000,
+            "the leg has its own SSRC, not the publisher's"
+        );
+        for w in rtp.windows(2) {
+            assert_eq!(
+                w[1].1,
+                w[0].1.wrapping_add(1),
+                "contiguous sequence numbers"
+            );
+        }
+        assert!(rtp.iter().all(|p| p.2 == 1000), "payload intact");
+    }
+}
+
+#[test]
+fn a_new_subscriber_waits_for_a_keyframe_and_the_publisher_is_asked_for_one() {
+    let mut h = Harness::fan_out(1);
+    let plis_before = h.clients[0].plis;
+    let late = h.join();
+    h.add_receiver(late);
+    h.offer(late);
+    h.pump_until(Duration::from_secs(20), |h| h.clients[late].connected);
+    // The server offers it the existing track; once it has answered, its leg opens and waits.
+    h.run_for(Duration::from_millis(200));
+    for _ in 0..20 {
+        h.send_video(0, false);
+        h.pump();
+    }
+    assert!(
+        h.clients[late].rtp.is_empty(),
+        "no delta frame before a keyframe"
+    );
+    assert!(
+        h.clients[0].plis > plis_before,
+        "the publisher was asked for a keyframe"
+    );
+    h.send_video(0, true);
+    h.send_video(0, false);
+    h.deliver();
+    assert_eq!(
+        h.clients[late].rtp.len(),
+        2,
+        "the keyframe and what follows flow"
+    );
+}
+
+#[test]
+fn a_leaving_publisher_is_unpublished_and_its_subscribers_renegotiated() {
+    let mut h = Harness::fan_out(2);
+    let offers = |h: &Harness, i: usize| {
+        h.clients[i]
+            .received
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Offer { .. }))
+            .count()
+    };
+    let before = [offers(&h, 1), offers(&h, 2)];
+    h.leave(0);
+    h.run_for(Duration::from_millis(100));
+    assert_eq!(h.room.len(), 2);
+    for (s, before) in [(1, before[0]), (2, before[1])] {
+        let got = &h.clients[s].received;
+        assert!(got
+            .iter()
+            .any(|m| matches!(m, ServerMsg::TrackUnpublished { .. })));
+        assert!(got
+            .iter()
+            .any(|m| matches!(m, ServerMsg::ParticipantLeft { .. })));
+        assert_eq!(offers(&h, s), before + 1, "one offer removes the track");
+    }
+    // The answers were applied: nothing is in flight any more.
+    let snapshot = h.room.snapshot(h.now);
+    assert!(snapshot.participants.iter().all(|p| !p.negotiating));
+}
+
+#[test]
+fn an_unanswered_server_offer_removes_the_participant_after_the_timeout() {
+    let media = MediaConfig {
+        negotiation_timeout: Duration::from_secs(3),
+        ..MediaConfig::default()
+    };
+    let mut h = Harness::with_media(3, media);
+    let s = h.join();
+    h.add_receiver(s);
+    h.offer(s);
+    h.pump_until(Duration::from_secs(20), |h| h.clients[s].connected);
+    h.clients[s].answers_offers = false;
+    // A publisher arrives: the server offers its track to `s`, which never answers.
+    let p = h.join();
+    h.add_video(p);
+    h.offer(p);
+    h.pump_until(Duration::from_secs(20), |h| h.clients[p].connected);
+    h.send_video(p, true);
+    h.pump_until(Duration::from_secs(5), |h| {
+        h.room
+            .snapshot(h.now)
+            .participants
+            .iter()
+            .any(|x| x.negotiating)
+    });
+    h.run_for(Duration::from_secs(2));
+    assert_eq!(h.room.len(), 2, "still inside the timeout");
+    h.run_for(Duration::from_millis(1500));
+    assert_eq!(h.room.len(), 1, "removed once the timeout passed");
+    assert!(errors(&h, s).contains(&ErrorCode::NegotiationTimeout));
+}
+
+#[test]
+fn a_peer_whose_media_goes_silent_is_removed_after_the_disconnect_timeout() {
+    let media = MediaConfig {
+        disconnect_timeout: Duration::from_secs(2),
+        ..MediaConfig::default()
+    };
+    let mut h = Harness::with_media(3, media);
+    let a = h.join();
+    h.add_receiver(a);
+    h.offer(a);
+    let b = h.join();
+    h.add_receiver(b);
+    h.offer(b);
+    h.pump_until(Duration::from_secs(20), |h| {
+        h.clients.iter().all(|c| c.connected)
+    });
+    h.clients[a].silent = true;
+    h.step = Duration::from_millis(50);
+    h.pump_until(Duration::from_secs(60), |h| h.room.len() == 1);
+    assert!(errors(&h, a).contains(&ErrorCode::Removed));
+    assert!(h.clients[b]
+        .received
+        .iter()
+        .any(|m| matches!(m, ServerMsg::ParticipantLeft { .. })));
+}
