@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== cargo build"
-cargo build --bin confab
-echo "== cargo test (unit + integration)"
-cargo test --all-targets
+cargo build --workspace --bins
+echo "== cargo test (unit + integration, whole workspace)"
+cargo test --workspace --all-targets
 echo "== browser end-to-end (headless Chromium)"
 bash tests/browser/run.sh

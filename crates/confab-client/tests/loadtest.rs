@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use confab::loadtest::report::Report;
-use confab::loadtest::{self, LoadtestConfig};
+use confab_client::loadtest::report::Report;
+use confab_client::loadtest::{self, LoadtestConfig};
 
 fn short_run(url: &str, metrics: String) -> LoadtestConfig {
     LoadtestConfig {
@@ -122,9 +122,8 @@ async fn missing_track_fails_the_run() {
     let out = within(
         "the loadtest binary",
         Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_confab-loadtest"))
             .args([
-                "loadtest",
                 "--url",
                 &url,
                 "--publishers",

@@ -1,4 +1,4 @@
-//! `confab loadtest`: many in-process clients (the [`client`](crate::client) library) against a
+//! `confab-loadtest`: many in-process clients ([`Client`](crate::Client)) against a
 //! Confab server. Publishers send synthetic audio/video and subscribe to the other publishers
 //! of their room; subscribers only receive. Every received packet is accounted by its probe,
 //! so loss, duplicates, reordering and one-way delay are measured end to end.
@@ -14,16 +14,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::auth::{Auth, TokenRequest};
-use crate::client::stats::new_delay_histogram;
-use crate::client::synth::VideoCodec;
-use crate::client::{Client, ClientConfig, ClientHandle, SentTrack};
-use crate::signal::protocol::TrackKind;
+use crate::stats::new_delay_histogram;
+use crate::synth::VideoCodec;
+use crate::{Client, ClientConfig, ClientHandle, SentTrack};
+use confab::auth::{Auth, TokenRequest};
+use confab::signal::protocol::TrackKind;
 
 use self::report::{ClientReport, ConfigEcho, Latency, Report, ServerReport, Summary};
 use self::server_stats::{fetch_metrics, sample_proc, sample_self, MetricsSample, ProcSample};
 
-/// Load-test parameters (the `confab loadtest` flags).
+/// Load-test parameters (the `confab-loadtest` flags).
 #[derive(Clone, Debug)]
 pub struct LoadtestConfig {
     /// Signaling URL.
@@ -361,7 +361,7 @@ pub async fn run(cfg: &LoadtestConfig) -> Result<Report, LoadtestError> {
     let prefix = cfg
         .room_prefix
         .clone()
-        .unwrap_or_else(|| format!("load-{}", crate::ids::random_alnum(6)));
+        .unwrap_or_else(|| format!("load-{}", confab::ids::random_alnum(6)));
     let specs = plan(cfg);
     let mut server_errors = Vec::new();
     let server_start = sample_server(cfg, &mut server_errors).await;
