@@ -158,6 +158,15 @@ async fn missing_track_fails_the_run() {
     let expected = v["tracks_expected"].as_u64().expect("number");
     let received = v["tracks_received"].as_u64().expect("number");
     assert!(received < expected, "{text}");
+    // No --metrics-url: the binary scrapes /metrics next to --url.
+    assert!(
+        v["server"]["forwarded_packets"].as_f64().unwrap_or(0.0) > 0.0,
+        "metrics scraped from the URL derived from --url: {text}"
+    );
+    assert!(
+        v["server"]["cpu_us_per_forwarded_packet"].is_number(),
+        "{text}"
+    );
     assert!(
         stdout.contains("FAIL"),
         "table shows the verdict:\n{stdout}"

@@ -59,7 +59,8 @@ struct Args {
     /// Server process id, for CPU and memory figures from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Server metrics endpoint (e.g. http://127.0.0.1:8080/metrics).
+    /// Server metrics endpoint [default: /metrics next to --url, e.g.
+    /// ws://127.0.0.1:8080/ws → http://127.0.0.1:8080/metrics].
     #[arg(long)]
     metrics_url: Option<String>,
     /// Do not print a progress line every second.
@@ -87,6 +88,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let metrics_url = args
+        .metrics_url
+        .or_else(|| loadtest::metrics_url_for(&args.url));
     let cfg = LoadtestConfig {
         url: args.url,
         rooms: args.rooms,
@@ -100,7 +104,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         codec: args.codec,
         max_loss_pct: args.max_loss,
         server_pid: args.server_pid,
-        metrics_url: args.metrics_url,
+        metrics_url,
         silent_publishers: args.silent_publishers,
         progress: !args.quiet,
         api_key: args.api_key.zip(args.api_secret),

@@ -130,6 +130,25 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// The server's Prometheus endpoint next to its signaling endpoint (both are served on
+/// `http.bind`): `ws://host:port/ws` → `http://host:port/metrics`, `wss://` → `https://`. A path
+/// ending in `/ws` (behind a reverse proxy: `/confab/ws`) keeps its prefix; any other path, the
+/// query and the fragment are dropped. `None` for a URL that is not `ws://` or `wss://`.
+pub fn metrics_url_for(signaling_url: &str) -> Option<String> {
+    let (scheme, rest) = if let Some(rest) = signaling_url.strip_prefix("ws://") {
+        ("http", rest)
+    } else {
+        ("https", signaling_url.strip_prefix("wss://")?)
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() {
+        return None;
+    }
+    let prefix = path.strip_suffix("/ws").unwrap_or("");
+    Some(format!("{scheme}://{authority}{prefix}/metrics"))
+}
+
 /// One planned client.
 #[derive(Clone, Debug)]
 struct Spec {
@@ -642,6 +661,33 @@ fn analyse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_url_is_derived_from_the_signaling_url() {
+        // (signaling URL, derived metrics URL; "" for none)
+        let cases = [
+            ("ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080/metrics"),
+            ("wss://meet.example/ws", "https://meet.example/metrics"),
+            ("ws://[::1]:18080/ws?x=1#f", "http://[::1]:18080/metrics"),
+            (
+                "wss://proxy.example/confab/ws",
+                "https://proxy.example/confab/metrics",
+            ),
+            ("ws://127.0.0.1:8080", "http://127.0.0.1:8080/metrics"),
+            ("ws://127.0.0.1:8080/", "http://127.0.0.1:8080/metrics"),
+            (
+                "ws://127.0.0.1:8080/signal",
+                "http://127.0.0.1:8080/metrics",
+            ),
+            ("http://127.0.0.1:8080/ws", ""),
+            ("ws:///ws", ""),
+            ("127.0.0.1:8080", ""),
+        ];
+        for (url, want) in cases {
+            let want = Some(want).filter(|w| !w.is_empty());
+            assert_eq!(metrics_url_for(url).as_deref(), want, "{url}");
+        }
+    }
 
     #[test]
     fn bitrates_and_rates_parse() {
