@@ -18,7 +18,7 @@ const LOG_LEVEL: &str = "warn,rtc_dtls=error";
 
 /// Load-test a running Confab server with synthetic publishers and subscribers.
 #[derive(Parser, Debug)]
-#[command(name = "confab-loadtest", version, about)]
+#[command(name = "confab-loadtest", version)]
 struct Args {
     /// Signaling URL of the server under test.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
