@@ -255,11 +255,13 @@ impl Drop for ServerProcess {
 
 /// The repository (workspace) root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
-/// The `confab` server binary: `$CONFAB_BIN` when set, else `confab` in the target directory
-/// this test runs from (`target/<profile>/deps/<test>` → `target/<profile>/confab`).
+/// The `confab` server binary: `$CONFAB_BIN` when set (relative to the repository root, as for
+/// the browser test), else `confab` in the target directory this test runs from
+/// (`target/<profile>/deps/<test>` → `target/<profile>/confab`).
 ///
 /// Cargo builds another package's binary only for that package's own tests, so it is built by
 /// `cargo test --workspace` (the server package has integration tests) and by
@@ -267,7 +269,7 @@ pub fn workspace_root() -> PathBuf {
 /// A binary older than the server's sources is used, with a warning (shown on failure).
 pub fn confab_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("CONFAB_BIN") {
-        return bin.into();
+        return workspace_root().join(bin);
     }
     let exe = std::env::current_exe().expect("path of the test executable");
     let profile_dir = exe
