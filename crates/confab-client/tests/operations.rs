@@ -94,8 +94,8 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Prometheus (Debian package `prometheus`, installed by `scripts/test.sh`) scrapes a running Confab
-/// during a call; its HTTP API then reports participants and forwarded packets above zero.
+/// Prometheus (Debian package `prometheus`, installed by `scripts/test.sh`) scrapes a running
+/// Confab during a call; its HTTP API then reports participants and forwarded packets above zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_participants_and_forwarded_packets() {
     let prometheus =
