@@ -19,9 +19,10 @@ PIN=${PIN:-0}
 OUT=${OUT:-$(mktemp -d /tmp/confab-bench.XXXXXX)}
 HTTP=127.0.0.1:18080
 BIN=target/release/confab
+LOADTEST=target/release/confab-loadtest
 
-echo "== building release" >&2
-cargo build --release --bin confab >&2
+echo "== building release (server and load generator)" >&2
+cargo build --release --workspace --bins >&2
 
 server_cpu=() ; load_cpu=()
 if [ "$PIN" = 1 ] && command -v taskset >/dev/null; then
@@ -42,7 +43,7 @@ run_scenario() {
     sleep 0.1
   done
   local rc=0
-  "${load_cpu[@]}" "$BIN" loadtest --url "ws://$HTTP/ws" --duration "$DURATION" --ramp 20/s \
+  "${load_cpu[@]}" "$LOADTEST" --url "ws://$HTTP/ws" --duration "$DURATION" --ramp 20/s \
     --server-pid "$pid" --metrics-url "http://$HTTP/metrics" --json "$OUT/$name.json" \
     --quiet "$@" >"$OUT/$name.table.txt" 2>"$OUT/$name.load.log" || rc=$?
   kill -TERM "$pid" 2>/dev/null || true

@@ -1,12 +1,69 @@
 #!/usr/bin/env bash
-# The test command (README): unit + integration tests, then the browser end-to-end test in
-# headless Chromium inside a private network namespace.
+# The test command (README). On a fresh Debian machine it first installs what the tests need
+# (when run as root; otherwise it prints the command to run and stops), then runs the whole
+# workspace's unit and integration tests and the browser end-to-end test in headless Chromium
+# inside a private network namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo build"
-cargo build --bin confab
-echo "== cargo test (unit + integration)"
-cargo test --all-targets
+# --- system packages -------------------------------------------------------------------------
+# chromium: browser E2E (/usr/bin/chromium); prometheus: the scrape test (/usr/bin/prometheus);
+# iproute2, util-linux, nftables: network namespaces, their links and filters (ip, unshare,
+# nft); ca-certificates + curl: HTTPS downloads (npm, rustup); nodejs + npm: the E2E runner,
+# only when no `node` / `npm` is on PATH (e.g. from NodeSource or nvm); gcc + libc6-dev: the C
+# parts of the build (ring, mimalloc), only when there is no `cc`.
+packages=(chromium prometheus iproute2 nftables util-linux ca-certificates curl)
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
+command -v cc >/dev/null || packages+=(gcc libc6-dev)
+
+installed() { # Debian package $1 is installed (not merely known, e.g. removed with its config)
+  [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
+}
+
+missing=()
+if command -v dpkg-query >/dev/null; then
+  for p in "${packages[@]}"; do installed "$p" || missing+=("$p"); done
+else
+  echo "== not a Debian system: make sure these (or equivalents) are installed: ${packages[*]}" >&2
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "scripts/test.sh: missing Debian packages: ${missing[*]}" >&2
+    echo "Install them as root, then run scripts/test.sh again:" >&2
+    echo "  sudo sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends ${missing[*]}'" >&2
+    exit 1
+  fi
+  echo "== apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    # The package starts a system Prometheus on :9090; the tests run their own instance.
+    systemctl stop prometheus 2>/dev/null || service prometheus stop >/dev/null 2>&1 || true
+  fi
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "scripts/test.sh: cargo not found; install Rust (https://rustup.rs):" >&2
+  echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh" >&2
+  exit 1
+fi
+
+# --- npm packages (the E2E runner's playwright-core, from package-lock.json) -----------------
+# npm writes node_modules/.package-lock.json on every install: older than package.json or
+# package-lock.json means node_modules is stale.
+stamp=node_modules/.package-lock.json
+if [ ! -e "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ]; then
+  echo "== npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# --- tests -----------------------------------------------------------------------------------
+echo "== cargo build (every binary: the server is spawned by the client crate's tests and the E2E)"
+cargo build --workspace --bins
+echo "== cargo test (unit + integration, whole workspace)"
+cargo test --workspace --all-targets
 echo "== browser end-to-end (headless Chromium)"
 bash tests/browser/run.sh

@@ -21,9 +21,9 @@
 //!
 //! Around the packet path: [`server`] composes everything; [`config`] loads settings;
 //! [`auth`] verifies access tokens; [`telemetry`] holds logging and the Prometheus metrics;
-//! [`room::registry`] is the room directory. [`client`] (async webrtc-rs) and [`loadtest`]
-//! are the Rust client used by the integration tests and `confab loadtest`; they are not on the
-//! server's path.
+//! [`room::registry`] is the room directory. The Rust client (async webrtc-rs) used by the
+//! integration tests, and the `confab-loadtest` load generator, are a separate crate
+//! (`crates/confab-client`), so the server does not link the async WebRTC stack.
 //!
 //! ## Glossary
 //! - *Up track*: a track a participant publishes. *Down track*: one up track as sent to one
@@ -33,11 +33,9 @@
 //! - *Demuxer*: maps datagrams on the shared port to peer connections.
 
 pub mod auth;
-pub mod client;
 pub mod config;
 pub mod http;
 pub mod ids;
-pub mod loadtest;
 pub mod media;
 pub mod room;
 pub mod server;

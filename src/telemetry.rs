@@ -2,29 +2,49 @@
 //! the packet path); labels are bounded enums, never room or participant ids, so cardinality
 //! stays fixed however many rooms run.
 
+use std::io::IsTerminal;
 use std::sync::LazyLock;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 use crate::ids::TrackKind;
 use crate::signal::protocol::ErrorCode;
 
-/// Initialises `tracing`: `RUST_LOG` wins over `level`.
+/// Initialises `tracing` on stderr: `RUST_LOG` wins over `level`. ANSI colours only when stderr
+/// is a terminal (and `NO_COLOR` is unset): journald, files and pipes get plain text.
 pub fn init_logging(level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let ansi = std::io::stderr().is_terminal() && !no_color;
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = log_subscriber(filter, format, ansi, std::io::stderr).try_init();
+}
+
+/// The `tracing` subscriber `init_logging` installs, writing to `writer`.
+fn log_subscriber<W>(
+    filter: EnvFilter,
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second init (tests) is harmless: keep the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+        .with_ansi(ansi)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().finish()),
+    }
 }
 
 /// Per-direction, per-kind counter pair.
@@ -396,6 +416,67 @@ impl DropReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DEFAULT_LOG_LEVEL;
+    use std::sync::{Arc, Mutex};
+
+    /// Log output captured in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What `log_subscriber(level, Text, ansi)` prints for a few representative events: Confab's
+    /// own, the DTLS unknown-extension notice (many per connection, from the `log` crate with its
+    /// module as target), a DTLS handshake failure and an ICE state change.
+    fn logged(level: &str, ansi: bool) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = log_subscriber(EnvFilter::new(level), LogFormat::Text, ansi, move || {
+            writer.clone()
+        });
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "confab::server", "confab listening");
+            tracing::warn!(
+                target: "rtc_dtls::handshake::handshake_message_client_hello",
+                "Unsupported Extension Type 0 23"
+            );
+            tracing::warn!(
+                target: "rtc_dtls::handshaker",
+                "[handshake:server] current_retransmit_count 8 > maximum_retransmit_number 7"
+            );
+            tracing::info!(target: "rtc_ice::agent", "ICE connection state changed");
+        });
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn default_filter_drops_dtls_extension_notices_but_keeps_warnings() {
+        let text = logged(DEFAULT_LOG_LEVEL, false);
+        assert!(text.contains("confab listening"), "{text}");
+        assert!(text.contains("maximum_retransmit_number"), "{text}");
+        assert!(!text.contains("Unsupported Extension Type"), "{text}");
+        assert!(!text.contains("ICE connection state"), "{text}");
+        // An explicit filter (log.level, RUST_LOG) can still show them.
+        let text = logged("info,rtc_dtls=warn", false);
+        assert!(text.contains("Unsupported Extension Type"), "{text}");
+    }
+
+    #[test]
+    fn ansi_colours_only_when_asked() {
+        let plain = logged("info", false);
+        assert!(plain.contains("INFO"), "{plain}");
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        assert!(logged("info", true).contains('\x1b'));
+    }
 
     #[test]
     fn metrics_register_and_render_with_prefix() {

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::signal::protocol::{CandidateInit, TrackKind};
+use confab::signal::protocol::{CandidateInit, TrackKind};
 
 /// How often the writer task sends `ping` by default.
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);

@@ -222,7 +222,7 @@ impl Report {
         let c = &self.config;
         let _ = writeln!(
             t,
-            "confab loadtest: {} room(s) × ({} publishers + {} subscribers), {}, {:.0} s measured",
+            "confab-loadtest: {} room(s) × ({} publishers + {} subscribers), {}, {:.0} s measured",
             c.rooms,
             c.publishers,
             c.subscribers,

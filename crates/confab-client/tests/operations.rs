@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use confab::client::signaling::ServerMessage;
-use confab::client::ClientEvent;
+use confab_client::signaling::ServerMessage;
+use confab_client::ClientEvent;
 
 /// Metric names referenced by PromQL expressions in a file.
 fn referenced_metrics(text: &str) -> BTreeSet<String> {
@@ -58,7 +58,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     let (status, body) = http_get(server.http_addr, "/metrics", "").await;
     assert_eq!(status, 200);
     let exposed = exposed_metrics(&body);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = workspace_root();
     let mut missing = Vec::new();
     for file in [
         "deploy/grafana/confab.json",
@@ -94,15 +94,15 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Prometheus (Debian package `prometheus`, installed by `.ci/run`) scrapes a running Confab
-/// during a call; its HTTP API then reports participants and forwarded packets above zero.
+/// Prometheus (Debian package `prometheus`, installed by `scripts/test.sh`) scrapes a running
+/// Confab during a call; its HTTP API then reports participants and forwarded packets above zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_participants_and_forwarded_packets() {
     let prometheus =
         std::env::var("PROMETHEUS_BIN").unwrap_or_else(|_| "/usr/bin/prometheus".into());
     assert!(
         Path::new(&prometheus).exists(),
-        "{prometheus} not found: install the Debian package `prometheus` (.ci/run does)"
+        "{prometheus} not found: install the Debian package `prometheus` (scripts/test.sh does)"
     );
     let server = start_server().await;
     let dir = std::env::temp_dir().join(format!("confab-prom-{}", std::process::id()));

@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use confab::client::signaling::ServerMessage;
-use confab::client::{Client, ClientEvent};
+use confab_client::signaling::ServerMessage;
+use confab_client::{Client, ClientEvent};
 
 fn is_signal(ev: &ClientEvent, f: impl Fn(&ServerMessage) -> bool) -> bool {
     matches!(ev, ClientEvent::Signal(m) if f(m))

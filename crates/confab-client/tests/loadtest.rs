@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use confab::loadtest::report::Report;
-use confab::loadtest::{self, LoadtestConfig};
+use confab_client::loadtest::report::Report;
+use confab_client::loadtest::{self, LoadtestConfig};
 
 fn short_run(url: &str, metrics: String) -> LoadtestConfig {
     LoadtestConfig {
@@ -122,9 +122,8 @@ async fn missing_track_fails_the_run() {
     let out = within(
         "the loadtest binary",
         Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"))
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_confab-loadtest"))
             .args([
-                "loadtest",
                 "--url",
                 &url,
                 "--publishers",
@@ -159,6 +158,15 @@ async fn missing_track_fails_the_run() {
     let expected = v["tracks_expected"].as_u64().expect("number");
     let received = v["tracks_received"].as_u64().expect("number");
     assert!(received < expected, "{text}");
+    // No --metrics-url: the binary scrapes /metrics next to --url.
+    assert!(
+        v["server"]["forwarded_packets"].as_f64().unwrap_or(0.0) > 0.0,
+        "metrics scraped from the URL derived from --url: {text}"
+    );
+    assert!(
+        v["server"]["cpu_us_per_forwarded_packet"].is_number(),
+        "{text}"
+    );
     assert!(
         stdout.contains("FAIL"),
         "table shows the verdict:\n{stdout}"

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use confab::client::signaling::{
+use confab_client::signaling::{
     self, ClientMessage, ServerMessage, SignalOptions, SignalReceiver, SignalSender,
 };
 

@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 
 use super::probe::ProbeError;
 use super::synth::{locate_probe, PayloadCodec};
-use crate::signal::protocol::TrackKind;
+use confab::signal::protocol::TrackKind;
 
 /// Probe counters remembered for duplicate/reorder detection.
 const WINDOW: u64 = 4096;
@@ -343,7 +343,7 @@ impl ReceiveStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::probe::{self, Probe, FLAG_FRAME_START, FLAG_KEYFRAME};
+    use crate::probe::{self, Probe, FLAG_FRAME_START, FLAG_KEYFRAME};
     use bytes::BytesMut;
 
     fn payload(seq: u64, sent_ns: u64) -> Bytes {

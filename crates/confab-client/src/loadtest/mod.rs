@@ -1,4 +1,4 @@
-//! `confab loadtest`: many in-process clients (the [`client`](crate::client) library) against a
+//! `confab-loadtest`: many in-process clients ([`Client`](crate::Client)) against a
 //! Confab server. Publishers send synthetic audio/video and subscribe to the other publishers
 //! of their room; subscribers only receive. Every received packet is accounted by its probe,
 //! so loss, duplicates, reordering and one-way delay are measured end to end.
@@ -14,16 +14,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::auth::{Auth, TokenRequest};
-use crate::client::stats::new_delay_histogram;
-use crate::client::synth::VideoCodec;
-use crate::client::{Client, ClientConfig, ClientHandle, SentTrack};
-use crate::signal::protocol::TrackKind;
+use crate::stats::new_delay_histogram;
+use crate::synth::VideoCodec;
+use crate::{Client, ClientConfig, ClientHandle, SentTrack};
+use confab::auth::{Auth, TokenRequest};
+use confab::signal::protocol::TrackKind;
 
 use self::report::{ClientReport, ConfigEcho, Latency, Report, ServerReport, Summary};
 use self::server_stats::{fetch_metrics, sample_proc, sample_self, MetricsSample, ProcSample};
 
-/// Load-test parameters (the `confab loadtest` flags).
+/// Load-test parameters (the `confab-loadtest` flags).
 #[derive(Clone, Debug)]
 pub struct LoadtestConfig {
     /// Signaling URL.
@@ -128,6 +128,25 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
         return Err(format!("rate must be positive: {s:?}"));
     }
     Ok(v)
+}
+
+/// The server's Prometheus endpoint next to its signaling endpoint (both are served on
+/// `http.bind`): `ws://host:port/ws` → `http://host:port/metrics`, `wss://` → `https://`. A path
+/// ending in `/ws` (behind a reverse proxy: `/confab/ws`) keeps its prefix; any other path, the
+/// query and the fragment are dropped. `None` for a URL that is not `ws://` or `wss://`.
+pub fn metrics_url_for(signaling_url: &str) -> Option<String> {
+    let (scheme, rest) = if let Some(rest) = signaling_url.strip_prefix("ws://") {
+        ("http", rest)
+    } else {
+        ("https", signaling_url.strip_prefix("wss://")?)
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() {
+        return None;
+    }
+    let prefix = path.strip_suffix("/ws").unwrap_or("");
+    Some(format!("{scheme}://{authority}{prefix}/metrics"))
 }
 
 /// One planned client.
@@ -361,7 +380,7 @@ pub async fn run(cfg: &LoadtestConfig) -> Result<Report, LoadtestError> {
     let prefix = cfg
         .room_prefix
         .clone()
-        .unwrap_or_else(|| format!("load-{}", crate::ids::random_alnum(6)));
+        .unwrap_or_else(|| format!("load-{}", confab::ids::random_alnum(6)));
     let specs = plan(cfg);
     let mut server_errors = Vec::new();
     let server_start = sample_server(cfg, &mut server_errors).await;
@@ -642,6 +661,33 @@ fn analyse(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_url_is_derived_from_the_signaling_url() {
+        // (signaling URL, derived metrics URL; "" for none)
+        let cases = [
+            ("ws://127.0.0.1:8080/ws", "http://127.0.0.1:8080/metrics"),
+            ("wss://meet.example/ws", "https://meet.example/metrics"),
+            ("ws://[::1]:18080/ws?x=1#f", "http://[::1]:18080/metrics"),
+            (
+                "wss://proxy.example/confab/ws",
+                "https://proxy.example/confab/metrics",
+            ),
+            ("ws://127.0.0.1:8080", "http://127.0.0.1:8080/metrics"),
+            ("ws://127.0.0.1:8080/", "http://127.0.0.1:8080/metrics"),
+            (
+                "ws://127.0.0.1:8080/signal",
+                "http://127.0.0.1:8080/metrics",
+            ),
+            ("http://127.0.0.1:8080/ws", ""),
+            ("ws:///ws", ""),
+            ("127.0.0.1:8080", ""),
+        ];
+        for (url, want) in cases {
+            let want = Some(want).filter(|w| !w.is_empty());
+            assert_eq!(metrics_url_for(url).as_deref(), want, "{url}");
+        }
+    }
 
     #[test]
     fn bitrates_and_rates_parse() {

@@ -608,7 +608,7 @@ pub async fn run_audio(track: Arc<TrackLocalStaticRTP>, mut synth: AudioSynth, p
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::codec::{h264_is_keyframe, vp8_is_keyframe};
+    use confab::media::codec::{h264_is_keyframe, vp8_is_keyframe};
 
     fn stream() -> StreamParams {
         StreamParams {

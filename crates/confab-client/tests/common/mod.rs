@@ -4,14 +4,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
-use confab::client::stats::TrackSnapshot;
-use confab::client::synth::VideoCodec;
-use confab::client::{Client, ClientConfig};
 use confab::config::Config;
 use confab::server::Server;
 use confab::signal::protocol::TrackKind;
+use confab_client::stats::TrackSnapshot;
+use confab_client::synth::VideoCodec;
+use confab_client::{Client, ClientConfig};
 
 /// Generous limit for media to show up (slow CI machines, debug builds).
 pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(20);
@@ -160,8 +161,8 @@ pub async fn collect_events(
     client: &mut Client,
     what: &str,
     limit: std::time::Duration,
-    mut done: impl FnMut(&[confab::client::ClientEvent]) -> bool,
-) -> Vec<confab::client::ClientEvent> {
+    mut done: impl FnMut(&[confab_client::ClientEvent]) -> bool,
+) -> Vec<confab_client::ClientEvent> {
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -252,10 +253,77 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The repository (workspace) root.
+pub fn workspace_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+/// The `confab` server binary: `$CONFAB_BIN` when set (relative to the repository root, as for
+/// the browser test), else `confab` in the target directory this test runs from
+/// (`target/<profile>/deps/<test>` → `target/<profile>/confab`).
+///
+/// Cargo builds another package's binary only for that package's own tests, so it is built by
+/// `cargo test --workspace` (the server package has integration tests) and by
+/// `scripts/test.sh`; for `cargo test -p confab-client` alone run `cargo build -p confab` first.
+/// A binary older than the server's sources is used, with a warning (shown on failure).
+pub fn confab_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("CONFAB_BIN") {
+        return workspace_root().join(bin);
+    }
+    let exe = std::env::current_exe().expect("path of the test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable is in target/<profile>/deps");
+    let bin = profile_dir.join(format!("confab{}", std::env::consts::EXE_SUFFIX));
+    let built = match std::fs::metadata(&bin).and_then(|m| m.modified()) {
+        Ok(t) => t,
+        Err(e) => panic!(
+            "{}: {e}: build the server first (cargo build -p confab; \
+             cargo test --workspace and scripts/test.sh do), or set CONFAB_BIN",
+            bin.display()
+        ),
+    };
+    if let Some(newer) = newest_rs_file(&workspace_root().join("src")).filter(|(t, _)| *t > built) {
+        eprintln!(
+            "warning: {} is older than {}: run cargo build -p confab",
+            bin.display(),
+            newer.1.display()
+        );
+    }
+    bin
+}
+
+/// The most recently modified `.rs` file under `dir`, with its modification time.
+fn newest_rs_file(dir: &Path) -> Option<(SystemTime, PathBuf)> {
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_rs_file(&path)
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .map(|t| (t, path))
+        } else {
+            None
+        };
+        if let Some(c) = candidate {
+            if newest.as_ref().is_none_or(|n| c.0 > n.0) {
+                newest = Some(c);
+            }
+        }
+    }
+    newest
+}
+
 /// Starts the `confab` binary on random loopback ports with `extra_env`; returns once it has
 /// logged its address.
 pub fn spawn_server(extra_env: &[(&str, &str)]) -> ServerProcess {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_confab"));
+    let mut cmd = std::process::Command::new(confab_bin());
     cmd.args(["--log-format", "json", "serve"])
         .env("CONFAB_HTTP__BIND", "127.0.0.1:0")
         .env("CONFAB_MEDIA__BIND", "127.0.0.1:0")

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use confab::client::synth::VideoCodec;
-use confab::client::{Client, ClientConfig};
 use confab::signal::protocol::TrackKind;
+use confab_client::synth::VideoCodec;
+use confab_client::{Client, ClientConfig};
 
 /// Compares what `sub` received from the publisher with what the publisher sent.
 fn check_intact(sub: &Client, publisher: &Client, label: &str) {

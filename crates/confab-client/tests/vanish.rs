@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use confab::client::signaling::ServerMessage;
-use confab::client::ClientEvent;
+use confab_client::signaling::ServerMessage;
+use confab_client::ClientEvent;
 use tokio::net::UdpSocket;
 
 /// Relays datagrams between clients (talking to `front`) and the server (`back`); drops

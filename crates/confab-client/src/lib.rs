@@ -1,4 +1,6 @@
-//! A Rust client for Confab, used by the integration tests and the load tester.
+//! `confab-client`: a Rust client for Confab (async webrtc-rs), used by the integration tests,
+//! and the load tester built on it (the `confab-loadtest` binary). It lives outside the server
+//! crate so that the server does not link the async WebRTC stack.
 //!
 //! One [`Client`] = one signaling WebSocket + one `webrtc` peer connection. It joins a room,
 //! publishes synthetic audio/video (or receives only), answers server offers as the *polite*
@@ -9,7 +11,9 @@
 //! - [`synth`]: synthetic VP8/H.264/Opus packets and their real-time pacing.
 //! - [`probe`]: the per-packet probe (publisher, track, counter, send time, checksum).
 //! - [`stats`]: receiver-side accounting.
+//! - [`loadtest`]: many clients against one server, and the report (`confab-loadtest`).
 
+pub mod loadtest;
 pub mod peer;
 pub mod probe;
 pub mod signaling;
@@ -42,7 +46,7 @@ use self::synth::{
     AudioSynth, Pacing, PayloadCodec, SendCounters, SentLog, StreamParams, VideoCodec, VideoParams,
     VideoSynth,
 };
-use crate::signal::protocol::TrackKind;
+use confab::signal::protocol::TrackKind;
 
 /// Client failures.
 #[derive(Debug, thiserror::Error)]

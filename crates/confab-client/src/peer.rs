@@ -34,7 +34,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::synth::VideoCodec;
-use crate::media::rtcp_tap::{keyframe_request, RtcpTap};
+use confab::media::rtcp_tap::{keyframe_request, RtcpTap};
 
 /// Payload types the client registers (any will do: the server maps them per leg).
 const PT_VP8: u8 = 96;
