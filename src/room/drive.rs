@@ -4,7 +4,9 @@
 //! After any mutation of a peer connection (a datagram, a signaling change, a timer, a packet
 //! written to it), the peer is queued once; before the input returns, every queued peer is
 //! drained completely in a fixed order — events, then reads, then writes — and its timer is
-//! read again on the next deadline computation. Reads from a publisher are forwarded into the
+//! read again on the next deadline computation. A peer that only had forwarded RTP written to
+//! it since its last drain is drained by collecting the datagrams those writes produced
+//! ([`Drain::Writes`]): nothing else in it changed, so the full sweep is skipped per packet. Reads from a publisher are forwarded into the
 //! subscribers' peer connections, which queues those in turn, so a datagram's whole fan-out
 //! reaches [`Room::transmits_mut`] before the input returns.
 
@@ -18,7 +20,7 @@ use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::sansio::Protocol;
 use tracing::{debug, trace};
 
-use super::peer::ConnectionChange;
+use super::peer::{ConnectionChange, Drain};
 use super::state::Room;
 use crate::ids::PeerKey;
 use crate::media::feedback;
@@ -41,7 +43,11 @@ pub(super) fn pc_state_index(s: RTCPeerConnectionState) -> usize {
 impl Room {
     /// Queues the peer with this key to be driven (once).
     pub(super) fn mark_dirty(&mut self, key: PeerKey) {
-        if self.peers.get_mut(&key).is_some_and(|p| p.mark_queued()) {
+        if self
+            .peers
+            .get_mut(&key)
+            .is_some_and(|p| p.mark_queued(Drain::Full))
+        {
             self.dirty.push(key);
         }
     }
@@ -59,8 +65,15 @@ impl Room {
     /// Drains one peer's events, reads and writes (in that order).
     fn drive(&mut self, key: PeerKey, now: Instant) -> usize {
         let mut forwarded = 0;
-        if let Some(peer) = self.peers.get_mut(&key) {
-            peer.start_drive();
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return 0;
+        };
+        if peer.start_drive() == Drain::Writes {
+            // Only forwarded RTP went in: its datagrams are ready, nothing else changed.
+            while let Some(t) = peer.pc().poll_transmit() {
+                self.transmits.push((t.transport.peer_addr, t.message));
+            }
+            return 0;
         }
         loop {
             let Some(peer) = self.peers.get_mut(&key) else {
@@ -207,7 +220,7 @@ impl Room {
                 Ok(len) => {
                     sent += 1;
                     bytes += len as u64;
-                    if sub.mark_queued() {
+                    if sub.mark_queued(Drain::Writes) {
                         self.dirty.push(subscriber);
                     }
                 }

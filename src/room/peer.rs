@@ -92,8 +92,19 @@ pub struct Peer {
     next_timeout: Option<Instant>,
     /// The peer connection was driven since `next_timeout` was read.
     timeout_stale: bool,
-    /// Queued in the room's dirty list (so each peer is queued once).
-    queued: bool,
+    /// Queued in the room's dirty list (so each peer is queued once), and how it must be
+    /// drained.
+    queued: Option<Drain>,
+}
+
+/// How a queued peer connection is drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Only RTP was written to it since it was last drained: collect the datagrams the writes
+    /// produced (`poll_transmit`), no pipeline sweep.
+    Writes,
+    /// Anything else touched it: events, reads, then writes (`poll_write`).
+    Full,
 }
 
 /// Where the media connection is, and what waits for it.
@@ -218,7 +229,7 @@ impl Peer {
             },
             next_timeout: None,
             timeout_stale: true,
-            queued: false,
+            queued: None,
         })
     }
 
@@ -340,15 +351,30 @@ impl Peer {
         self.down_by_ssrc.get(&ssrc).copied()
     }
 
-    /// Queues this peer to be driven; `false` if it already was.
-    pub fn mark_queued(&mut self) -> bool {
-        !std::mem::replace(&mut self.queued, true)
+    /// Queues this peer to be drained as `how` (a full drain wins over a writes-only one);
+    /// `false` if it was queued already.
+    pub fn mark_queued(&mut self, how: Drain) -> bool {
+        match self.queued {
+            None => {
+                self.queued = Some(how);
+                true
+            }
+            Some(_) if how == Drain::Full => {
+                self.queued = Some(Drain::Full);
+                false
+            }
+            Some(_) => false,
+        }
     }
 
-    /// Starts driving: it is no longer queued, and its timer must be read again.
-    pub fn start_drive(&mut self) {
-        self.queued = false;
-        self.timeout_stale = true;
+    /// Starts draining: it is no longer queued; returns how to drain it. After a full drain
+    /// its timer must be read again.
+    pub fn start_drive(&mut self) -> Drain {
+        let how = self.queued.take().unwrap_or(Drain::Full);
+        if how == Drain::Full {
+            self.timeout_stale = true;
+        }
+        how
     }
 
     /// The peer connection's next deadline (read again only after it was driven).

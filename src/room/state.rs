@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tracing::info;
 
-use super::peer::Peer;
+use super::peer::{Drain, Peer};
 use super::{RoomCmd, RoomSettings};
 use crate::ids::{ParticipantId, PeerKey, RoomName};
 use crate::media::egress::Egress;
@@ -200,7 +200,7 @@ impl Room {
         let media = &self.settings.media;
         let mut to_remove = Vec::new();
         for (key, peer) in self.peers.iter_mut() {
-            if peer.handle_timeout(now) && peer.mark_queued() {
+            if peer.handle_timeout(now) && peer.mark_queued(Drain::Full) {
                 self.dirty.push(*key);
             }
             if peer.negotiation().overdue(now, media.negotiation_timeout) {

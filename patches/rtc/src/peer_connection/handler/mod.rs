@@ -179,6 +179,15 @@ impl RTCPeerConnection {
         )
     }
 
+    /// Next datagram the pipeline has already produced, without sweeping the handlers for
+    /// more. After [`write_rtp`](crate::rtp_transceiver::rtp_sender::RTCRtpSender::write_rtp)
+    /// and no other input, this drains everything the writes produced; after any other input
+    /// (a datagram, a timeout, signaling), drain with
+    /// [`poll_write`](sansio::Protocol::poll_write), which also collects what handlers queued.
+    pub fn poll_transmit(&mut self) -> Option<TaggedBytesMut> {
+        self.pipeline_context.write_outs.pop_front()
+    }
+
     /// Next media (RTP/RTCP) message for the application, if any.
     ///
     /// Never affected by data-channel back-pressure. Media arrives over SRTP and is subject to

@@ -6,7 +6,9 @@ use crate::peer_connection::message::internal::{
 use interceptor::Packet;
 use log::debug;
 use shared::error::{Error, Result};
-use shared::marshal::{Marshal, Unmarshal};
+use bytes::BytesMut;
+use shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use srtp::MAX_RTP_TAG_LEN as SRTP_MAX_TAG_LEN;
 use shared::util::is_rtcp;
 use srtp::context::Context;
 use std::collections::VecDeque;
@@ -125,9 +127,14 @@ impl<'a>
                 }
                 RTPMessage::Packet(Packet::Rtp(rtp_message)) => {
                     if let Some(context) = self.ctx.local_srtp_context.as_mut() {
-                        let packet = rtp_message.marshal()?;
-                        // The header is at hand: no need to parse it back out of `packet`.
-                        context.encrypt_rtp_with_header(&packet, &rtp_message.header)?
+                        // One buffer: marshalled with room for the tag, encrypted where it
+                        // lies (the header is at hand, not parsed back out).
+                        let size = rtp_message.marshal_size();
+                        let mut packet = BytesMut::with_capacity(size + SRTP_MAX_TAG_LEN);
+                        packet.resize(size, 0);
+                        rtp_message.marshal_to(&mut packet)?;
+                        context.encrypt_rtp_in_place(&mut packet, &rtp_message.header)?;
+                        packet
                     } else {
                         return Err(Error::Other(format!(
                             "local_srtp_context is not set yet for rtp_packet {:?}",
