@@ -4,6 +4,7 @@
 #   scripts/bench-load.sh                 # 30 s per scenario
 #   DURATION=10s scripts/bench-load.sh    # shorter
 #   PIN=1 scripts/bench-load.sh           # server on CPU 0, load generator on the other CPUs
+#   BIN=/tmp/confab-old scripts/bench-load.sh   # another server binary, same load generator
 #
 # Scenarios (from issue 3):
 #   meeting    1 room, 6 publishers (video 1.5 Mbps + audio), each receiving all others
@@ -17,12 +18,16 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-30s}
 PIN=${PIN:-0}
 OUT=${OUT:-$(mktemp -d /tmp/confab-bench.XXXXXX)}
+mkdir -p "$OUT"
 HTTP=127.0.0.1:18080
-BIN=target/release/confab
-LOADTEST=target/release/confab-loadtest
-
-echo "== building release (server and load generator)" >&2
-cargo build --release --workspace --bins >&2
+# BIN/LOADTEST: other binaries (e.g. an older server for a before/after in one sitting);
+# with either set, nothing is built.
+if [ -z "${BIN:-}${LOADTEST:-}" ]; then
+  echo "== building release (server and load generator)" >&2
+  cargo build --release --workspace --bins >&2
+fi
+BIN=${BIN:-target/release/confab}
+LOADTEST=${LOADTEST:-target/release/confab-loadtest}
 
 server_cpu=() ; load_cpu=()
 if [ "$PIN" = 1 ] && command -v taskset >/dev/null; then

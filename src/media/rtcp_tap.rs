@@ -83,6 +83,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpTap {
 }
 
 impl Interceptor for RtcpTap {
+    /// Writes are queued unchanged (the tap only marks inbound RTCP).
+    fn passes_writes_through(&self) -> bool {
+        true
+    }
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

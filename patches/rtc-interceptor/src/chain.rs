@@ -64,6 +64,9 @@ pub(crate) struct Chain {
     /// The belt packets ride through a walk, kept between walks so a packet's walk does not
     /// allocate one (empty between walks).
     belt: VecDeque<TaggedPacket>,
+    /// Where a pass-through interceptor's own packets are put in front of the belt (empty
+    /// between walks).
+    front: VecDeque<TaggedPacket>,
 }
 
 impl Chain {
@@ -129,12 +132,29 @@ impl Chain {
     }
 
     fn drain_write(&mut self) {
-        Self::walk(
-            self.interceptors.iter_mut().rev(),
-            &mut self.belt,
-            |s, p| s.handle_write(p),
-            |s| s.poll_write(),
-        );
+        // As `walk`, wire-ward; an interceptor that passes writes through unchanged is not
+        // handed the belt: what it generated goes in front of it, which is where a walk through
+        // it would have put the belt's packets (behind its queue).
+        for interceptor in self.interceptors.iter_mut().rev() {
+            if interceptor.passes_writes_through() {
+                while let Some(own) = interceptor.poll_write() {
+                    self.front.push_back(own);
+                }
+                if !self.front.is_empty() {
+                    self.front.extend(self.belt.drain(..));
+                    std::mem::swap(&mut self.front, &mut self.belt);
+                }
+                continue;
+            }
+            while let Some(next) = self.belt.pop_front() {
+                if let Err(err) = interceptor.handle_write(next) {
+                    log::warn!("interceptor handle failed: {err}");
+                }
+            }
+            while let Some(next) = interceptor.poll_write() {
+                self.belt.push_back(next);
+            }
+        }
         self.write_outs.extend(self.belt.drain(..));
     }
 }

@@ -373,6 +373,14 @@ pub trait Interceptor:
 
     /// unbind_remote_stream is called when the Stream is removed. It can be used to clean up any data related to that track.
     fn unbind_remote_stream(&mut self, info: &StreamInfo);
+
+    /// Whether `handle_write` only queues each packet, unchanged, behind the packets the
+    /// interceptor generated itself, and `poll_write` hands that queue out in order. A chain
+    /// then lets outbound packets ride past it instead of moving each one through its queue;
+    /// what it generated still goes first. `false` unless an interceptor says so.
+    fn passes_writes_through(&self) -> bool {
+        false
+    }
 }
 
 /// An interceptor whose concrete type has been erased.
@@ -396,6 +404,10 @@ impl<P: Interceptor + ?Sized> Interceptor for Box<P> {
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         (**self).unbind_remote_stream(info)
+    }
+
+    fn passes_writes_through(&self) -> bool {
+        (**self).passes_writes_through()
     }
 }
 
@@ -424,5 +436,9 @@ impl<P: Interceptor + ?Sized> Interceptor for &mut P {
 
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         (**self).unbind_remote_stream(info)
+    }
+
+    fn passes_writes_through(&self) -> bool {
+        (**self).passes_writes_through()
     }
 }

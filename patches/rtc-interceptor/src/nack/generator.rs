@@ -259,6 +259,11 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for NackGeneratorInterceptor {
 }
 
 impl Interceptor for NackGeneratorInterceptor {
+    /// Outbound packets are queued unchanged behind its own.
+    fn passes_writes_through(&self) -> bool {
+        true
+    }
+
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
         if stream_supports_nack(info)
             && let Some(receive_log) = ReceiveLog::new(self.size)
