@@ -284,33 +284,50 @@ async fn receive_loop(
 
 /// Datagrams per `recvmmsg` call.
 const RECV_BATCH: usize = 32;
+/// Each receive slot's slab holds this many datagrams before a new one is needed.
+const SLAB_DATAGRAMS: usize = 16;
 
-/// Receive buffers reused across calls: one syscall reads up to [`RECV_BATCH`] datagrams.
+/// Receive buffers: one syscall reads up to [`RECV_BATCH`] datagrams, each straight into the
+/// spare capacity of its slot's slab, and is handed to the room as a `BytesMut` split off that
+/// slab: no copy, and one allocation per [`SLAB_DATAGRAMS`] datagrams (a slab whose datagrams
+/// have all been dropped is reused in place).
 struct RecvBatch {
-    bufs: Vec<[u8; MAX_DATAGRAM]>,
+    slots: Vec<BytesMut>,
     got: Vec<(usize, Option<SocketAddr>)>,
 }
 
 impl RecvBatch {
     fn new() -> Self {
         Self {
-            bufs: vec![[0u8; MAX_DATAGRAM]; RECV_BATCH],
+            slots: (0..RECV_BATCH)
+                .map(|_| BytesMut::with_capacity(SLAB_DATAGRAMS * MAX_DATAGRAM))
+                .collect(),
             got: Vec::with_capacity(RECV_BATCH),
         }
     }
 
-    /// The datagrams of the last [`recv`](Self::recv) (truncated or unparsable-address ones
-    /// are left out and counted).
-    fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+    /// Makes room for one more datagram in every slot.
+    fn reserve(&mut self) {
+        for slot in &mut self.slots {
+            if slot.capacity() - slot.len() < MAX_DATAGRAM {
+                slot.reserve(SLAB_DATAGRAMS * MAX_DATAGRAM);
+            }
+        }
+    }
+
+    /// The datagrams of the last [`recv`](Self::recv), each split off its slot (truncated or
+    /// unparsable-address ones are left out and counted).
+    fn datagrams(&mut self) -> impl Iterator<Item = (BytesMut, SocketAddr)> + '_ {
         self.got
             .iter()
-            .zip(&self.bufs)
-            .filter_map(|(&(len, from), buf)| {
+            .zip(self.slots.iter_mut())
+            .filter_map(|(&(len, from), slot)| {
+                let data = slot.split_to(len.min(slot.len()));
                 if len >= MAX_DATAGRAM || from.is_none() {
                     METRICS.count_drop(DropReason::BadDatagram, 1);
                     return None;
                 }
-                Some((&buf[..len], from?))
+                Some((data, from?))
             })
     }
 
@@ -319,18 +336,20 @@ impl RecvBatch {
     fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
         self.got.clear();
+        self.reserve();
         let fd = socket.as_raw_fd();
-        let bufs = &mut self.bufs;
+        let slots = &mut self.slots;
         let got = &mut self.got;
         socket.try_io(tokio::io::Interest::READABLE, || {
             // SAFETY: all-zero is valid for these C structs.
             let mut names: [libc::sockaddr_storage; RECV_BATCH] = unsafe { std::mem::zeroed() };
             let mut iovs: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
             let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
-            for i in 0..RECV_BATCH {
+            for (i, slot) in slots.iter_mut().enumerate() {
+                let spare = slot.spare_capacity_mut();
                 iovs[i] = libc::iovec {
-                    iov_base: bufs[i].as_mut_ptr() as *mut libc::c_void,
-                    iov_len: MAX_DATAGRAM,
+                    iov_base: spare.as_mut_ptr() as *mut libc::c_void,
+                    iov_len: MAX_DATAGRAM.min(spare.len()),
                 };
                 hdrs[i].msg_hdr.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
                 hdrs[i].msg_hdr.msg_namelen =
@@ -338,7 +357,8 @@ impl RecvBatch {
                 hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
                 hdrs[i].msg_hdr.msg_iovlen = 1;
             }
-            // SAFETY: every header points at a live buffer, iovec and address slot above.
+            // SAFETY: every header points at a live iovec and address slot above, and each
+            // iovec at spare capacity of its slot (at most its length), which the kernel writes.
             let r = unsafe {
                 libc::recvmmsg(
                     fd,
@@ -353,11 +373,11 @@ impl RecvBatch {
             }
             for i in 0..r as usize {
                 let truncated = hdrs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-                let len = if truncated {
-                    MAX_DATAGRAM
-                } else {
-                    hdrs[i].msg_len as usize
-                };
+                let written = (hdrs[i].msg_len as usize).min(iovs[i].iov_len);
+                let slot = &mut slots[i];
+                // SAFETY: the kernel initialised `written` bytes of this slot's spare capacity.
+                unsafe { slot.set_len(slot.len() + written) };
+                let len = if truncated { MAX_DATAGRAM } else { written };
                 got.push((len, sockaddr_to_std(&names[i])));
             }
             Ok(r as usize)
@@ -367,7 +387,9 @@ impl RecvBatch {
     #[cfg(not(target_os = "linux"))]
     fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         self.got.clear();
-        let (n, from) = socket.try_recv_from(&mut self.bufs[0])?;
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let (n, from) = socket.try_recv_from(&mut buf)?;
+        self.slots[0].extend_from_slice(&buf[..n]);
         self.got.push((n, Some(from)));
         Ok(1)
     }
@@ -393,12 +415,12 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-fn route_one(demux: &mut Demuxer<Route>, data: &[u8], from: SocketAddr) {
+fn route_one(demux: &mut Demuxer<Route>, data: BytesMut, from: SocketAddr) {
     if data.len() >= MAX_DATAGRAM || data.is_empty() {
         METRICS.count_drop(DropReason::BadDatagram, 1);
         return;
     }
-    let route = match demux.route(from, data) {
+    let route = match demux.route(from, &data) {
         Ok(r) => r,
         Err(why @ (Unrouted::UnknownUfrag | Unrouted::UnknownAddress)) => {
             tracing::trace!(%from, ?why, len = data.len(), "datagram not routed");
@@ -406,11 +428,11 @@ fn route_one(demux: &mut Demuxer<Route>, data: &[u8], from: SocketAddr) {
             return;
         }
     };
-    tracing::trace!(%from, peer = route.peer.0, stun = super::demux::is_stun(data), "datagram");
+    tracing::trace!(%from, peer = route.peer.0, stun = super::demux::is_stun(&data), "datagram");
     let dgram = Datagram {
         peer: route.peer,
         from,
-        data: BytesMut::from(data),
+        data,
         at: Instant::now(),
     };
     match route.inbox.try_send(dgram) {
