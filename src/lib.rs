@@ -3,21 +3,24 @@
 //! Every participant makes one `RTCPeerConnection` to the server; the server forwards each
 //! published track to every other member of the room.
 //!
-//! ## Layout (the packet path in one file per hop)
+//! ## Layout (the packet path, socket to socket)
 //! ```text
 //!  browser ──WebSocket──▶ http.rs ─▶ signal/session.rs ─RoomCmd─▶ room/task.rs
 //!  browser ──UDP──▶ transport/udp.rs ─▶ transport/demux.rs ─Datagram─▶ room/task.rs
-//!        room/task.rs: Peer (room/peer.rs, rtc sans-IO core) ─RTP─▶ media/forwarder.rs
+//!        room/task.rs (I/O shell, clock) ─now─▶ room/state.rs (sans-IO room) ─▶ room/drive.rs
+//!        room/drive.rs: publisher Peer (room/peer.rs, rtc) ─RTP─▶ media/forwarder.rs
 //!        media/forwarder.rs ─▶ media/downtrack.rs (SSRC/PT/ext/seq rewrite per subscriber)
-//!        room/task.rs ─write_rtp─▶ subscriber Peer ─poll_write─▶ transport/udp.rs (UdpTx)
+//!        room/drive.rs ─▶ media/egress.rs ─▶ subscriber Peer ─datagrams─▶ room/task.rs ─▶ UdpTx
 //! ```
 //! 1. [`transport::udp`] reads a datagram from the one shared UDP port.
 //! 2. [`transport::demux`] routes it to its room by STUN ufrag, then by source address.
-//! 3. [`room::task`] feeds it to the publisher's peer connection and drains the decrypted RTP.
+//! 3. [`room::task`] hands it, with the time, to [`room::state::Room::on_datagram`], which feeds
+//!    the publisher's peer connection; [`room::drive`] drains the decrypted RTP.
 //! 4. [`media::forwarder`] picks the open subscriber legs; [`media::downtrack`] rewrites the
 //!    packet for each.
-//! 5. [`room::task`] writes each into the subscriber's peer connection, drains the encrypted
-//!    datagrams and sends them through [`transport::udp::UdpTx`] (one `sendmmsg` per wake-up).
+//! 5. [`media::egress`] writes each into the subscriber's peer connection; [`room::drive`]
+//!    collects the encrypted datagrams and [`room::task`] sends them through
+//!    [`transport::udp::UdpTx`] (`sendmmsg` batches).
 //!
 //! Around the packet path: [`server`] composes everything; [`config`] loads settings;
 //! [`auth`] verifies access tokens; [`telemetry`] holds logging and the Prometheus metrics;

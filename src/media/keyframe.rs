@@ -55,10 +55,9 @@ impl KeyframeRequester {
         if !self.pending {
             return None;
         }
-        Some(
-            self.last_sent
-                .map_or_else(Instant::now, |t| t + self.throttle),
-        )
+        // `request` sends at once when nothing was sent yet, so a pending request always has
+        // a `last_sent` (no clock is read here: this module is sans-IO).
+        self.last_sent.map(|t| t + self.throttle)
     }
 }
 
