@@ -12,16 +12,12 @@ use std::time::Instant;
 use rtc::peer_connection::RTCPeerConnection;
 
 use super::forwarder::Outgoing;
-use crate::ids::PeerKey;
 use crate::telemetry::DropReason;
 
-/// The room's egress: per-subscriber sending state lives here as it grows (retransmission
-/// cache, pacer, congestion control).
+/// The room's egress. It holds no state yet; per-subscriber sending state (retransmission
+/// cache, pacer, congestion control) joins it here, with a `forget(subscriber)` for leaves.
 #[derive(Debug, Default)]
-pub struct Egress {
-    /// Packets written, for the allocation and cost benchmarks.
-    written: u64,
-}
+pub struct Egress;
 
 impl Egress {
     /// Writes one rewritten packet into its subscriber's peer connection. Returns the payload
@@ -37,22 +33,11 @@ impl Egress {
         };
         let len = out.packet.payload.len();
         match sender.write_rtp(now, out.packet) {
-            Ok(()) => {
-                self.written += 1;
-                Ok(len)
-            }
+            Ok(()) => Ok(len),
             Err(e) => {
                 tracing::trace!(%e, "write_rtp failed");
                 Err(DropReason::WriteFailed)
             }
         }
     }
-
-    /// Packets written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// A subscriber left: forget its legs' egress state.
-    pub fn forget(&mut self, _subscriber: PeerKey) {}
 }

@@ -168,7 +168,6 @@ impl Room {
             self.unpublish(tk, now);
         }
         self.forwarder.drop_subscriber(key);
-        self.egress.forget(key);
         if let Some((code, message)) = reason {
             METRICS.signaling_error(code);
             let _ = peer.send(ServerMsg::error(code, message));

@@ -69,7 +69,7 @@ impl Room {
             inbox,
             peers: HashMap::new(),
             by_id: HashMap::new(),
-            egress: Egress::default(),
+            egress: Egress,
             out: Vec::with_capacity(64),
             next_key: 1,
             dirty: Vec::with_capacity(16),
