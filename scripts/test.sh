@@ -45,10 +45,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
+# Rust: Debian's own rustc is too old for this code, so rustup (stable) when there is none.
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
 if ! command -v cargo >/dev/null; then
-  echo "scripts/test.sh: cargo not found; install Rust (https://rustup.rs):" >&2
-  echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh" >&2
-  exit 1
+  if [ "$(id -u)" = 0 ] && curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs -o /tmp/rustup-init.sh; then
+    echo "== installing Rust (rustup, stable)"
+    sh /tmp/rustup-init.sh -y --profile minimal --default-toolchain stable >/dev/null
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "scripts/test.sh: cargo not found; install Rust (https://rustup.rs):" >&2
+    echo "  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh" >&2
+    exit 1
+  fi
 fi
 
 # --- npm packages (the E2E runner's playwright-core, from package-lock.json) -----------------
