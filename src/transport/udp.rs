@@ -284,13 +284,15 @@ async fn receive_loop(
 
 /// Datagrams per `recvmmsg` call.
 const RECV_BATCH: usize = 32;
-/// Each receive slot's slab holds this many datagrams before a new one is needed.
-const SLAB_DATAGRAMS: usize = 16;
+/// A receive slot's slab has room for this many largest datagrams (more of typical size)
+/// before a new one is needed. Small on purpose: a datagram still queued in a room keeps its
+/// whole slab alive, so a full inbox holds at most this many times the memory it used to.
+const SLAB_DATAGRAMS: usize = 4;
 
 /// Receive buffers: one syscall reads up to [`RECV_BATCH`] datagrams, each straight into the
 /// spare capacity of its slot's slab, and is handed to the room as a `BytesMut` split off that
-/// slab: no copy, and one allocation per [`SLAB_DATAGRAMS`] datagrams (a slab whose datagrams
-/// have all been dropped is reused in place).
+/// slab: no copy, and one allocation per several datagrams (a slab whose datagrams have all
+/// been dropped is reused in place).
 struct RecvBatch {
     slots: Vec<BytesMut>,
     got: Vec<(usize, Option<SocketAddr>)>,
