@@ -168,3 +168,56 @@ fn a_peer_whose_media_goes_silent_is_removed_after_the_disconnect_timeout() {
         .iter()
         .any(|m| matches!(m, ServerMsg::ParticipantLeft { .. })));
 }
+
+/// The patched `RTCRtpSender::write_rtp` (patches/rtc, change 1) checks packets against bit
+/// sets instead of scanning parameters: the same packets must be refused as before.
+#[test]
+fn write_rtp_refuses_what_the_sender_did_not_negotiate() {
+    use bytes::Bytes;
+    use rtc::rtp::header::{Extension, Header};
+    use rtc::rtp::packet::Packet;
+
+    let mut h = Harness::fan_out(1);
+    h.send_video(0, false); // learns the negotiated payload type
+    let (sender, ssrc, pt) = h.clients[0].video.expect("publisher");
+    let now = h.now;
+    let packet = |ssrc: u32, pt: u8, ext: Option<u8>| Packet {
+        header: Header {
+            version: 2,
+            payload_type: pt,
+            sequence_number: 1,
+            ssrc,
+            extension: ext.is_some(),
+            extension_profile: 0xBEDE,
+            extensions: ext
+                .map(|id| {
+                    vec![Extension {
+                        id,
+                        payload: Bytes::from_static(&[1]),
+                    }]
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        },
+        payload: Bytes::from_static(&[0x10, 0x01, 0, 0]),
+    };
+    let pc = &mut h.clients[0].pc;
+    let mut write = |p: Packet| pc.rtp_sender(sender).expect("sender").write_rtp(now, p);
+    assert!(write(packet(ssrc, pt, None)).is_ok());
+    assert!(
+        write(packet(ssrc ^ 1, pt, None)).is_err(),
+        "an SSRC not of this sender"
+    );
+    assert!(
+        write(packet(ssrc, 127, None)).is_err(),
+        "a payload type not negotiated"
+    );
+    assert!(
+        write(packet(ssrc, 200, None)).is_err(),
+        "not a payload type at all"
+    );
+    assert!(
+        write(packet(ssrc, pt, Some(14))).is_err(),
+        "an extension id not negotiated"
+    );
+}
