@@ -369,6 +369,42 @@ impl RTCPeerConnection {
             }
         }));
 
+        self.deliver_reads(intermediate_routs);
+    }
+
+    /// Reads one SRTP/SRTCP datagram through only the handlers it needs once DTLS is up:
+    /// demuxer (classification, transport stats), ICE (candidate-pair stats), SRTP (decrypt),
+    /// interceptors (NACK generator, TWCC, receiver reports) and the endpoint (track mapping).
+    /// DTLS, SCTP and the data channels pass media through unchanged, so they are skipped,
+    /// with the generic sweep that moves every message through each of their queues.
+    fn pump_media_read(&mut self, msg: TaggedRTCMessageInternal) {
+        use sansio::Protocol;
+        let mut belt = std::mem::take(&mut self.pipeline_context.read_belt);
+        belt.push_back(msg);
+        macro_rules! stage {
+            ($get:ident, $name:literal) => {{
+                let mut handler = self.$get();
+                while let Some(msg) = belt.pop_front() {
+                    if let Err(err) = handler.handle_read(msg) {
+                        warn!("{}.handle_read got error: {}", $name, err);
+                    }
+                }
+                while let Some(msg) = handler.poll_read() {
+                    belt.push_back(msg);
+                }
+            }};
+        }
+        stage!(get_demuxer_handler, "demuxer");
+        stage!(get_ice_handler, "ice");
+        stage!(get_srtp_handler, "srtp");
+        stage!(get_interceptor_handler, "interceptor");
+        stage!(get_endpoint_handler, "endpoint");
+        self.deliver_reads(belt);
+    }
+
+    /// Hands what came out of the read pipeline to the application queues; keeps the (now
+    /// empty) queue for the next pass.
+    fn deliver_reads(&mut self, mut intermediate_routs: VecDeque<TaggedRTCMessageInternal>) {
         // Finally, put intermediate_routs into RTCPeerConnection's routs
         while let Some(msg) = intermediate_routs.pop_front() {
             let rtc_message = match msg.message {
@@ -468,17 +504,31 @@ impl sansio::Protocol<TaggedBytesMut, TaggedRTCMessage, TaggedRTCEvent> for RTCP
 
     fn handle_read(&mut self, msg: TaggedBytesMut) -> Result<(), Self::Error> {
         self.pipeline_context.observe(msg.now);
+        let media = demuxer::match_srtp(&msg.message)
+            && self
+                .pipeline_context
+                .interceptor_handler_context
+                .is_dtls_handshake_complete();
         let msg = TaggedRTCMessageInternal {
             now: msg.now,
             transport: msg.transport,
             message: RTCMessageInternal::Raw(msg.message),
         };
-        self.pump_reads(Some(msg));
+        if media {
+            self.pump_media_read(msg);
+        } else {
+            self.pump_reads(Some(msg));
+        }
         Ok(())
     }
 
     fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.pump_reads(None);
+        // Hand out what is ready before sweeping the pipeline again (as `poll_write`).
+        if self.pipeline_context.data_read_outs.is_empty()
+            && self.pipeline_context.media_read_outs.is_empty()
+        {
+            self.pump_reads(None);
+        }
 
         if let (Some(data), Some(media)) = (
             self.pipeline_context.data_read_outs.front(),
