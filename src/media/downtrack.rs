@@ -69,13 +69,8 @@ impl DownTrack {
         self.waiting_for_keyframe = needs_keyframe;
     }
 
-    /// Whether this leg waits for a keyframe before sending.
-    pub fn waiting_for_keyframe(&self) -> bool {
-        self.waiting_for_keyframe
-    }
-
-    /// Rewrites `src` for this subscriber into `out` (whose buffers are reused: no allocation
-    /// once they have grown to the packet's size), or says why it is not sent.
+    /// Rewrites `src` for this subscriber into `out` (every header field and the extension list
+    /// are overwritten; the payload is shared with `src`), or says why it is not sent.
     pub fn rewrite_into(
         &mut self,
         src: &Packet,

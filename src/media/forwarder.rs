@@ -159,11 +159,6 @@ impl Forwarder {
         self.tracks.get(&key)
     }
 
-    /// A track by key, mutably.
-    pub fn track_mut(&mut self, key: TrackKey) -> Option<&mut UpTrack> {
-        self.tracks.get_mut(&key)
-    }
-
     /// All tracks.
     pub fn tracks(&self) -> impl Iterator<Item = (TrackKey, &UpTrack)> {
         self.tracks.iter().map(|(k, t)| (*k, t))
