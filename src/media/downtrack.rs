@@ -1,7 +1,7 @@
 //! One published track as sent to one subscriber: its own SSRC, payload types, header
 //! extension ids, sequence/timestamp space, and the "wait for a keyframe" gate.
 
-use rtc::rtp::header::Extension;
+use rtc::rtp::header::{Extension, Header};
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
@@ -69,14 +69,8 @@ impl DownTrack {
         self.waiting_for_keyframe = needs_keyframe;
     }
 
-    /// Rewrites `src` for this subscriber into `out` (every header field and the extension list
-    /// are overwritten; the payload is shared with `src`), or says why it is not sent.
-    pub fn rewrite_into(
-        &mut self,
-        src: &Packet,
-        is_keyframe: bool,
-        out: &mut Packet,
-    ) -> Result<(), DropReason> {
+    /// Rewrites `src` for this subscriber, or says why it is not sent.
+    pub fn rewrite(&mut self, src: &Packet, is_keyframe: bool) -> Result<Packet, DropReason> {
         let Some(t) = &self.translation else {
             return Err(DropReason::NotNegotiated);
         };
@@ -92,31 +86,35 @@ impl DownTrack {
             self.waiting_for_keyframe = false;
         }
         let (seq, ts) = self.munger.rewrite(h.ssrc, h.sequence_number, h.timestamp);
-        let o = &mut out.header;
-        // Only forwardable extensions survive, renumbered for this leg.
-        o.extensions.clear();
+        // Only forwardable extensions survive; most packets carry none or one, and an empty
+        // Vec does not allocate.
+        let mut extensions = Vec::new();
         for e in &h.extensions {
             if let Some(id) = t.extension_id(e.id) {
-                o.extensions.push(Extension {
+                extensions.push(Extension {
                     id,
                     payload: e.payload.clone(),
                 });
             }
         }
-        o.version = 2;
-        o.padding = h.padding;
-        o.extension = !o.extensions.is_empty();
-        o.marker = h.marker;
-        o.payload_type = pt;
-        o.sequence_number = seq;
-        o.timestamp = ts;
-        o.ssrc = self.ssrc;
-        o.csrc.clear();
-        o.extension_profile = h.extension_profile;
-        o.extensions_padding = 0;
-        out.payload = src.payload.clone();
         self.packets += 1;
         self.bytes += src.payload.len() as u64;
-        Ok(())
+        Ok(Packet {
+            header: Header {
+                version: 2,
+                padding: h.padding,
+                extension: !extensions.is_empty(),
+                marker: h.marker,
+                payload_type: pt,
+                sequence_number: seq,
+                timestamp: ts,
+                ssrc: self.ssrc,
+                csrc: Vec::new(),
+                extension_profile: h.extension_profile,
+                extensions,
+                extensions_padding: 0,
+            },
+            payload: src.payload.clone(),
+        })
     }
 }

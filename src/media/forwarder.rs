@@ -266,13 +266,8 @@ impl Forwarder {
             if d.state != DownState::Open {
                 continue;
             }
-            let mut packet = Packet::default();
-            match d.rewrite_into(
-                pkt,
-                outcome.keyframe || !codec.needs_keyframe(),
-                &mut packet,
-            ) {
-                Ok(()) => {
+            match d.rewrite(pkt, outcome.keyframe || !codec.needs_keyframe()) {
+                Ok(packet) => {
                     out.push(Outgoing {
                         subscriber: d.subscriber,
                         sender: d.sender,
