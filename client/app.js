@@ -3,9 +3,17 @@
  * Confab UI: join form, tile grid, mute/camera/leave buttons and a connection indicator.
  * All signaling and WebRTC lives in `confab.js`; this file only renders its events.
  *
- * URL parameters: `?room=NAME&name=YOU` joins at once (no click); `&token=...` is passed on.
+ * URL parameters: `?room=NAME&name=YOU` joins at once (no click); `&token=...` is passed on;
+ * `&simulcast=0` publishes the camera as one encoding instead of three simulcast layers.
  * For tests, `window.confab = {session, state}` exposes the live Session (e.g. `session.pc`)
- * and a plain snapshot of what the UI shows.
+ * and a plain snapshot of what the UI shows; `window.confabStats()` resolves to the inbound
+ * stats of every received track by publisher participant id (`Session.inboundStats()`, `{}`
+ * without a session).
+ *
+ * Each remote tile reports how its video is shown (`Session.setTrackView`): its rendered size
+ * in device pixels (ResizeObserver) and whether it is visible (IntersectionObserver, the page
+ * not hidden, the element displayed). A tile whose track the server paused for bandwidth gets
+ * the class `paused-bandwidth` and a "Paused — low bandwidth" overlay.
  */
 import { Session } from './confab.js';
 
@@ -18,6 +26,8 @@ import { Session } from './confab.js';
  * @property {string | null} name
  * @property {boolean} receiveOnly     true when camera/microphone could not be opened
  * @property {Record<string, {id: string, name: string}>} participants  remote members shown
+ * @property {Record<string, string[]>} sendingLayers  per local track id, the rids the server's
+ *           last `publish-layers` left on (no entry: every layer, as after joining)
  * @property {{type: string, at: number, detail?: unknown}[]} events  recent session events
  * @property {{code: string, message: string, fatal: boolean}[]} errors
  */
@@ -31,6 +41,7 @@ const state = {
   name: null,
   receiveOnly: false,
   participants: {},
+  sendingLayers: {},
   events: [],
   errors: [],
 };
@@ -38,6 +49,12 @@ const state = {
 /** @type {{session: Session | null, state: AppState}} */
 const exposed = { session: null, state };
 /** @type {any} */ (window).confab = exposed;
+/** @type {any} */ (window).confabStats = () => exposed.session?.inboundStats() ?? Promise.resolve({});
+
+/** What the camera is asked for: the top simulcast layer's size (the others scale it down). */
+const CAMERA_CONSTRAINTS = { width: { ideal: 960 }, height: { ideal: 540 } };
+
+const PAUSED_TEXT = 'Paused — low bandwidth';
 
 /** @type {MediaStream | null} */
 let localStream = null;
@@ -107,14 +124,25 @@ function renderStatus() {
   ui.statusText.textContent = text;
 }
 
+/** @param {string} id  participant id, or 'local' @returns {HTMLElement | null} */
+function findTile(id) {
+  return ui.tiles.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`);
+}
+
+/** @param {HTMLElement} tile */
+function tileVideo(tile) {
+  return /** @type {HTMLVideoElement} */ (tile.querySelector('video'));
+}
+
 /**
- * Finds or creates the tile of a participant.
+ * Finds or creates the tile of a participant. A remote tile's video is observed for
+ * `track-view` from the start, so its first view is known when its track arrives.
  * @param {string} id  participant id, or 'local'
  * @param {string} name
  * @param {boolean} local
  */
 function ensureTile(id, name, local = false) {
-  let tile = /** @type {HTMLElement | null} */ (ui.tiles.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`));
+  let tile = findTile(id);
   if (!tile) {
     tile = document.createElement('div');
     tile.className = local ? 'tile local no-video' : 'tile no-video';
@@ -128,7 +156,18 @@ function ensureTile(id, name, local = false) {
     const badges = document.createElement('div');
     badges.className = 'badges';
     tile.append(video, label, badges);
-    if (local) ui.tiles.prepend(tile); else ui.tiles.append(tile);
+    if (local) {
+      ui.tiles.prepend(tile);
+    } else {
+      const paused = document.createElement('div');
+      paused.className = 'paused-note';
+      paused.textContent = PAUSED_TEXT;
+      tile.append(paused);
+      ui.tiles.append(tile);
+      tileViews.set(video, { trackIds: new Set(), intersecting: null, width: 0, height: 0 });
+      resizeObserver.observe(video);
+      intersectionObserver.observe(video);
+    }
   }
   const labelNode = /** @type {HTMLElement} */ (tile.querySelector('.label'));
   labelNode.textContent = local ? `${name} (you)` : name;
@@ -138,11 +177,79 @@ function ensureTile(id, name, local = false) {
 
 /** @param {string} id */
 function removeTile(id) {
-  const tile = ui.tiles.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`);
+  const tile = findTile(id);
   if (!tile) return;
-  const video = tile.querySelector('video');
-  if (video) video.srcObject = null;
+  const video = tileVideo(tile);
+  resizeObserver.unobserve(video);
+  intersectionObserver.unobserve(video);
+  video.srcObject = null;
   tile.remove();
+}
+
+// ------------------------------------------------------------------ tile views
+
+/**
+ * How a remote tile's <video> is shown, as the observers last reported it.
+ * @typedef {object} TileView
+ * @property {Set<string>} trackIds        server ids of the video tracks the tile plays
+ * @property {boolean | null} intersecting IntersectionObserver's last word (null: none yet)
+ * @property {number} width                the video's content box, CSS px
+ * @property {number} height
+ */
+
+/** @type {WeakMap<Element, TileView>} keyed by the remote tile's <video> */
+const tileViews = new WeakMap();
+
+const resizeObserver = new ResizeObserver((entries) => {
+  for (const e of entries) updateView(e.target, { width: e.contentRect.width, height: e.contentRect.height });
+});
+
+const intersectionObserver = new IntersectionObserver((entries) => {
+  for (const e of entries) updateView(e.target, { intersecting: e.isIntersecting });
+});
+
+/**
+ * Records what an observer saw of a remote video and tells the session (which drops repeats
+ * and debounces changes).
+ * @param {Element} video
+ * @param {Partial<TileView>} change
+ */
+function updateView(video, change) {
+  const view = tileViews.get(video);
+  const session = exposed.session;
+  if (!view) return;
+  Object.assign(view, change);
+  if (!session || view.intersecting === null) return;
+  const visible = view.intersecting && document.visibilityState === 'visible' && video.checkVisibility();
+  const dpr = window.devicePixelRatio || 1;
+  for (const trackId of view.trackIds) {
+    session.setTrackView(trackId, { visible, width: view.width * dpr, height: view.height * dpr });
+  }
+}
+
+function updateAllViews() {
+  for (const tile of ui.tiles.querySelectorAll('.tile:not(.local)')) updateView(tileVideo(/** @type {HTMLElement} */ (tile)), {});
+}
+
+// A hidden page shows nothing; a new devicePixelRatio (zoom, another screen) changes every size.
+document.addEventListener('visibilitychange', updateAllViews);
+function watchPixelRatio() {
+  matchMedia(`(resolution: ${window.devicePixelRatio}dppx)`).addEventListener('change', () => {
+    updateAllViews();
+    watchPixelRatio();
+  }, { once: true });
+}
+watchPixelRatio();
+
+/**
+ * Marks a participant's tile while the server holds one of its tracks back for bandwidth.
+ * @param {Session} session
+ * @param {string} participantId
+ */
+function renderPaused(session, participantId) {
+  const tile = findTile(participantId);
+  if (!tile) return;
+  tile.classList.toggle('paused-bandwidth', session.pausedTracks().some((p) => p.participantId === participantId));
 }
 
 /** @param {HTMLElement} tile @param {MediaStream} stream */
@@ -186,8 +293,11 @@ function logEvent(type, detail) {
 
 // ------------------------------------------------------------------ call lifecycle
 
-/** @param {string} room @param {string} name @param {string | null} token */
-async function startCall(room, name, token) {
+/**
+ * @param {string} room @param {string} name @param {string | null} token
+ * @param {boolean} simulcast  publish the camera as simulcast layers
+ */
+async function startCall(room, name, token, simulcast) {
   state.room = room;
   state.name = name;
   ui.joinView.hidden = true;
@@ -205,6 +315,7 @@ async function startCall(room, name, token) {
     url: `${scheme}://${location.host}/ws`,
     room,
     name,
+    simulcast,
     ...(token ? { token } : {}),
   });
   exposed.session = session;
@@ -225,7 +336,7 @@ async function startCall(room, name, token) {
   try {
     // `mediaDevices` only exists in secure contexts (https://, or http://localhost).
     if (!navigator.mediaDevices) throw new Error('the page is not served over HTTPS');
-    stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA_CONSTRAINTS });
     mark('confab:local-media');
   } catch (e) {
     const why = e instanceof DOMException ? e.name : e instanceof Error ? e.message : String(e);
@@ -247,7 +358,7 @@ async function startCall(room, name, token) {
   setPressed(ui.btnCam, false, 'Camera off', 'Camera on');
   if (stream) {
     const tile = ensureTile('local', name, true);
-    const video = /** @type {HTMLVideoElement} */ (tile.querySelector('video'));
+    const video = tileVideo(tile);
     video.srcObject = stream;
     updateVideoPresence(tile, stream);
     video.play().catch(() => {});
@@ -282,6 +393,7 @@ function wireSession(session) {
   on('joined', (/** @type {import('./confab.js').JoinedDetail} */ d) => {
     mark('confab:joined');
     state.participantId = d.participantId;
+    state.sendingLayers = {}; // a new PeerConnection sends every layer
     if (ui.notice.textContent?.startsWith('The server')) showNotice(null);
     syncParticipants();
   });
@@ -297,18 +409,34 @@ function wireSession(session) {
     mark('confab:first-remote-track');
     const p = session.participants.get(d.participantId);
     const tile = ensureTile(d.participantId, p?.name ?? d.participantId);
-    const video = /** @type {HTMLVideoElement} */ (tile.querySelector('video'));
+    const video = tileVideo(tile);
     if (video.srcObject !== d.stream) video.srcObject = d.stream;
     updateVideoPresence(tile, d.stream);
+    renderPaused(session, d.participantId);
     playRemote(video);
+    if (d.track.kind === 'video') {
+      tileViews.get(video)?.trackIds.add(d.trackId);
+      updateView(video, {});
+    }
   });
   const refresh = (/** @type {import('./confab.js').TrackDetail} */ d) => {
-    const tile = /** @type {HTMLElement | null} */ (ui.tiles.querySelector(`.tile[data-participant-id="${CSS.escape(d.participantId)}"]`));
+    const tile = findTile(d.participantId);
     if (tile) updateVideoPresence(tile, d.stream);
   };
-  on('track-ended', refresh);
+  on('track-ended', (/** @type {import('./confab.js').TrackDetail} */ d) => {
+    const tile = findTile(d.participantId);
+    if (tile) tileViews.get(tileVideo(tile))?.trackIds.delete(d.trackId);
+    refresh(d);
+  });
   on('track-muted', refresh);
   on('track-unmuted', refresh);
+  const paused = (/** @type {{participantId: string}} */ d) => renderPaused(session, d.participantId);
+  on('track-paused', paused);
+  on('track-resumed', paused);
+  on('track-unpublished', paused);
+  on('publish-layers', (/** @type {import('./confab.js').PublishLayersDetail} */ d) => {
+    state.sendingLayers[d.sourceTrackId] = d.encodings.filter((e) => e.active).map((e) => e.rid ?? '');
+  });
   on('error', (/** @type {import('./confab.js').ErrorDetail} */ d) => {
     state.errors.push(d);
     if (state.errors.length > 50) state.errors.shift();
@@ -331,6 +459,7 @@ function summarize(d) {
     if (v instanceof MediaStreamTrack) out[k] = `${v.kind}:${v.id}`;
     else if (v instanceof MediaStream) out[k] = `stream:${v.id}`;
     else if (typeof v !== 'object' || v === null) out[k] = v;
+    else if (Array.isArray(v) && v.every((x) => typeof x !== 'object')) out[k] = [...v];
   }
   return out;
 }
@@ -345,8 +474,11 @@ function endCall(message) {
   session?.leave();
   for (const t of localStream?.getTracks() ?? []) t.stop();
   localStream = null;
+  resizeObserver.disconnect();
+  intersectionObserver.disconnect();
   ui.tiles.replaceChildren();
   state.participants = {};
+  state.sendingLayers = {};
   state.participantId = null;
   state.connectionState = message ? 'failed' : 'disconnected';
   state.mediaState = 'new';
@@ -406,9 +538,16 @@ ui.joinForm.addEventListener('submit', (ev) => {
   if (!room || !name) return;
   ui.joinError.hidden = true;
   const params = new URLSearchParams({ room, name });
+  const simulcast = simulcastWanted(new URLSearchParams(location.search));
+  if (!simulcast) params.set('simulcast', '0');
   history.pushState(null, '', `${location.pathname}?${params}`);
-  startCall(room, name, null);
+  startCall(room, name, null, simulcast);
 });
+
+/** `?simulcast=0` (or `false`, `off`) turns simulcast off. @param {URLSearchParams} params */
+function simulcastWanted(params) {
+  return !['0', 'false', 'off'].includes(params.get('simulcast')?.trim().toLowerCase() ?? '');
+}
 
 // Leaving the page leaves the room, so the others drop our tile at once.
 window.addEventListener('pagehide', () => exposed.session?.leave());
@@ -420,7 +559,7 @@ function main() {
   const name = params.get('name')?.trim() ?? '';
   const token = params.get('token');
   if (room && name) {
-    startCall(room, name, token);
+    startCall(room, name, token, simulcastWanted(params));
   } else {
     ui.joinRoom.value = room;
     ui.joinName.value = name;

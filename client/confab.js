@@ -12,11 +12,16 @@
  * - If the socket drops (not after `leave()`), the session closes its PeerConnection, reports
  *   `reconnecting`, and re-joins with jittered backoff, re-publishing the same local stream.
  *   The server hands out a new participant id on every join.
+ * - Camera video is published as three simulcast layers (rids `q`, `h`, `f`; see
+ *   `SIMULCAST_LAYERS`) unless the session was made with `simulcast: false`. The server turns
+ *   layers on and off with `publish-layers` (dynacast); the session applies that to the sender.
+ * - `setTrackView()` tells the server how large, and whether visible, a remote video is shown,
+ *   so it can pick a layer for it (`track-view`); repeats are dropped and changes debounced.
  *
  * Events (all `CustomEvent`s; see the typedefs below for each `detail`):
  * `joined`, `participant-joined`, `participant-left`, `track-published`, `track-unpublished`,
- * `track`, `track-ended`, `track-muted`, `track-unmuted`, `connection-state`, `media-state`,
- * `error`, `going-away`.
+ * `track`, `track-ended`, `track-muted`, `track-unmuted`, `track-paused`, `track-resumed`,
+ * `publish-layers`, `connection-state`, `media-state`, `error`, `going-away`.
  */
 
 /**
@@ -46,8 +51,14 @@
  * @typedef {{participant: Participant}} ParticipantJoinedDetail
  * @typedef {{participantId: string, participant: Participant | undefined}} ParticipantLeftDetail
  * @typedef {{participantId: string, trackId: string, kind?: string}} TrackPublicationDetail
- * @typedef {{participantId: string, track: MediaStreamTrack, stream: MediaStream,
- *            receiver: RTCRtpReceiver}} TrackDetail
+ * @typedef {{participantId: string, trackId: string, track: MediaStreamTrack, stream: MediaStream,
+ *            receiver: RTCRtpReceiver}} TrackDetail  `trackId` is the server's id of the track
+ *            (as in `track-published`; the `msid` track id of its m-line), not `track.id`
+ * @typedef {{participantId: string, trackId: string, reason: string}} TrackPausedDetail
+ * @typedef {{participantId: string, trackId: string}} TrackResumedDetail
+ * @typedef {{sourceTrackId: string, active: string[], sender: RTCRtpSender,
+ *            encodings: {rid: string | null, active: boolean}[]}} PublishLayersDetail
+ *            emitted once the sender's parameters are set; `encodings` as now applied
  * @typedef {{state: ConnectionState, previous: ConnectionState}} ConnectionStateDetail
  * @typedef {{state: RTCPeerConnectionState}} MediaStateDetail
  * @typedef {{code: string, message: string, fatal: boolean}} ErrorDetail
@@ -67,7 +78,64 @@
  * @property {number} [pingIntervalMs=10000]
  * @property {number} [deadAfterMs=30000]     silence after which the socket is considered dead
  * @property {number} [joinTimeoutMs=10000]   no `joined` within this time: drop and retry
+ * @property {boolean} [simulcast=true]  publish camera video as the layers of
+ *           `SIMULCAST_LAYERS`; false publishes one encoding
+ * @property {number} [trackViewDebounceMs=300] how long a changed `setTrackView()` waits, for
+ *           further changes, before it is sent (the first view of a track is sent at once)
  */
+
+/**
+ * How a remote video is shown (see `Session.setTrackView`).
+ * @typedef {object} TrackView
+ * @property {boolean} visible  on screen: in the viewport, displayed, and the page not hidden
+ * @property {number} width     rendered width in device pixels (CSS px × devicePixelRatio)
+ * @property {number} height    rendered height in device pixels
+ */
+
+/**
+ * Inbound statistics of one received track (from its `inbound-rtp` report). Counters are
+ * cumulative over the receiver's life; the server may recycle a receiver for another track.
+ * @typedef {object} InboundVideoStats
+ * @property {string} trackId              the server's track id
+ * @property {string} trackIdentifier      the receiving `MediaStreamTrack.id`
+ * @property {boolean} pausedForBandwidth  the server said `track-paused` and not yet `track-resumed`
+ * @property {number} packetsReceived
+ * @property {number} packetsLost
+ * @property {number} bytesReceived
+ * @property {number} framesDecoded
+ * @property {number} framesDropped
+ * @property {number} frameWidth           0 before the first decoded frame
+ * @property {number} frameHeight
+ * @property {number} framesPerSecond
+ * @property {number} freezeCount
+ * @property {number} totalFreezesDuration seconds
+ * @property {number} pauseCount
+ * @property {number} totalPausesDuration  seconds
+ * @property {number} keyFramesDecoded
+ *
+ * @typedef {object} InboundAudioStats
+ * @property {string} trackId
+ * @property {string} trackIdentifier
+ * @property {boolean} pausedForBandwidth
+ * @property {number} packetsReceived
+ * @property {number} packetsLost
+ * @property {number} bytesReceived
+ * @property {number} concealedSamples
+ * @property {number} totalSamplesReceived
+ * @property {number} jitter               seconds
+ *
+ * @typedef {{video: InboundVideoStats[], audio: InboundAudioStats[]}} ParticipantInboundStats
+ */
+
+/**
+ * The simulcast layers of camera video, lowest first: the `rid`, how much the capture is scaled
+ * down, and the layer's bitrate cap in bit/s. The server names them in `publish-layers`.
+ */
+export const SIMULCAST_LAYERS = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 80_000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 300_000 }),
+  Object.freeze({ rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 900_000 }),
+]);
 
 /** Error codes after which the server closes the socket and retrying cannot help. */
 const FATAL_CODES = new Set(['room_full', 'server_full', 'unauthorized', 'invalid_room', 'invalid_name']);
@@ -114,10 +182,26 @@ export class Session extends EventTarget {
 
   /** Which participant each received track belongs to (the track object is reused by Chrome
    * when the server recycles a transceiver, so this is updated on every `track` event).
+   * `trackId` is the server's id of the track (the `msid` track id of its m-line).
    * `announced` is false while the stream id names no participant we know of: its `track`
    * event waits for the participant's announcement, so a UI never shows an unknown member.
-   * @type {Map<MediaStreamTrack, {participantId: string, stream: MediaStream, receiver: RTCRtpReceiver, announced: boolean}>} */
+   * @type {Map<MediaStreamTrack, RemoteTrackInfo>} */
   #remoteTracks = new Map();
+
+  /** The last view sent with `track-view`, per server track id. Forgotten with the socket (the
+   * server forgets it too) and when the track ends.
+   * @type {Map<string, TrackView>} */
+  #sentViews = new Map();
+  /** Changed views waiting out the debounce, per server track id.
+   * @type {Map<string, ReturnType<typeof setTimeout>>} */
+  #viewTimers = new Map();
+  /** Received tracks the server paused for bandwidth: server track id → owner and reason.
+   * @type {Map<string, {participantId: string, reason: string}>} */
+  #paused = new Map();
+  /** Per sender of ours: whether `setParameters` is running, and the latest `publish-layers`
+   * still to apply (older ones waiting are dropped: the latest wins).
+   * @type {WeakMap<RTCRtpSender, {busy: boolean, next: {sourceTrackId: string, active: string[]} | null}>} */
+  #layerWork = new WeakMap();
 
   #left = false;
   #everJoined = false;
@@ -149,6 +233,8 @@ export class Session extends EventTarget {
       pingIntervalMs: 10_000,
       deadAfterMs: 30_000,
       joinTimeoutMs: 10_000,
+      simulcast: true,
+      trackViewDebounceMs: 300,
       ...options,
     };
   }
@@ -176,15 +262,80 @@ export class Session extends EventTarget {
    * @returns {string | undefined}
    */
   participantForTrack(track) {
-    for (const [t, info] of this.#remoteTracks) {
-      if (t === track || t.id === track) return info.participantId;
-    }
-    return undefined;
+    return this.#remoteInfo(track)?.participantId;
   }
 
-  /** Every track currently received, with its owner. */
+  /** Every track currently received, with its owner and the server's id for it. */
   remoteTracks() {
-    return [...this.#remoteTracks].map(([track, { participantId, stream, receiver }]) => ({ track, participantId, stream, receiver }));
+    return [...this.#remoteTracks].map(([track, info]) => trackDetail(track, info));
+  }
+
+  /** Received tracks the server has paused for bandwidth (`track-paused` not yet followed by
+   * `track-resumed`). @returns {TrackPausedDetail[]} */
+  pausedTracks() {
+    return [...this.#paused].map(([trackId, { participantId, reason }]) => ({ participantId, trackId, reason }));
+  }
+
+  /**
+   * Inbound statistics of every track received from an announced member, keyed by the
+   * publisher's participant id (one `getStats()` of the PeerConnection).
+   * @returns {Promise<Record<string, ParticipantInboundStats>>}
+   */
+  async inboundStats() {
+    /** @type {Record<string, ParticipantInboundStats>} */
+    const out = {};
+    const pc = this.#pc;
+    if (!pc) return out;
+    const report = await pc.getStats();
+    report.forEach((r) => {
+      if (r.type !== 'inbound-rtp') return;
+      const info = this.#remoteInfo(r.trackIdentifier);
+      if (!info || !info.announced) return;
+      const per = out[info.participantId] ??= { video: [], audio: [] };
+      const common = {
+        trackId: info.trackId,
+        trackIdentifier: String(r.trackIdentifier),
+        pausedForBandwidth: this.#paused.has(info.trackId),
+        packetsReceived: r.packetsReceived ?? 0,
+        packetsLost: r.packetsLost ?? 0,
+        bytesReceived: r.bytesReceived ?? 0,
+      };
+      if (r.kind === 'video') {
+        per.video.push({
+          ...common,
+          framesDecoded: r.framesDecoded ?? 0,
+          framesDropped: r.framesDropped ?? 0,
+          frameWidth: r.frameWidth ?? 0,
+          frameHeight: r.frameHeight ?? 0,
+          framesPerSecond: r.framesPerSecond ?? 0,
+          freezeCount: r.freezeCount ?? 0,
+          totalFreezesDuration: r.totalFreezesDuration ?? 0,
+          pauseCount: r.pauseCount ?? 0,
+          totalPausesDuration: r.totalPausesDuration ?? 0,
+          keyFramesDecoded: r.keyFramesDecoded ?? 0,
+        });
+      } else {
+        per.audio.push({
+          ...common,
+          concealedSamples: r.concealedSamples ?? 0,
+          totalSamplesReceived: r.totalSamplesReceived ?? 0,
+          jitter: r.jitter ?? 0,
+        });
+      }
+    });
+    return out;
+  }
+
+  /**
+   * What we know of a received track.
+   * @param {MediaStreamTrack | string} track a track or a track id (`MediaStreamTrack.id`)
+   * @returns {RemoteTrackInfo | undefined}
+   */
+  #remoteInfo(track) {
+    for (const [t, info] of this.#remoteTracks) {
+      if (t === track || t.id === track) return info;
+    }
+    return undefined;
   }
 
   // ---------------------------------------------------------------- public API
@@ -248,6 +399,60 @@ export class Session extends EventTarget {
   /** Mutes or unmutes the microphone (track.enabled; no renegotiation). @param {boolean} on */
   setMicEnabled(on) {
     for (const t of this.#localStream?.getAudioTracks() ?? []) t.enabled = on;
+  }
+
+  /**
+   * Tells the server how a received video track is shown, so it can forward a simulcast layer
+   * that fits (`track-view`). Call it whenever the view may have changed: the first view of a
+   * track is sent at once, a changed one once it has held for `trackViewDebounceMs`, and a view
+   * equal to the last one sent is not sent again. Returns false (and sends nothing) when
+   * `trackId` names no video track this session receives.
+   * @param {string} trackId the server's track id (`TrackDetail.trackId`)
+   * @param {TrackView} view
+   * @returns {boolean}
+   */
+  setTrackView(trackId, view) {
+    if (!this.#receivesVideo(trackId)) return false;
+    /** @type {TrackView} */
+    const next = { visible: !!view.visible, width: devicePx(view.width), height: devicePx(view.height) };
+    const waiting = this.#viewTimers.get(trackId);
+    if (waiting) clearTimeout(waiting);
+    this.#viewTimers.delete(trackId);
+    const sent = this.#sentViews.get(trackId);
+    if (!sent) {
+      this.#sendView(trackId, next);
+    } else if (sent.visible !== next.visible || sent.width !== next.width || sent.height !== next.height) {
+      this.#viewTimers.set(trackId, setTimeout(() => {
+        this.#viewTimers.delete(trackId);
+        if (this.#receivesVideo(trackId)) this.#sendView(trackId, next);
+      }, this.#opts.trackViewDebounceMs));
+    }
+    return true;
+  }
+
+  /** @param {string} trackId @param {TrackView} view */
+  #sendView(trackId, view) {
+    if (this.#send({ type: 'track-view', track_id: trackId, ...view })) this.#sentViews.set(trackId, view);
+  }
+
+  /** @param {string} trackId */
+  #receivesVideo(trackId) {
+    for (const [t, info] of this.#remoteTracks) {
+      if (info.trackId === trackId && info.announced && t.kind === 'video') return true;
+    }
+    return false;
+  }
+
+  /** Drops the view state of one track, or of all. @param {string} [trackId] */
+  #forgetViews(trackId) {
+    for (const [id, timer] of this.#viewTimers) {
+      if (trackId === undefined || id === trackId) {
+        clearTimeout(timer);
+        this.#viewTimers.delete(id);
+      }
+    }
+    if (trackId === undefined) this.#sentViews.clear();
+    else this.#sentViews.delete(trackId);
   }
 
   /** Turns the camera on or off (track.enabled; sends black frames; no renegotiation). @param {boolean} on */
@@ -391,6 +596,9 @@ export class Session extends EventTarget {
     this.#closePc();
     for (const id of [...this.#participants.keys()]) this.#removeParticipant(id);
     this.#participantId = null;
+    // The next server knows none of our views; received tracks are gone anyway.
+    this.#forgetViews();
+    this.#paused.clear();
   }
 
   #closePc() {
@@ -432,6 +640,9 @@ export class Session extends EventTarget {
       case 'participant-left': return this.#removeParticipant(String(msg.participant_id));
       case 'track-published': return this.#onTrackPublished(msg);
       case 'track-unpublished': return this.#onTrackUnpublished(msg);
+      case 'track-paused': return this.#onTrackPaused(msg);
+      case 'track-resumed': return this.#onTrackResumed(msg);
+      case 'publish-layers': return this.#onPublishLayers(msg);
       case 'error': return this.#onServerError(String(msg.code), String(msg.message ?? ''));
       case 'going-away':
         this.#emit('going-away', /** @type {GoingAwayDetail} */ ({ reason: String(msg.reason ?? '') }));
@@ -489,7 +700,7 @@ export class Session extends EventTarget {
       if (info.participantId !== p.id || info.announced) continue;
       info.announced = true;
       p.stream = info.stream;
-      this.#emit('track', /** @type {TrackDetail} */ ({ participantId: p.id, track, stream: info.stream, receiver: info.receiver }));
+      this.#emit('track', trackDetail(track, info));
     }
   }
 
@@ -499,6 +710,9 @@ export class Session extends EventTarget {
     this.#participants.delete(id);
     for (const [track, info] of [...this.#remoteTracks]) {
       if (info.participantId === id) this.#endRemoteTrack(track);
+    }
+    for (const [trackId, p] of [...this.#paused]) {
+      if (p.participantId === id) this.#paused.delete(trackId);
     }
     this.#emit('participant-left', /** @type {ParticipantLeftDetail} */ ({ participantId: id, participant }));
   }
@@ -519,7 +733,97 @@ export class Session extends EventTarget {
     const trackId = String(msg.track_id);
     const p = this.#participants.get(id);
     if (p) p.tracks = p.tracks.filter((t) => t.track_id !== trackId);
+    this.#paused.delete(trackId);
     this.#emit('track-unpublished', /** @type {TrackPublicationDetail} */ ({ participantId: id, trackId }));
+  }
+
+  /** The server stopped forwarding a track to us because our downlink is short. @param {any} msg */
+  #onTrackPaused(msg) {
+    const participantId = String(msg.participant_id);
+    const trackId = String(msg.track_id);
+    const reason = typeof msg.reason === 'string' && msg.reason ? msg.reason : 'bandwidth';
+    this.#paused.set(trackId, { participantId, reason });
+    this.#emit('track-paused', /** @type {TrackPausedDetail} */ ({ participantId, trackId, reason }));
+  }
+
+  /** @param {any} msg */
+  #onTrackResumed(msg) {
+    const participantId = String(msg.participant_id);
+    const trackId = String(msg.track_id);
+    this.#paused.delete(trackId);
+    this.#emit('track-resumed', /** @type {TrackResumedDetail} */ ({ participantId, trackId }));
+  }
+
+  /** Dynacast: the server names the simulcast layers of one of our tracks anyone needs.
+   * @param {any} msg */
+  #onPublishLayers(msg) {
+    const pc = this.#pc;
+    if (!pc) return;
+    const sourceTrackId = String(msg.source_track_id);
+    const active = Array.isArray(msg.active) ? msg.active.map(String) : [];
+    const transceiver = this.#ownTransceiverFor(pc, sourceTrackId);
+    if (!transceiver) return; // not (or no longer) ours: ignore
+    const sender = transceiver.sender;
+    let work = this.#layerWork.get(sender);
+    if (!work) {
+      work = { busy: false, next: null };
+      this.#layerWork.set(sender, work);
+    }
+    work.next = { sourceTrackId, active };
+    if (!work.busy) this.#applyLayers(pc, sender, work);
+  }
+
+  /**
+   * Applies `work.next` to the sender's encodings until nothing is waiting, one `setParameters`
+   * at a time. An encoding with a rid is active iff the set names it; a single encoding without
+   * a rid (`simulcast: false`) is active iff the set is not empty.
+   * @param {RTCPeerConnection} pc
+   * @param {RTCRtpSender} sender
+   * @param {{busy: boolean, next: {sourceTrackId: string, active: string[]} | null}} work
+   */
+  async #applyLayers(pc, sender, work) {
+    work.busy = true;
+    try {
+      while (work.next && this.#pc === pc) {
+        const { sourceTrackId, active } = work.next;
+        work.next = null;
+        try {
+          const params = sender.getParameters();
+          let changed = false;
+          for (const enc of params.encodings) {
+            const on = enc.rid ? active.includes(enc.rid) : active.length > 0;
+            if (enc.active !== on) {
+              enc.active = on;
+              changed = true;
+            }
+          }
+          if (changed) await sender.setParameters(params);
+          if (this.#pc !== pc) return;
+          const encodings = sender.getParameters().encodings.map((e) => ({ rid: e.rid ?? null, active: e.active }));
+          this.#emit('publish-layers', /** @type {PublishLayersDetail} */ ({ sourceTrackId, active, sender, encodings }));
+        } catch (e) {
+          this.#emitError('client', `setParameters: ${e}`, false);
+        }
+      }
+    } finally {
+      work.busy = false;
+    }
+  }
+
+  /**
+   * The transceiver of ours that sends `trackId`: the track it sends has that id, or its m-line
+   * names it as `msid` track id (after `replaceTrack` the m-line keeps the first track's id,
+   * which is the one the server knows).
+   * @param {RTCPeerConnection} pc
+   * @param {string} trackId
+   */
+  #ownTransceiverFor(pc, trackId) {
+    const msids = msidTrackIds(pc.localDescription?.sdp ?? '');
+    for (const t of this.#ownTransceivers) {
+      if (isStopped(t)) continue;
+      if (t.sender.track?.id === trackId || (t.mid !== null && msids.get(t.mid) === trackId)) return t;
+    }
+    return undefined;
   }
 
   /** @param {string} code @param {string} message */
@@ -627,8 +931,10 @@ export class Session extends EventTarget {
 
   /**
    * Sends every live track of the local stream: a track already sent is left alone, a track of a
-   * kind we already send replaces the old one (no renegotiation), anything else gets a new
-   * sendonly transceiver (renegotiates via `negotiationneeded`).
+   * kind we already send replaces the old one (no renegotiation; the transceiver keeps its
+   * encodings, so simulcast layers and what `publish-layers` turned off), anything else gets a
+   * new sendonly transceiver (renegotiates via `negotiationneeded`); a new video one gets the
+   * `SIMULCAST_LAYERS` as encodings unless `simulcast` is off.
    * @param {RTCPeerConnection} pc
    */
   #attachLocalTracks(pc) {
@@ -647,7 +953,12 @@ export class Session extends EventTarget {
           .catch((e) => this.#emitError('client', `replaceTrack: ${e}`, false));
         if (reusable.direction !== 'sendonly') reusable.direction = 'sendonly';
       } else {
-        this.#ownTransceivers.add(pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] }));
+        /** @type {RTCRtpTransceiverInit} */
+        const init = { direction: 'sendonly', streams: [stream] };
+        if (track.kind === 'video' && this.#opts.simulcast) {
+          init.sendEncodings = SIMULCAST_LAYERS.map((layer) => ({ ...layer }));
+        }
+        this.#ownTransceivers.add(pc.addTransceiver(track, init));
       }
     }
   }
@@ -755,31 +1066,32 @@ export class Session extends EventTarget {
     if (!stream) return; // the server always sets a stream id (the publisher); ignore others
     const track = ev.track;
     const participantId = stream.id;
+    // The remote description is already applied when `track` fires; its msid names the track.
+    const mid = ev.transceiver.mid;
+    const trackId = (mid !== null && msidTrackIds(pc.remoteDescription?.sdp ?? '').get(mid)) || track.id;
     const previous = this.#remoteTracks.get(track);
-    if (previous && previous.participantId !== participantId) {
-      // The server recycled this transceiver for another publisher.
+    if (previous && (previous.participantId !== participantId || previous.trackId !== trackId)) {
+      // The server recycled this transceiver for another track.
       this.#endRemoteTrack(track);
     }
     const participant = this.#participants.get(participantId);
-    this.#remoteTracks.set(track, { participantId, stream, receiver: ev.receiver, announced: !!participant });
+    /** @type {RemoteTrackInfo} */
+    const info = { participantId, trackId, stream, receiver: ev.receiver, announced: !!participant };
+    this.#remoteTracks.set(track, info);
 
-    const mine = () => this.#remoteTracks.get(track)?.participantId === participantId;
-    const owns = () => mine() && this.#remoteTracks.get(track)?.announced === true;
+    const mine = () => this.#remoteTracks.get(track) === info;
+    const owns = () => mine() && info.announced;
     stream.onremovetrack = (e) => {
       // The server made the m-line inactive (unpublished or publisher left).
       if (this.#remoteTracks.get(e.track)?.stream === stream) this.#endRemoteTrack(e.track);
     };
     track.onended = () => { if (mine()) this.#endRemoteTrack(track); };
-    track.onmute = () => {
-      if (owns()) this.#emit('track-muted', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver: ev.receiver }));
-    };
-    track.onunmute = () => {
-      if (owns()) this.#emit('track-unmuted', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver: ev.receiver }));
-    };
+    track.onmute = () => { if (owns()) this.#emit('track-muted', trackDetail(track, info)); };
+    track.onunmute = () => { if (owns()) this.#emit('track-unmuted', trackDetail(track, info)); };
     // A stream id that names no known member: wait for its announcement (`participant-joined`).
     if (!participant) return;
     participant.stream = stream;
-    this.#emit('track', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver: ev.receiver }));
+    this.#emit('track', trackDetail(track, info));
   }
 
   /** @param {MediaStreamTrack} track */
@@ -787,9 +1099,9 @@ export class Session extends EventTarget {
     const info = this.#remoteTracks.get(track);
     if (!info) return;
     this.#remoteTracks.delete(track);
+    this.#forgetViews(info.trackId);
     if (!info.announced) return;
-    const { participantId, stream, receiver } = info;
-    this.#emit('track-ended', /** @type {TrackDetail} */ ({ participantId, track, stream, receiver }));
+    this.#emit('track-ended', trackDetail(track, info));
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -819,6 +1131,51 @@ export class Session extends EventTarget {
   #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/**
+ * What a session knows of a received track (see `Session#remoteTracks`).
+ * @typedef {{participantId: string, trackId: string, stream: MediaStream, receiver: RTCRtpReceiver,
+ *            announced: boolean}} RemoteTrackInfo
+ */
+
+/** @param {MediaStreamTrack} track @param {RemoteTrackInfo} info @returns {TrackDetail} */
+function trackDetail(track, { participantId, trackId, stream, receiver }) {
+  return { participantId, trackId, track, stream, receiver };
+}
+
+/** A size in device pixels for `track-view`: a whole number, 0 for anything not positive.
+ * @param {number} n */
+function devicePx(n) {
+  return Number.isFinite(n) && n > 0 ? Math.round(n) : 0;
+}
+
+/**
+ * The `msid` track id of every m-section of `sdp` that has one, by its `a=mid`.
+ * @param {string} sdp
+ * @returns {Map<string, string>}
+ */
+export function msidTrackIds(sdp) {
+  /** @type {Map<string, string>} */
+  const out = new Map();
+  /** @type {string | null} */
+  let mid = null;
+  /** @type {string | null} */
+  let trackId = null;
+  const flush = () => {
+    if (mid !== null && trackId !== null) out.set(mid, trackId);
+    mid = trackId = null;
+  };
+  for (const line of sdp.split(/\r?\n/)) {
+    if (line.startsWith('m=')) flush();
+    else if (line.startsWith('a=mid:')) mid = line.slice(6).trim();
+    else if (line.startsWith('a=msid:')) {
+      const [, appdata] = line.slice(7).trim().split(/\s+/);
+      if (appdata && trackId === null) trackId = appdata;
+    }
+  }
+  flush();
+  return out;
 }
 
 /** @param {RTCRtpTransceiver} t */

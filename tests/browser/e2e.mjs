@@ -5,15 +5,28 @@
 //
 //   bash tests/browser/run.sh                      # = unshare -n sh -c 'ip link set lo up && node tests/browser/e2e.mjs'
 //   CONFAB_BIN=target/release/confab bash tests/browser/run.sh
+//   CONFAB_E2E_SIMULCAST=0 bash tests/browser/run.sh  # pages open with ?simulcast=0 (one layer)
 //
 // Checks, in order:
 //   1. the server answers /healthz;
 //   2. alice, bob and carol (one browser, three contexts, opened together) each decode video
 //      from both others (inbound-rtp framesDecoded rising, per publisher) and show it in a
 //      <video> with videoWidth > 0;
-//   3. after carol's page closes, alice and bob drop her tile and participant entry and stop
+//   3. every page publishes its camera as the simulcast layers q, h, f (sender encodings: rid,
+//      scaleResolutionDownBy 4/2/1, maxBitrate 80k/300k/900k) and its microphone as one encoding
+//      (with CONFAB_E2E_SIMULCAST=0: the camera as one encoding without rid);
+//   4. every page sent a `track-view` for each remote video track (the server's track id), the
+//      last one visible and at the tile's rendered size in device pixels, none repeating the one
+//      before it, none for an audio track; `window.confabStats()` reports decoded video and
+//      received audio from both others;
+//   5. after carol's page closes, alice and bob drop her tile and participant entry and stop
 //      receiving her frames, while they keep decoding each other on a 'connected' PeerConnection;
-//   4. no page threw an uncaught exception and no session had to reconnect.
+//      their tiles grew, and the last `track-view` has the new size;
+//   6. the client side of dynacast and pausing, with server messages handed to alice's session
+//      through its socket: `publish-layers` sets the camera encodings' `active` (latest wins, an
+//      unknown track id is ignored), `track-paused` / `track-resumed` put the `paused-bandwidth`
+//      class and the overlay on bob's tile and take them off;
+//   7. no page threw an uncaught exception and no session had to reconnect.
 // Prints time-to-first-remote-frame (page.goto start → first decoded remote frame) per page.
 
 import { spawn } from 'node:child_process';
@@ -55,6 +68,24 @@ const LEAVE_TIMEOUT_MS = 10_000;
 const POLL_MS = 100;
 /** How long alice↔bob must keep decoding after carol is gone. */
 const STEADY_MS = 2_000;
+/** How long a page may take to send the `track-view` that matches its tiles (debounce: 300 ms). */
+const VIEW_TIMEOUT_MS = 2_000;
+/** CONFAB_E2E_SIMULCAST=0: the pages publish one camera layer (`?simulcast=0`). */
+const SIMULCAST = process.env.CONFAB_E2E_SIMULCAST !== '0';
+/** The camera encodings every page must publish (client/confab.js SIMULCAST_LAYERS). */
+const CAMERA_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 80_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 300_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 900_000 },
+];
+/**
+ * The camera sender's encodings, as `layersRoundTripInPage` prints them, once `active` is applied:
+ * a rid is on iff named; a single encoding without rid (`-`) is on iff anything is named.
+ * @param {string[]} active
+ */
+const cameraState = (active) => (SIMULCAST
+  ? CAMERA_ENCODINGS.map(({ rid }) => `${rid}:${active.includes(rid) ? 'on' : 'off'}`).join(' ')
+  : `-:${active.length ? 'on' : 'off'}`);
 
 const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'confab-e2e-'));
 const serverLogPath = path.join(tmpDir, 'server.log');
@@ -192,6 +223,221 @@ async function sampleInPage() {
   return out;
 }
 
+/**
+ * Runs in every page before its own scripts: records the `track-view` messages the page sends
+ * and keeps its WebSockets, so the test can hand the session a server message (`serverSays`).
+ */
+function instrumentPage() {
+  const e2e = {
+    views: [],
+    sockets: [],
+    /** Delivers `msg` to the page as if the server had sent it on the newest socket. */
+    serverSays: (msg) => e2e.sockets.at(-1).dispatchEvent(new MessageEvent('message', { data: JSON.stringify(msg) })),
+  };
+  /** @type {any} */ (window).__e2e = e2e;
+  const Native = window.WebSocket;
+  const send = Native.prototype.send;
+  Native.prototype.send = function (data) {
+    if (typeof data === 'string' && data.includes('"track-view"')) {
+      try {
+        const m = JSON.parse(data);
+        if (m.type === 'track-view') e2e.views.push(m);
+      } catch { /* not JSON: not ours to judge */ }
+    }
+    return send.call(this, data);
+  };
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      e2e.sockets.push(this);
+    }
+  };
+}
+
+/** Runs in the page: the encodings of every sender that has a track. */
+function sendersInPage() {
+  const s = window.confab.session;
+  return s.pc.getTransceivers().filter((t) => t.sender.track).map((t) => ({
+    kind: t.sender.track.kind,
+    encodings: t.sender.getParameters().encodings.map((e) => ({
+      rid: e.rid ?? null,
+      scaleResolutionDownBy: e.scaleResolutionDownBy ?? null,
+      maxBitrate: e.maxBitrate ?? null,
+    })),
+  }));
+}
+
+/** Runs in the page: per received video track, its tile's rendered size and the views sent. */
+function viewsInPage() {
+  const s = window.confab.session;
+  const dpr = window.devicePixelRatio || 1;
+  const sent = window.__e2e.views;
+  const received = s.remoteTracks();
+  const audio = new Set(received.filter((t) => t.track.kind === 'audio').map((t) => t.trackId));
+  const tracks = received.filter((t) => t.track.kind === 'video').map((t) => {
+    const tile = document.querySelector(`.tile[data-participant-id="${CSS.escape(t.participantId)}"]`);
+    const r = tile?.querySelector('video')?.getBoundingClientRect();
+    return {
+      participantId: t.participantId,
+      trackId: t.trackId,
+      announced: s.participants.get(t.participantId)?.tracks
+        .some((a) => a.track_id === t.trackId && a.kind === 'video') ?? false,
+      rendered: r ? { width: Math.round(r.width * dpr), height: Math.round(r.height * dpr) } : null,
+      sent: sent.filter((v) => v.track_id === t.trackId)
+        .map(({ visible, width, height }) => ({ visible, width, height })),
+    };
+  });
+  return { tracks, audioViews: sent.filter((v) => audio.has(v.track_id)).map((v) => v.track_id) };
+}
+
+/** Runs in the page: `window.confabStats()`, the inbound stats by publisher. */
+function statsInPage() {
+  return window.confabStats();
+}
+
+/**
+ * Runs in the page: hands alice's session `publish-layers` messages for its camera as if the
+ * server sent them, and reports the sender's encodings after each is applied.
+ */
+async function layersRoundTripInPage() {
+  const s = window.confab.session;
+  const { serverSays } = window.__e2e;
+  const sender = s.pc.getSenders().find((x) => x.track?.kind === 'video');
+  const layers = (active) => serverSays({ type: 'publish-layers', source_track_id: sender.track.id, active });
+  const state = () => sender.getParameters().encodings.map((e) => `${e.rid ?? '-'}:${e.active ? 'on' : 'off'}`).join(' ');
+  /** @type {string[]} */
+  const applied = [];
+  const record = (ev) => applied.push(`${ev.detail.sourceTrackId === sender.track.id ? '' : `${ev.detail.sourceTrackId} `}[${ev.detail.active.join(',')}]`);
+  s.addEventListener('publish-layers', record);
+  const once = (want) => new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(`no publish-layers event for [${want}] within 2 s`), 2000);
+    const on = (ev) => {
+      if (ev.detail.sender !== sender || ev.detail.active.join() !== want.join()) return;
+      s.removeEventListener('publish-layers', on);
+      clearTimeout(timer);
+      resolve(state());
+    };
+    s.addEventListener('publish-layers', on);
+  });
+  const out = { before: state() };
+  serverSays({ type: 'publish-layers', source_track_id: 'no-such-track', active: [] });
+  for (const want of [['q'], []]) {
+    const done = once(want);
+    layers(want);
+    out[`[${want}]`] = await done;
+  }
+  // A burst: the first is applied at once, the second is replaced by the third while it waits.
+  const burst = once(['h', 'f']);
+  layers(['q']);
+  layers(['f']);
+  layers(['h', 'f']);
+  out['burst [q] [f] [h,f]'] = await burst;
+  // Leave every layer on, as at the start.
+  const all = once(['q', 'h', 'f']);
+  layers(['q', 'h', 'f']);
+  out['[q,h,f]'] = await all;
+  s.removeEventListener('publish-layers', record);
+  out.applied = applied.join(' ');
+  return out;
+}
+
+/**
+ * Runs in the page: hands alice's session `track-paused` and then `track-resumed` for a
+ * publisher's video, and reports its tile after each.
+ * @param {string} publisherId
+ */
+async function pauseRoundTripInPage(publisherId) {
+  const s = window.confab.session;
+  const { serverSays } = window.__e2e;
+  const trackId = s.participants.get(publisherId)?.tracks.find((t) => t.kind === 'video')?.track_id;
+  if (!trackId) return { error: `no announced video track of ${publisherId}` };
+  const tile = document.querySelector(`.tile[data-participant-id="${CSS.escape(publisherId)}"]`);
+  const look = async () => {
+    const note = tile?.querySelector('.paused-note');
+    const stats = (await window.confabStats())[publisherId]?.video.find((v) => v.trackId === trackId);
+    return {
+      marked: tile?.classList.contains('paused-bandwidth') ?? false,
+      overlay: note && note.checkVisibility() ? note.innerText : null,
+      pausedForBandwidth: stats?.pausedForBandwidth ?? null,
+    };
+  };
+  serverSays({ type: 'track-paused', participant_id: publisherId, track_id: trackId, reason: 'bandwidth' });
+  const paused = await look();
+  serverSays({ type: 'track-resumed', participant_id: publisherId, track_id: trackId });
+  return { trackId, paused, resumed: await look() };
+}
+
+/** @param {{visible: boolean, width: number, height: number}} v */
+const viewText = (v) => `${v.visible ? 'visible' : 'hidden'} ${v.width}x${v.height}`;
+
+/**
+ * What is wrong with a page's `track-view`s for the video it receives from `publishers`, or null.
+ * @param {Peer} peer
+ * @param {string[]} publishers
+ * @returns {Promise<string | null>}
+ */
+async function viewProblem(peer, publishers) {
+  const { tracks, audioViews } = await peer.page.evaluate(viewsInPage);
+  if (audioViews.length) return `${peer.name} sent track-view for audio track(s) ${audioViews.join(', ')}`;
+  for (const pub of publishers) {
+    const videos = tracks.filter((t) => t.participantId === pub);
+    if (!videos.length) return `${peer.name} receives no video track from ${pub}`;
+    for (const t of videos) {
+      const what = `${peer.name}'s track-view for ${pub}'s video ${t.trackId}`;
+      if (!t.announced) return `${what}: the id is not a video track the server announced for ${pub}`;
+      const last = t.sent.at(-1);
+      if (!last) return `${what}: none sent`;
+      const r = t.rendered;
+      if (!r || r.width <= 0 || r.height <= 0) return `${what}: its tile has no size`;
+      if (!last.visible || last.width !== r.width || last.height !== r.height) {
+        return `${what}: the last one says ${viewText(last)}, the tile shows it visible at ${r.width}x${r.height}`;
+      }
+      const i = t.sent.findIndex((v, k) => k > 0 && viewText(v) === viewText(t.sent[k - 1]));
+      if (i > 0) return `${what}: view ${i} repeats the one before it (${viewText(t.sent[i])})`;
+    }
+  }
+  return null;
+}
+
+/**
+ * Calls `check` every POLL_MS until it finds nothing wrong or `timeoutMs` has passed.
+ * @param {number} timeoutMs
+ * @param {() => Promise<string | null>} check  the problem, or null
+ * @returns {Promise<string | null>} the last problem, or null
+ */
+async function settle(timeoutMs, check) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    assertServerAlive();
+    const problem = await check();
+    if (problem === null || Date.now() >= deadline) return problem;
+    await sleep(POLL_MS);
+  }
+}
+
+/**
+ * Checks that every page's last `track-view` for each remote video matches its tile (see
+ * `viewProblem`), allowing the debounce to run out; returns the sizes sent, for the log.
+ * @param {string} name
+ * @param {Peer[]} peers
+ * @param {(p: Peer) => string[]} publishersOf  whose video each page must have reported
+ */
+async function checkViews(name, peers, publishersOf) {
+  const problem = await settle(VIEW_TIMEOUT_MS, async () => {
+    for (const p of peers) {
+      const why = await viewProblem(p, publishersOf(p));
+      if (why) return why;
+    }
+    return null;
+  });
+  if (problem) fail(name, `after ${VIEW_TIMEOUT_MS / 1000} s: ${problem}`);
+  const sizes = await Promise.all(peers.map(async (p) => {
+    const { tracks } = await p.page.evaluate(viewsInPage);
+    return `${p.name} ${tracks.map((t) => t.sent.map((v) => `${v.width}x${v.height}`).join('→')).join(', ')}`;
+  }));
+  return sizes.join('; ');
+}
+
 class Peer {
   /** @param {string} name */
   constructor(name) {
@@ -222,6 +468,7 @@ class Peer {
         return route.fulfill({ path: file });
       });
     }
+    await this.context.addInitScript(instrumentPage);
     this.page = await this.context.newPage();
     this.page.on('console', (m) => consoleLines.push(`[${this.name}] ${m.type()}: ${m.text()}`));
     this.page.on('pageerror', (e) => pageErrors.push(`[${this.name}] ${e.message}`));
@@ -229,7 +476,7 @@ class Peer {
 
   async goto() {
     this.t0 = Date.now();
-    const url = `${BASE_URL}/?room=${ROOM}&name=${encodeURIComponent(this.name)}`;
+    const url = `${BASE_URL}/?room=${ROOM}&name=${encodeURIComponent(this.name)}${SIMULCAST ? '' : '&simulcast=0'}`;
     await this.page.goto(url, { waitUntil: 'domcontentloaded', timeout: 15_000 });
   }
 
@@ -373,6 +620,42 @@ async function run() {
     + `min ${secs(firsts[0])} / median ${secs(firsts[1])} / max ${secs(firsts[2])}`);
   log(`time until both remotes decode: min ${secs(boths[0])} / median ${secs(boths[1])} / max ${secs(boths[2])}`);
 
+  // Simulcast: the camera goes out as three layers (or one), the microphone as one encoding.
+  const layersCheck = SIMULCAST ? 'camera published as simulcast q/h/f' : 'camera published as one layer (?simulcast=0)';
+  const wantCamera = SIMULCAST ? JSON.stringify(CAMERA_ENCODINGS) : null;
+  const single = (x) => x.encodings.length === 1 && x.encodings[0].rid === null;
+  for (const p of peers) {
+    const senders = await p.page.evaluate(sendersInPage);
+    const video = senders.filter((x) => x.kind === 'video');
+    const audio = senders.filter((x) => x.kind === 'audio');
+    if (video.length !== 1 || (wantCamera ? JSON.stringify(video[0].encodings) !== wantCamera : !single(video[0]))) {
+      fail(layersCheck, `${p.name}'s video senders have encodings ${JSON.stringify(video.map((x) => x.encodings))}, want [${wantCamera ?? 'one without rid'}]`);
+    }
+    if (audio.length !== 1 || !single(audio[0])) {
+      fail(layersCheck, `${p.name}'s audio senders have encodings ${JSON.stringify(audio.map((x) => x.encodings))}, want one without rid`);
+    }
+  }
+  pass(layersCheck, `every page: video encodings ${SIMULCAST ? 'q/4/80k h/2/300k f/1/900k' : 'one without rid'}, audio one encoding`);
+
+  const viewSizes = await checkViews('track-view sent for every remote video', peers, others);
+  pass('track-view sent for every remote video', `visible, at the tile size in device px (${viewSizes})`);
+
+  // The stats accessor other tests read: decoded video and received audio from both others.
+  const received = [];
+  for (const p of peers) {
+    const stats = await p.page.evaluate(statsInPage);
+    for (const pub of others(p)) {
+      const st = stats[/** @type {string} */ (pub)];
+      const v = st?.video[0];
+      const a = st?.audio[0];
+      if (!v || v.framesDecoded <= 0 || v.frameWidth <= 0 || !a || a.totalSamplesReceived <= 0) {
+        fail('confabStats() reports both others', `${p.name}'s stats for ${pub}: ${JSON.stringify(st ?? null)}`);
+      }
+      received.push(`${p.name}←${peers.find((o) => o.samples.at(-1)?.participantId === pub)?.name} ${v.frameWidth}x${v.frameHeight}`);
+    }
+  }
+  pass('confabStats() reports both others', `video frames decoded and audio samples received; frame sizes ${received.join(', ')}`);
+
   // Phase 2: carol leaves by closing her page.
   const [alice, bob, carol] = peers;
   const carolId = /** @type {string} */ (carol.samples.at(-1)?.participantId);
@@ -424,6 +707,35 @@ async function run() {
     fail('alice and bob keep decoding each other', `tile videoWidth: alice's bob tile ${aliceTile}, bob's alice tile ${bobTile}`);
   }
   pass('alice and bob keep decoding each other', `+${aliceGain} / +${bobGain} frames in ${elapsed.toFixed(1)} s, both PeerConnections 'connected'`);
+
+  // Their tiles grew when carol's went away: the last view sent must say so.
+  const resized = await checkViews('track-view follows the tile size', remaining, (p) => [p === alice ? bobId : aliceId]);
+  pass('track-view follows the tile size', `after carol's tile went: ${resized}`);
+
+  // Dynacast and pausing, client side: server messages handed to alice's session.
+  const layers = await alice.page.evaluate(layersRoundTripInPage);
+  const wantLayers = {
+    before: cameraState(['q', 'h', 'f']),
+    '[q]': cameraState(['q']),
+    '[]': cameraState([]),
+    'burst [q] [f] [h,f]': cameraState(['h', 'f']),
+    '[q,h,f]': cameraState(['q', 'h', 'f']),
+    applied: '[q] [] [q] [h,f] [q,h,f]',
+  };
+  const wrongLayers = Object.entries(wantLayers).filter(([k, want]) => layers[k] !== want);
+  if (wrongLayers.length) {
+    fail('publish-layers sets the camera encodings', wrongLayers.map(([k, want]) => `${k}: ${layers[k]} (want ${want})`).join('; '));
+  }
+  pass('publish-layers sets the camera encodings', `[q] → ${layers['[q]']}, [] → ${layers['[]']}, a burst applies the first and the last, an unknown track id is ignored`);
+
+  const pause = await alice.page.evaluate(pauseRoundTripInPage, bobId);
+  const paused = pause.paused;
+  const resumed = pause.resumed;
+  if (pause.error || !paused.marked || paused.overlay !== 'Paused — low bandwidth' || paused.pausedForBandwidth !== true
+    || resumed.marked || resumed.overlay !== null || resumed.pausedForBandwidth !== false) {
+    fail('track-paused marks the tile', `alice's tile of bob: ${JSON.stringify(pause)}`);
+  }
+  pass('track-paused marks the tile', `bob's tile on alice: .paused-bandwidth and "${paused.overlay}" while paused, neither after track-resumed`);
 
   // Housekeeping checks.
   const reconnects = remaining.map((p) => `${p.name}=${p.samples.at(-1)?.reconnects}`);
