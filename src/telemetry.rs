@@ -77,6 +77,8 @@ pub struct LocalCounters {
     pub packets_out: [u64; 2],
     /// Payload bytes to subscribers.
     pub bytes_out: [u64; 2],
+    /// Video packets to subscribers, by simulcast layer slot (0 = lowest).
+    pub video_packets_by_layer: [u64; 3],
 }
 
 impl LocalCounters {
@@ -88,6 +90,9 @@ impl LocalCounters {
             m.rtp_bytes.in_[k].inc_by(self.bytes_in[k]);
             m.rtp_packets.out[k].inc_by(self.packets_out[k]);
             m.rtp_bytes.out[k].inc_by(self.bytes_out[k]);
+        }
+        for (l, n) in self.video_packets_by_layer.iter().enumerate() {
+            m.video_packets_by_layer[l].inc_by(*n);
         }
         *self = Self::default();
     }
@@ -155,6 +160,18 @@ pub struct Metrics {
     pub room_panics: IntCounter,
     /// Live tokio tasks (sampled when `/metrics` is rendered).
     pub runtime_tasks: IntGauge,
+    /// Video packets forwarded, by simulcast layer slot (`q`, `h`, `f`).
+    pub video_packets_by_layer: [IntCounter; 3],
+    /// Layer switches completed on subscriber legs (including a leg's first layer).
+    pub layer_switches: IntCounter,
+    /// Video legs paused because the subscriber's bandwidth cannot carry even the lowest layer.
+    pub paused_legs: IntGauge,
+    /// Subscribers' bandwidth estimates, sampled at each allocation.
+    pub subscriber_estimate: Histogram,
+    /// Dynacast: `publish-layers` messages sent to publishers.
+    pub dynacast_updates: IntCounter,
+    /// Padding-only packets sent to probe subscribers' links.
+    pub probe_packets: IntCounter,
 }
 
 impl Metrics {
@@ -216,6 +233,11 @@ impl Metrics {
             "confab_forward_drops_total",
             "Packets or datagrams not forwarded, by reason",
             &["reason"]
+        ));
+        let layer_pkts = reg!(counter_vec(
+            "confab_video_layer_packets_total",
+            "Video packets forwarded to subscribers, by simulcast layer (q lowest, f highest)",
+            &["layer"]
         ));
         let build_info = reg!(IntGaugeVec::new(
             Opts::new("confab_build_info", "Build information"),
@@ -300,13 +322,40 @@ impl Metrics {
                 "confab_room_panics_total",
                 "Room tasks that panicked and were closed"
             )),
+            video_packets_by_layer: ["q", "h", "f"].map(|l| layer_pkts.with_label_values(&[l])),
+            layer_switches: reg!(counter(
+                "confab_layer_switches_total",
+                "Simulcast layer switches completed on subscriber legs"
+            )),
+            paused_legs: reg!(gauge(
+                "confab_paused_video_legs",
+                "Video legs paused because the subscriber's estimate fits no layer"
+            )),
+            subscriber_estimate: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "confab_subscriber_estimate_bps",
+                    "Subscribers' bandwidth estimates (bits/s), sampled at each allocation"
+                )
+                .buckets(vec![
+                    50e3, 100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 10e6
+                ])
+            )
+            .expect("valid metric")),
+            dynacast_updates: reg!(counter(
+                "confab_dynacast_updates_total",
+                "publish-layers messages sent to publishers (layers turned on or off)"
+            )),
+            probe_packets: reg!(counter(
+                "confab_probe_packets_total",
+                "Padding-only packets sent to probe subscribers' downlinks"
+            )),
             registry,
         }
     }
 
     /// Creates every bounded label value up front, so dashboards see zeros rather than gaps.
     fn init_labels(&self) {
-        for t in ["join", "offer", "answer", "candidate", "leave", "ping"] {
+        for t in crate::signal::protocol::CLIENT_MSG_TYPES {
             self.signaling_messages.with_label_values(&[t]);
         }
         for c in ErrorCode::ALL {
@@ -377,11 +426,13 @@ pub enum DropReason {
     NotPermitted,
     /// A datagram routed to a room whose task has ended (it is closing).
     RoomClosed,
+    /// RTP of a known track on an SSRC that is none of its layers (e.g. a repair stream).
+    UnknownLayer,
 }
 
 impl DropReason {
     /// Every reason, for pre-resolving metric handles.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::UnknownTrack,
         DropReason::NotNegotiated,
         DropReason::CodecNotNegotiated,
@@ -393,6 +444,7 @@ impl DropReason {
         DropReason::BadDatagram,
         DropReason::NotPermitted,
         DropReason::RoomClosed,
+        DropReason::UnknownLayer,
     ];
 
     /// Metric label.
@@ -409,6 +461,7 @@ impl DropReason {
             DropReason::BadDatagram => "bad_datagram",
             DropReason::NotPermitted => "not_permitted",
             DropReason::RoomClosed => "room_closed",
+            DropReason::UnknownLayer => "unknown_layer",
         }
     }
 }

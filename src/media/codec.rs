@@ -61,20 +61,25 @@ impl Codec {
 /// RFC 7741: the payload descriptor, then (on the first packet of a partition) the VP8 frame
 /// header whose lowest bit is 0 for a keyframe.
 pub fn vp8_is_keyframe(p: &[u8]) -> bool {
-    let Some(&b0) = p.first() else { return false };
+    vp8_frame_start(p).is_some_and(|f| f.first().is_some_and(|h| h & 0x01 == 0))
+}
+
+/// The VP8 payload after the RTP payload descriptor (RFC 7741 §4.2), if this packet starts
+/// partition 0 of a frame (where the frame header is).
+pub fn vp8_frame_start(p: &[u8]) -> Option<&[u8]> {
+    let b0 = *p.first()?;
     let start_of_partition = b0 & 0x10 != 0;
     let partition_id = b0 & 0x07;
     if !start_of_partition || partition_id != 0 {
-        return false;
+        return None;
     }
     let mut i = 1;
     if b0 & 0x80 != 0 {
-        let Some(&x) = p.get(i) else { return false };
+        let x = *p.get(i)?;
         i += 1;
         if x & 0x80 != 0 {
             // PictureID: 7 or 15 bits.
-            let Some(&pid) = p.get(i) else { return false };
-            i += if pid & 0x80 != 0 { 2 } else { 1 };
+            i += if p.get(i)? & 0x80 != 0 { 2 } else { 1 };
         }
         if x & 0x40 != 0 {
             i += 1; // TL0PICIDX
@@ -83,7 +88,7 @@ pub fn vp8_is_keyframe(p: &[u8]) -> bool {
             i += 1; // TID/Y/KEYIDX
         }
     }
-    p.get(i).is_some_and(|h| h & 0x01 == 0)
+    p.get(i..)
 }
 
 /// draft-ietf-payload-vp9: P (inter-picture predicted) clear and B (start of frame) set.

@@ -2,12 +2,14 @@
 //! Pure: the room feeds the packets its peer connection delivered and acts on the values this
 //! returns; the counters say what arrived, each kind under its own name.
 //!
-//! Today: PLI and FIR (keyframe requests, relayed to the publisher) and NACK (answered inside the
-//! peer connection by its retransmission buffer; counted here). REMB and transport-wide feedback
-//! join here when the bandwidth estimator does.
+//! PLI and FIR (keyframe requests, relayed to the publisher), NACK (answered inside the peer
+//! connection by its retransmission buffer; counted here) and REMB (a receiver's own estimate:
+//! the subscriber's bandwidth when it does not send transport-wide feedback). Transport-wide
+//! feedback is consumed inside the peer connection by its congestion controller.
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 /// Counts of feedback kinds seen, for the caller's metrics.
@@ -19,6 +21,8 @@ pub struct FeedbackCounts {
     pub fir: u64,
     /// Generic NACK packets.
     pub nack: u64,
+    /// The last REMB's bitrate in this packet (bits per second), if any.
+    pub remb_bps: Option<u64>,
 }
 
 /// Walks one compound RTCP packet: calls `keyframe(ssrc)` for every media SSRC a PLI or FIR
@@ -40,6 +44,10 @@ pub fn route(
             }
         } else if any.is::<TransportLayerNack>() {
             counts.nack += 1;
+        } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+            if remb.bitrate.is_finite() && remb.bitrate >= 0.0 {
+                counts.remb_bps = Some(remb.bitrate as u64);
+            }
         }
     }
     counts
@@ -91,7 +99,8 @@ mod tests {
             FeedbackCounts {
                 pli: 1,
                 fir: 2,
-                nack: 1
+                nack: 1,
+                remb_bps: None,
             }
         );
     }

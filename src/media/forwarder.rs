@@ -10,9 +10,10 @@ use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
 use super::codec::Codec;
-use super::downtrack::{DownState, DownTrack};
+use super::downtrack::{DownState, DownTrack, LegOutcome, View};
 use super::keyframe::KeyframeRequester;
 use super::rate::RateMeter;
+use super::simulcast::{vp8_keyframe_width, LayerIndex, Layers, LAYER_STALE, MAX_LAYERS};
 use super::track::RtpMap;
 use super::DropReason;
 use crate::ids::TrackKind;
@@ -35,14 +36,17 @@ pub struct UpTrack {
     pub kind: TrackKind,
     /// Receiver on the publisher's peer connection.
     pub receiver: RTCRtpReceiverId,
-    /// The publisher's media SSRC (target of PLI).
-    pub media_ssrc: u32,
+    /// The publisher's own track id (`msid`), which its client knows the track by.
+    pub source_track_id: String,
+    /// The encodings received (one unless simulcast), by quality.
+    pub layers: Layers,
+    /// Dynacast: which layers the publisher was last told to send, and since when each has
+    /// had no receiver.
+    dynacast: Dynacast,
     /// The codec the publisher sends (subscriber legs are created with it).
     pub codec: RTCRtpCodec,
     /// The publisher leg's negotiated tables.
     pub rtp_map: RtpMap,
-    /// Keyframe request merging/throttling.
-    pub keyframes: KeyframeRequester,
     /// The subscriber legs.
     pub downs: Vec<DownTrack>,
     /// Packets received from the publisher.
@@ -51,6 +55,15 @@ pub struct UpTrack {
     pub bytes_in: u64,
     /// Incoming bitrate.
     pub rate: RateMeter,
+}
+
+/// Dynacast state of one track.
+#[derive(Debug, Default)]
+struct Dynacast {
+    /// What the publisher was last told, by slot (`None`: nothing yet; it sends all).
+    announced: Option<[bool; MAX_LAYERS]>,
+    /// Since when each slot has had no leg forwarding or wanting it.
+    unneeded_since: [Option<Instant>; MAX_LAYERS],
 }
 
 /// One rewritten packet for one subscriber.
@@ -69,6 +82,10 @@ pub struct Outgoing {
 pub struct ForwardOutcome {
     /// The track's kind (`None`: unknown track), so the caller needs no second lookup.
     pub kind: Option<TrackKind>,
+    /// The layer the packet belongs to (`None`: an SSRC of no known layer).
+    pub layer: Option<LayerIndex>,
+    /// Legs that switched layer (or started) on this packet.
+    pub switched: usize,
     /// Whether the packet started a keyframe.
     pub keyframe: bool,
     /// Subscriber legs it was written for.
@@ -121,7 +138,7 @@ impl Forwarder {
         publisher_id: ParticipantId,
         kind: TrackKind,
         receiver: RTCRtpReceiverId,
-        media_ssrc: u32,
+        source_track_id: String,
         codec: RTCRtpCodec,
         rtp_map: RtpMap,
     ) -> TrackKey {
@@ -135,10 +152,11 @@ impl Forwarder {
                 publisher_id,
                 kind,
                 receiver,
-                media_ssrc,
+                source_track_id,
+                layers: Layers::default(),
+                dynacast: Dynacast::default(),
                 codec,
                 rtp_map,
-                keyframes: KeyframeRequester::new(self.pli_throttle),
                 downs: Vec::new(),
                 packets_in: 0,
                 bytes_in: 0,
@@ -146,6 +164,13 @@ impl Forwarder {
             },
         );
         key
+    }
+
+    /// Adds an encoding (simulcast layer, or the only one) to a track; returns its slot.
+    pub fn add_layer(&mut self, key: TrackKey, rid: Option<&str>, ssrc: u32) -> Option<LayerIndex> {
+        let throttle = self.pli_throttle;
+        let t = self.tracks.get_mut(&key)?;
+        t.layers.add(rid, ssrc, KeyframeRequester::new(throttle))
     }
 
     /// Removes a published track, returning it (with its legs, so the caller can detach them
@@ -220,19 +245,71 @@ impl Forwarder {
         out
     }
 
-    /// Opens one leg with the subscriber's negotiated tables. Returns `true` when the leg needs a
-    /// keyframe (video): the caller then requests one from the publisher.
-    pub fn open(&mut self, key: TrackKey, subscriber: PeerKey, sub_map: &RtpMap) -> bool {
-        let Some(t) = self.tracks.get_mut(&key) else {
-            return false;
-        };
+    /// Opens one leg with the subscriber's negotiated tables, starting on the lowest layer (the
+    /// allocator raises it). Returns the layer a video leg now needs a keyframe of: the caller
+    /// then requests one from the publisher.
+    pub fn open(
+        &mut self,
+        key: TrackKey,
+        subscriber: PeerKey,
+        sub_map: &RtpMap,
+    ) -> Option<LayerIndex> {
+        let t = self.tracks.get_mut(&key)?;
         let translation = t.rtp_map.translate_to(sub_map);
         let needs_keyframe = t.kind == TrackKind::Video;
-        if let Some(d) = t.downs.iter_mut().find(|d| d.subscriber == subscriber) {
-            d.open(translation, needs_keyframe);
-            return needs_keyframe;
+        let layer = t.layers.lowest().unwrap_or(0);
+        let d = t.downs.iter_mut().find(|d| d.subscriber == subscriber)?;
+        d.open(translation, layer, needs_keyframe);
+        needs_keyframe.then_some(layer)
+    }
+
+    /// A leg of `subscriber` on `key`.
+    pub fn leg_mut(&mut self, key: TrackKey, subscriber: PeerKey) -> Option<&mut DownTrack> {
+        self.tracks
+            .get_mut(&key)?
+            .downs
+            .iter_mut()
+            .find(|d| d.subscriber == subscriber)
+    }
+
+    /// The track the subscriber knows as `track_id`.
+    pub fn key_of(&self, track_id: &TrackId) -> Option<TrackKey> {
+        self.tracks
+            .iter()
+            .find(|(_, t)| &t.id == track_id)
+            .map(|(k, _)| *k)
+    }
+
+    /// Records how `subscriber` shows track `key`; `false` if it has no leg of it.
+    pub fn set_view(&mut self, key: TrackKey, subscriber: PeerKey, view: View) -> bool {
+        match self.leg_mut(key, subscriber) {
+            Some(d) => {
+                d.view = view;
+                true
+            }
+            None => false,
         }
-        false
+    }
+
+    /// Points a leg at another layer (`None` pauses it), or at the nearest layer that flows if
+    /// that one does not. Returns the PLI to send when the leg now waits for a keyframe.
+    pub fn set_target(
+        &mut self,
+        key: TrackKey,
+        subscriber: PeerKey,
+        target: Option<LayerIndex>,
+        now: Instant,
+    ) -> Option<(PeerKey, RTCRtpReceiverId, u32)> {
+        let t = self.tracks.get_mut(&key)?;
+        let actual = target.map(|l| t.layers.nearest_flowing(l, now));
+        let d = t.downs.iter_mut().find(|d| d.subscriber == subscriber)?;
+        d.ideal = target;
+        let waits = d.set_target_at(actual, Some(now));
+        let target = actual;
+        match (waits, target) {
+            (true, Some(layer)) => self.request_keyframe(key, layer, now),
+            _ => None,
+        }
     }
 
     /// The hot path: one inbound packet of track `key` → `out` (cleared first) holds one
@@ -244,6 +321,7 @@ impl Forwarder {
         &mut self,
         key: TrackKey,
         pkt: &Packet,
+        now: Instant,
         out: &mut Vec<Outgoing>,
     ) -> ForwardOutcome {
         out.clear();
@@ -254,33 +332,140 @@ impl Forwarder {
         outcome.kind = Some(t.kind);
         t.packets_in += 1;
         t.bytes_in += pkt.payload.len() as u64;
+        let Some(layer) = t.layers.slot_of_ssrc(pkt.header.ssrc) else {
+            return outcome;
+        };
+        outcome.layer = Some(layer);
         let codec = t
             .rtp_map
             .codec_kind(pkt.header.payload_type)
             .unwrap_or(Codec::Other);
         outcome.keyframe = codec.needs_keyframe() && codec.is_keyframe(&pkt.payload);
-        if outcome.keyframe {
-            t.keyframes.on_keyframe();
+        if let Some(l) = t.layers.get_mut(layer) {
+            l.packets += 1;
+            l.bytes += pkt.payload.len() as u64;
+            l.last_packet = Some(now);
+            if outcome.keyframe {
+                l.keyframes.on_keyframe();
+                if codec == Codec::Vp8 {
+                    l.width = vp8_keyframe_width(&pkt.payload).or(l.width);
+                }
+            }
         }
+        let decodable = outcome.keyframe || !codec.needs_keyframe();
         for d in t.downs.iter_mut() {
             if d.state != DownState::Open {
                 continue;
             }
-            match d.rewrite(pkt, outcome.keyframe || !codec.needs_keyframe()) {
-                Ok(packet) => {
+            match d.rewrite(pkt, layer, decodable, now) {
+                LegOutcome::Send { packet, switched } => {
                     out.push(Outgoing {
                         subscriber: d.subscriber,
                         sender: d.sender,
                         packet,
                     });
                     outcome.forwarded += 1;
+                    outcome.switched += usize::from(switched);
                 }
-                Err(DropReason::WaitingForKeyframe) => outcome.waiting_for_keyframe += 1,
-                Err(DropReason::CodecNotNegotiated) => outcome.codec_not_negotiated += 1,
-                Err(_) => outcome.not_negotiated += 1,
+                LegOutcome::Skip => {}
+                LegOutcome::Drop(DropReason::WaitingForKeyframe) => {
+                    outcome.waiting_for_keyframe += 1
+                }
+                LegOutcome::Drop(DropReason::CodecNotNegotiated) => {
+                    outcome.codec_not_negotiated += 1
+                }
+                LegOutcome::Drop(_) => outcome.not_negotiated += 1,
             }
         }
         outcome
+    }
+
+    /// Up to `n` padding-only probe packets for `subscriber`, on one of its forwarding video
+    /// legs (appended to `out`).
+    pub fn probe_packets(&mut self, subscriber: PeerKey, n: usize, out: &mut Vec<Outgoing>) {
+        let leg = self
+            .tracks
+            .values_mut()
+            .filter(|t| t.kind == TrackKind::Video)
+            .flat_map(|t| t.downs.iter_mut())
+            .find(|d| d.subscriber == subscriber && d.layers().0.is_some());
+        let Some(d) = leg else {
+            return;
+        };
+        for _ in 0..n {
+            let Some(packet) = d.padding_packet() else {
+                return;
+            };
+            out.push(Outgoing {
+                subscriber,
+                sender: d.sender,
+                packet,
+            });
+        }
+    }
+
+    /// Video legs paused for bandwidth.
+    pub fn paused_for_bandwidth(&self) -> usize {
+        self.tracks
+            .values()
+            .flat_map(|t| t.downs.iter())
+            .filter(|d| d.paused_for_bandwidth)
+            .count()
+    }
+
+    /// Dynacast: for each simulcast track whose wanted layers changed, (publisher, its own
+    /// track id, the rids to send). A layer is wanted while a leg forwards it or waits for it
+    /// (a leg not yet open wants the lowest); it is turned off after `off_delay` unwanted.
+    pub fn dynacast(
+        &mut self,
+        now: Instant,
+        off_delay: Duration,
+    ) -> Vec<(PeerKey, String, Vec<String>)> {
+        let mut updates = Vec::new();
+        for t in self.tracks.values_mut() {
+            if t.kind != TrackKind::Video || !t.layers.is_simulcast() {
+                continue;
+            }
+            let mut wanted = [false; MAX_LAYERS];
+            let lowest = t.layers.lowest().unwrap_or(0);
+            for d in &t.downs {
+                let (current, target) = d.layers();
+                if d.state != DownState::Open {
+                    wanted[usize::from(lowest)] = true;
+                }
+                for l in [current, target, d.ideal].into_iter().flatten() {
+                    if let Some(w) = wanted.get_mut(usize::from(l)) {
+                        *w = true;
+                    }
+                }
+            }
+            let dc = &mut t.dynacast;
+            let before = dc.announced.unwrap_or([true; MAX_LAYERS]);
+            let mut send = before;
+            for slot in 0..MAX_LAYERS {
+                if wanted[slot] {
+                    dc.unneeded_since[slot] = None;
+                    send[slot] = true;
+                } else {
+                    let since = *dc.unneeded_since[slot].get_or_insert(now);
+                    if now.saturating_duration_since(since) >= off_delay {
+                        send[slot] = false;
+                    }
+                }
+            }
+            if dc.announced == Some(send) || (dc.announced.is_none() && send == before) {
+                continue;
+            }
+            dc.announced = Some(send);
+            let active = t
+                .layers
+                .iter()
+                .filter(|(slot, _)| send[usize::from(*slot)])
+                .filter_map(|(_, l)| l.rid.clone())
+                .collect();
+            updates.push((t.publisher, t.source_track_id.clone(), active));
+        }
+        updates
     }
 
     /// Keyframe requests due now (deferred by the throttle or re-asked): (publisher, receiver,
@@ -288,8 +473,19 @@ impl Forwarder {
     pub fn due_keyframe_requests(&mut self, now: Instant) -> Vec<(PeerKey, RTCRtpReceiverId, u32)> {
         let mut due = Vec::new();
         for t in self.tracks.values_mut() {
-            if t.keyframes.poll(now) {
-                due.push((t.publisher, t.receiver, t.media_ssrc));
+            for (_, l) in t.layers.iter_mut() {
+                let flowing = l
+                    .last_packet
+                    .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE);
+                if !flowing {
+                    // Turned off (dynacast) or dropped by the encoder: asking again is useless,
+                    // and a layer that starts again begins with a keyframe.
+                    l.keyframes.on_keyframe();
+                    continue;
+                }
+                if l.keyframes.poll(now) {
+                    due.push((t.publisher, t.receiver, l.ssrc));
+                }
             }
         }
         due
@@ -299,6 +495,7 @@ impl Forwarder {
     pub fn update_rates(&mut self, now: Instant) {
         for t in self.tracks.values_mut() {
             t.rate.update(t.bytes_in, now);
+            t.layers.update_rates(now);
             for d in &mut t.downs {
                 d.rate.update(d.bytes, now);
             }
@@ -309,23 +506,41 @@ impl Forwarder {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.tracks
             .values()
-            .filter_map(|t| t.keyframes.next_deadline())
+            .flat_map(|t| {
+                t.layers
+                    .iter()
+                    .filter_map(|(_, l)| l.keyframes.next_deadline())
+            })
             .min()
     }
 
-    /// Asks for a keyframe on `key`; returns what to send now, if anything.
+    /// Asks for a keyframe of `layer` on `key`; returns what to send now, if anything.
     pub fn request_keyframe(
         &mut self,
         key: TrackKey,
+        layer: LayerIndex,
         now: Instant,
     ) -> Option<(PeerKey, RTCRtpReceiverId, u32)> {
         let t = self.tracks.get_mut(&key)?;
         if t.kind != TrackKind::Video {
             return None;
         }
-        t.keyframes
+        let l = t.layers.get_mut(layer)?;
+        l.keyframes
             .request(now)
-            .then_some((t.publisher, t.receiver, t.media_ssrc))
+            .then_some((t.publisher, t.receiver, l.ssrc))
+    }
+
+    /// Asks for a keyframe of the layer `subscriber`'s leg of `key` forwards or waits for (its
+    /// decoder lost the picture).
+    pub fn request_keyframe_for(
+        &mut self,
+        key: TrackKey,
+        subscriber: PeerKey,
+        now: Instant,
+    ) -> Option<(PeerKey, RTCRtpReceiverId, u32)> {
+        let (current, target) = self.leg_mut(key, subscriber)?.layers();
+        self.request_keyframe(key, target.or(current)?, now)
     }
 }
 
@@ -358,6 +573,17 @@ mod tests {
     }
 
     fn packet(pt: u8, seq: u16, keyframe: bool, ext: Option<u8>) -> Packet {
+        layer_packet(0xabc, seq, u32::from(seq) * 3000, keyframe, pt, ext)
+    }
+
+    fn layer_packet(
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        keyframe: bool,
+        pt: u8,
+        ext: Option<u8>,
+    ) -> Packet {
         let mut payload = vec![0u8; 100];
         payload[0] = 0x10;
         payload[1] = if keyframe { 0x00 } else { 0x01 };
@@ -366,8 +592,8 @@ mod tests {
                 version: 2,
                 payload_type: pt,
                 sequence_number: seq,
-                timestamp: u32::from(seq) * 3000,
-                ssrc: 0xabc,
+                timestamp: ts,
+                ssrc,
                 extension: ext.is_some(),
                 extension_profile: 0xBEDE,
                 extensions: ext
@@ -386,25 +612,30 @@ mod tests {
 
     /// A VP8 track (publisher PT 96, audio level id 1) with two subscribers: one negotiated
     /// VP8 as PT 120 and audio level as id 5, one that offered only H.264.
-    fn room() -> (Forwarder, TrackKey) {
+    fn vp8_track(publisher: RtpMap) -> (Forwarder, TrackKey) {
         let mut f = Forwarder::new(Duration::from_millis(500));
-        let publisher = RtpMap::new(&[codec("video/VP8", 96)], &[audio_level(1)]);
         let tk = f.publish(
             PeerKey(1),
             ParticipantId::mint(),
             TrackKind::Video,
             RTCRtpReceiverId::default(),
-            0xabc,
+            "camera".into(),
             codec("video/VP8", 96).rtp_codec,
             publisher,
         );
+        (f, tk)
+    }
+
+    fn room() -> (Forwarder, TrackKey) {
+        let (mut f, tk) = vp8_track(RtpMap::new(&[codec("video/VP8", 96)], &[audio_level(1)]));
+        f.add_layer(tk, None, 0xabc);
         f.subscribe(
             tk,
-            DownTrack::new(PeerKey(2), RTCRtpSenderId::default(), 0x222),
+            DownTrack::new(PeerKey(2), RTCRtpSenderId::default(), 0x222, 90_000),
         );
         f.subscribe(
             tk,
-            DownTrack::new(PeerKey(3), RTCRtpSenderId::default(), 0x333),
+            DownTrack::new(PeerKey(3), RTCRtpSenderId::default(), 0x333, 90_000),
         );
         (f, tk)
     }
@@ -412,18 +643,19 @@ mod tests {
     fn open_both(f: &mut Forwarder, tk: TrackKey) {
         let vp8_sub = RtpMap::new(&[codec("video/VP8", 120)], &[audio_level(5)]);
         let h264_sub = RtpMap::new(&[codec("video/H264", 102)], &[]);
-        assert!(
+        assert_eq!(
             f.open(tk, PeerKey(2), &vp8_sub),
+            Some(0),
             "video legs wait for a keyframe"
         );
-        assert!(f.open(tk, PeerKey(3), &h264_sub));
+        assert_eq!(f.open(tk, PeerKey(3), &h264_sub), Some(0));
     }
 
     #[test]
     fn legs_not_yet_answered_get_nothing_and_are_counted_per_leg() {
         let (mut f, tk) = room();
         let mut out = Vec::new();
-        let o = f.forward(tk, &packet(96, 1, true, None), &mut out);
+        let o = f.forward(tk, &packet(96, 1, true, None), Instant::now(), &mut out);
         assert!(out.is_empty());
         assert_eq!(o.kind, Some(TrackKind::Video));
         // Pending legs (not in an answered offer) are skipped, not counted as drops.
@@ -435,7 +667,7 @@ mod tests {
         let (mut f, tk) = room();
         open_both(&mut f, tk);
         let mut out = Vec::new();
-        let o = f.forward(tk, &packet(96, 7, false, None), &mut out);
+        let o = f.forward(tk, &packet(96, 7, false, None), Instant::now(), &mut out);
         assert!(out.is_empty(), "both legs wait for a keyframe");
         assert_eq!(o.waiting_for_keyframe, 1, "the VP8 leg waits");
         assert_eq!(o.codec_not_negotiated, 1, "the H.264 leg cannot carry VP8");
@@ -443,7 +675,7 @@ mod tests {
         assert!(reasons.contains(&(DropReason::WaitingForKeyframe, 1)));
         assert!(reasons.contains(&(DropReason::CodecNotNegotiated, 1)));
 
-        let o = f.forward(tk, &packet(96, 8, true, Some(1)), &mut out);
+        let o = f.forward(tk, &packet(96, 8, true, Some(1)), Instant::now(), &mut out);
         assert!(o.keyframe);
         assert_eq!((o.forwarded, out.len()), (1, 1));
         let h = &out[0].packet.header;
@@ -453,7 +685,7 @@ mod tests {
         assert_eq!(h.extensions[0].id, 5, "extension id renumbered for the leg");
         let first = h.sequence_number;
 
-        let o = f.forward(tk, &packet(96, 9, false, None), &mut out);
+        let o = f.forward(tk, &packet(96, 9, false, None), Instant::now(), &mut out);
         assert_eq!(o.forwarded, 1);
         assert_eq!(out[0].packet.header.sequence_number, first.wrapping_add(1));
         assert!(out[0].packet.header.extensions.is_empty());
@@ -464,7 +696,12 @@ mod tests {
     fn an_unknown_track_reports_no_kind() {
         let (mut f, _) = room();
         let mut out = Vec::new();
-        let o = f.forward(TrackKey(999), &packet(96, 1, true, None), &mut out);
+        let o = f.forward(
+            TrackKey(999),
+            &packet(96, 1, true, None),
+            Instant::now(),
+            &mut out,
+        );
         assert_eq!(o.kind, None);
         assert!(out.is_empty());
     }
@@ -473,18 +710,187 @@ mod tests {
     fn keyframe_requests_are_throttled_and_retried_until_a_keyframe_arrives() {
         let (mut f, tk) = room();
         let t0 = Instant::now();
+        let mut out = Vec::new();
+        // The layer flows (inter frames only).
+        f.forward(tk, &packet(96, 1, false, None), t0, &mut out);
         assert!(
-            f.request_keyframe(tk, t0).is_some(),
+            f.request_keyframe(tk, 0, t0).is_some(),
             "first request goes out"
         );
         assert!(f
-            .request_keyframe(tk, t0 + Duration::from_millis(100))
+            .request_keyframe(tk, 0, t0 + Duration::from_millis(100))
             .is_none());
         let due = f.next_deadline().expect("a retry is scheduled");
         assert!(due > t0);
         assert_eq!(f.due_keyframe_requests(due).len(), 1, "re-asked");
-        let mut out = Vec::new();
-        f.forward(tk, &packet(96, 1, true, None), &mut out);
+        f.forward(tk, &packet(96, 2, true, None), due, &mut out);
         assert!(f.next_deadline().is_none(), "a keyframe ends the retries");
+        // A layer that stopped flowing is not asked again (it starts with a keyframe).
+        assert!(f
+            .request_keyframe(tk, 0, due + Duration::from_secs(1))
+            .is_some());
+        assert!(f
+            .due_keyframe_requests(due + Duration::from_secs(3))
+            .is_empty());
+        assert!(f.next_deadline().is_none());
+    }
+
+    /// A simulcast VP8 track: layers q (ssrc 10), h (20), f (30), each with its own sequence
+    /// and timestamp space; one subscriber (peer 2).
+    fn simulcast_room() -> (Forwarder, TrackKey) {
+        let (mut f, tk) = vp8_track(RtpMap::new(&[codec("video/VP8", 96)], &[]));
+        for (rid, ssrc) in [("f", 30), ("q", 10), ("h", 20)] {
+            f.add_layer(tk, Some(rid), ssrc);
+        }
+        f.subscribe(
+            tk,
+            DownTrack::new(PeerKey(2), RTCRtpSenderId::default(), 0x222, 90_000),
+        );
+        let sub = RtpMap::new(&[codec("video/VP8", 120)], &[]);
+        assert_eq!(
+            f.open(tk, PeerKey(2), &sub),
+            Some(0),
+            "starts on the lowest"
+        );
+        (f, tk)
+    }
+
+    /// One 20 ms frame of every layer at `frame` (one packet each), at `t0 + frame * 20 ms`;
+    /// returns the packets the subscriber got.
+    fn frame(
+        f: &mut Forwarder,
+        tk: TrackKey,
+        t0: Instant,
+        n: u32,
+        keyframe_of: &[u32],
+    ) -> Vec<Packet> {
+        let now = t0 + Duration::from_millis(u64::from(n) * 20);
+        let mut got = Vec::new();
+        for (ssrc, seq0, ts0) in [
+            (10u32, 100u16, 1_000u32),
+            (20, 5_000, 77_000),
+            (30, 60_000, 9_999_000),
+        ] {
+            let p = layer_packet(
+                ssrc,
+                seq0.wrapping_add(n as u16),
+                ts0.wrapping_add(n * 1800),
+                keyframe_of.contains(&ssrc),
+                96,
+                None,
+            );
+            let mut out = Vec::new();
+            f.forward(tk, &p, now, &mut out);
+            got.extend(out.into_iter().map(|o| o.packet));
+        }
+        got
+    }
+
+    #[test]
+    fn a_layer_switch_happens_only_at_a_keyframe_with_no_sequence_gap_or_timestamp_jump() {
+        let (mut f, tk) = simulcast_room();
+        let t0 = Instant::now();
+        assert!(
+            frame(&mut f, tk, t0, 0, &[]).is_empty(),
+            "waits for a keyframe of q"
+        );
+        let first = frame(&mut f, tk, t0, 1, &[10]);
+        assert_eq!(first.len(), 1, "q's keyframe starts the leg");
+        let mut got = first;
+        got.extend(frame(&mut f, tk, t0, 2, &[]));
+        // The allocator moves the leg to f: asks the publisher for a keyframe of f (ssrc 30).
+        let pli = f.set_target(tk, PeerKey(2), Some(2), t0 + Duration::from_millis(50));
+        assert_eq!(pli.map(|p| p.2), Some(30));
+        for n in 3..6 {
+            got.extend(frame(&mut f, tk, t0, n, &[]));
+        }
+        assert_eq!(got.len(), 5, "q flows until f's keyframe");
+        // Frame 6: q's packet (still the leg's layer) comes first, then f's keyframe switches.
+        got.extend(frame(&mut f, tk, t0, 6, &[30, 20]));
+        got.extend(frame(&mut f, tk, t0, 7, &[]));
+        assert_eq!(got.len(), 8, "q until the switch, then f only");
+        for (i, w) in got.windows(2).enumerate() {
+            assert_eq!(
+                w[1].header.sequence_number,
+                w[0].header.sequence_number.wrapping_add(1)
+            );
+            let dt = w[1].header.timestamp.wrapping_sub(w[0].header.timestamp);
+            if i == 5 {
+                // q's frame 6 and f's keyframe 6 were captured together: a tick apart.
+                assert_eq!(dt, 1, "the switch keeps time moving forward, no jump");
+            } else {
+                assert_eq!(dt, 1800, "20 ms per frame, before and after the switch");
+            }
+            assert_eq!(w[1].header.ssrc, 0x222);
+        }
+        let leg = f.leg_mut(tk, PeerKey(2)).expect("leg");
+        assert_eq!(leg.layers(), (Some(2), Some(2)));
+        assert_eq!(leg.switches, 2, "the start on q and the switch to f");
+    }
+
+    #[test]
+    fn a_paused_leg_sends_nothing_and_resumes_at_a_keyframe_without_a_hole() {
+        let (mut f, tk) = simulcast_room();
+        let t0 = Instant::now();
+        let mut got = frame(&mut f, tk, t0, 0, &[10]);
+        assert!(
+            f.set_target(tk, PeerKey(2), None, t0).is_none(),
+            "pausing needs no keyframe"
+        );
+        for n in 1..50 {
+            assert!(frame(&mut f, tk, t0, n, &[10]).is_empty(), "paused");
+        }
+        assert!(f
+            .set_target(tk, PeerKey(2), Some(0), t0 + Duration::from_secs(1))
+            .is_some());
+        assert!(
+            frame(&mut f, tk, t0, 50, &[]).is_empty(),
+            "resumes at a keyframe"
+        );
+        got.extend(frame(&mut f, tk, t0, 51, &[10]));
+        got.extend(frame(&mut f, tk, t0, 52, &[]));
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[1].header.sequence_number,
+            got[0].header.sequence_number.wrapping_add(1),
+            "no hole the size of the pause"
+        );
+        assert_eq!(
+            got[1]
+                .header
+                .timestamp
+                .wrapping_sub(got[0].header.timestamp),
+            51 * 1800,
+            "time still advances"
+        );
+    }
+
+    #[test]
+    fn dynacast_turns_off_unwanted_layers_after_a_delay_and_on_at_once() {
+        let (mut f, tk) = simulcast_room();
+        let t0 = Instant::now();
+        let delay = Duration::from_secs(3);
+        // The leg wants q: h and f are unwanted, but only turned off after the delay.
+        assert!(f.dynacast(t0, delay).is_empty());
+        let off = f.dynacast(t0 + delay, delay);
+        assert_eq!(off.len(), 1);
+        assert_eq!(off[0].1, "camera");
+        assert_eq!(off[0].2, vec!["q".to_string()]);
+        assert!(f.dynacast(t0 + delay * 2, delay).is_empty(), "told once");
+        f.set_target(tk, PeerKey(2), Some(2), t0 + delay * 2);
+        let on = f.dynacast(t0 + delay * 2, delay);
+        assert_eq!(
+            on[0].2,
+            vec!["q".to_string(), "f".to_string()],
+            "f on at once, q still forwarded"
+        );
+        // The leg never got a packet of q, and now waits for f: q goes off after the delay.
+        let q_off = f.dynacast(t0 + delay * 3, delay);
+        assert_eq!(q_off[0].2, vec!["f".to_string()]);
+        // Nobody subscribed any more: everything off after the delay.
+        f.drop_subscriber(PeerKey(2));
+        assert!(f.dynacast(t0 + delay * 3, delay).is_empty());
+        let none = f.dynacast(t0 + delay * 4, delay);
+        assert!(none[0].2.is_empty());
     }
 }

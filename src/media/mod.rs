@@ -10,7 +10,13 @@
 //! - [`rtcp_tap`]: lets chosen inbound RTCP (PLI, FIR, NACK) reach the application.
 //! - [`feedback`]: routes inbound RTCP feedback (PLI, FIR, NACK) to what the room must do.
 //! - [`egress`]: the one place a packet is written to a subscriber leg.
+//! - [`simulcast`]: a track's layers, and which layer a leg forwards (switching at keyframes).
+//! - [`bwe`]: a subscriber's bandwidth estimate from its transport-wide feedback.
+//! - [`probe`]: padding bursts that test a subscriber's link upward.
+//! - [`allocator`]: per-subscriber bandwidth allocation (audio first, layers by priority).
 
+pub mod allocator;
+pub mod bwe;
 pub mod codec;
 pub mod downtrack;
 pub mod egress;
@@ -18,8 +24,10 @@ pub mod feedback;
 pub mod forwarder;
 pub mod keyframe;
 pub mod munger;
+pub mod probe;
 pub mod rate;
 pub mod rtcp_tap;
+pub mod simulcast;
 pub mod track;
 
 pub use crate::telemetry::DropReason;

@@ -13,6 +13,9 @@ pub struct Munger {
     initial_seq: u16,
     /// First timestamp handed out.
     initial_ts: u32,
+    /// Splice the next packet on as if it came from a new SSRC (forwarding resumes after a
+    /// pause, so the input skipped ahead).
+    splice_next: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +41,24 @@ impl Munger {
             state: None,
             initial_seq,
             initial_ts,
+            splice_next: false,
         }
+    }
+
+    /// A packet the server makes up (a padding-only probe) takes the next output sequence number
+    /// and the last timestamp; the input that follows continues after it. `None` before the
+    /// first forwarded packet (there is no stream to continue yet).
+    pub fn padding(&mut self) -> Option<(u16, u32)> {
+        let st = self.state.as_mut()?;
+        st.last_out_seq = st.last_out_seq.wrapping_add(1);
+        st.seq_offset = st.seq_offset.wrapping_add(1);
+        Some((st.last_out_seq, st.last_out_ts))
+    }
+
+    /// Forwarding stopped and will resume later (at a keyframe): the next packet continues the
+    /// output from where it stopped instead of leaving a hole the size of the pause.
+    pub fn splice_next(&mut self) {
+        self.splice_next = true;
     }
 
     /// Whether a packet has been forwarded yet.
@@ -47,16 +67,24 @@ impl Munger {
     }
 
     /// Maps an input (ssrc, sequence number, timestamp) to the output pair. A new input SSRC
-    /// (publisher restart) is spliced on so the output continues from where it was.
-    pub fn rewrite(&mut self, in_ssrc: u32, in_seq: u16, in_ts: u32) -> (u16, u32) {
+    /// (a simulcast layer switch, or a publisher restart) is spliced on so the output continues
+    /// from where it was: the next sequence number, and the timestamp `splice_ticks` (the time
+    /// since the last forwarded packet, in clock-rate ticks; at least 1) later.
+    pub fn rewrite(
+        &mut self,
+        in_ssrc: u32,
+        in_seq: u16,
+        in_ts: u32,
+        splice_ticks: u32,
+    ) -> (u16, u32) {
         let st = match &mut self.state {
-            Some(st) if st.in_ssrc == in_ssrc => st,
+            Some(st) if st.in_ssrc == in_ssrc && !self.splice_next => st,
             prev => {
                 let (next_seq, next_ts) = match prev {
-                    // Continue one packet and one (nominal 20 ms at 90 kHz) frame later.
+                    // Continue one packet later, and as much later in time as has passed.
                     Some(p) => (
                         p.last_out_seq.wrapping_add(1),
-                        p.last_out_ts.wrapping_add(1),
+                        p.last_out_ts.wrapping_add(splice_ticks.max(1)),
                     ),
                     None => (self.initial_seq, self.initial_ts),
                 };
@@ -68,6 +96,7 @@ impl Munger {
                     last_out_seq: next_seq.wrapping_sub(1),
                     last_out_ts: next_ts,
                 });
+                self.splice_next = false;
                 // Just set to Some above.
                 prev.as_mut().expect("state was just initialised")
             }
@@ -101,37 +130,57 @@ mod tests {
     #[test]
     fn output_starts_at_initial_values_and_keeps_spacing() {
         let mut m = Munger::new(1000, 5000);
-        assert_eq!(m.rewrite(7, 40000, 900_000), (1000, 5000));
-        assert_eq!(m.rewrite(7, 40001, 903_000), (1001, 8000));
+        assert_eq!(m.rewrite(7, 40000, 900_000, 0), (1000, 5000));
+        assert_eq!(m.rewrite(7, 40001, 903_000, 0), (1001, 8000));
         // Reordered packet maps into the same space, behind.
-        assert_eq!(m.rewrite(7, 39999, 897_000), (999, 2000));
+        assert_eq!(m.rewrite(7, 39999, 897_000, 0), (999, 2000));
     }
 
     #[test]
     fn sequence_wraps_around() {
         let mut m = Munger::new(65535, 0);
-        assert_eq!(m.rewrite(1, 10, 0).0, 65535);
-        assert_eq!(m.rewrite(1, 11, 0).0, 0);
-        assert_eq!(m.rewrite(1, 12, 0).0, 1);
+        assert_eq!(m.rewrite(1, 10, 0, 0).0, 65535);
+        assert_eq!(m.rewrite(1, 11, 0, 0).0, 0);
+        assert_eq!(m.rewrite(1, 12, 0, 0).0, 1);
     }
 
     #[test]
     fn a_skipped_packet_leaves_no_hole() {
         let mut m = Munger::new(100, 0);
-        m.rewrite(1, 10, 0);
+        m.rewrite(1, 10, 0, 0);
         m.skip(1, 11);
-        assert_eq!(m.rewrite(1, 12, 0).0, 101);
+        assert_eq!(m.rewrite(1, 12, 0, 0).0, 101);
+    }
+
+    #[test]
+    fn padding_takes_a_sequence_number_and_the_stream_continues_after_it() {
+        let mut m = Munger::new(100, 0);
+        assert_eq!(m.padding(), None);
+        m.rewrite(1, 10, 3000, 0);
+        assert_eq!(m.padding(), Some((101, 0)));
+        assert_eq!(m.padding(), Some((102, 0)));
+        assert_eq!(m.rewrite(1, 11, 6000, 0), (103, 3000));
+    }
+
+    #[test]
+    fn a_pause_leaves_no_hole() {
+        let mut m = Munger::new(100, 0);
+        m.rewrite(1, 10, 0, 0);
+        m.splice_next();
+        assert_eq!(m.rewrite(1, 500, 90_000, 1000), (101, 1000));
+        assert_eq!(m.rewrite(1, 501, 93_000, 0), (102, 4000));
     }
 
     #[test]
     fn a_new_publisher_ssrc_continues_the_output() {
         let mut m = Munger::new(100, 1000);
-        m.rewrite(1, 10, 50);
-        m.rewrite(1, 11, 3050);
-        let (seq, ts) = m.rewrite(2, 60000, 123);
+        m.rewrite(1, 10, 50, 0);
+        m.rewrite(1, 11, 3050, 0);
+        // 40 ms later at 90 kHz.
+        let (seq, ts) = m.rewrite(2, 60000, 123, 3600);
         assert_eq!(seq, 102);
-        assert!(ts.wrapping_sub(4000) < 10, "timestamp continues: {ts}");
-        assert_eq!(m.rewrite(2, 60001, 3123).0, 103);
+        assert_eq!(ts, 4000 + 3600, "timestamp advances by the elapsed time");
+        assert_eq!(m.rewrite(2, 60001, 3123, 0), (103, 4000 + 3600 + 3000));
     }
 }
 
@@ -146,7 +195,7 @@ mod fuzz {
             let mut m = Munger::new(init, 0);
             let mut prev = None;
             for i in 0..n {
-                let (seq, _) = m.rewrite(ssrc, start.wrapping_add(i as u16), i as u32 * 3000);
+                let (seq, _) = m.rewrite(ssrc, start.wrapping_add(i as u16), i as u32 * 3000, 0);
                 if let Some(p) = prev {
                     prop_assert_eq!(seq, u16::wrapping_add(p, 1));
                 }
@@ -158,7 +207,7 @@ mod fuzz {
         fn arbitrary_sequences_never_panic(ops in prop::collection::vec((any::<u8>(), any::<u16>(), any::<u32>(), any::<bool>()), 0..200)) {
             let mut m = Munger::new(1, 1);
             for (ssrc, seq, ts, skip) in ops {
-                if skip { m.skip(u32::from(ssrc % 3), seq) } else { let _ = m.rewrite(u32::from(ssrc % 3), seq, ts); }
+                if skip { m.skip(u32::from(ssrc % 3), seq) } else { let _ = m.rewrite(u32::from(ssrc % 3), seq, ts, ts % 7); }
             }
         }
     }

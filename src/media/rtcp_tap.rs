@@ -8,6 +8,7 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -18,10 +19,12 @@ pub fn keyframe_request(p: &dyn rtc::rtcp::packet::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-/// What the SFU acts on: keyframe requests (relayed) and NACKs (counted; the NACK responder
-/// already answers them).
+/// What the SFU acts on: keyframe requests (relayed), NACKs (counted; the NACK responder
+/// already answers them) and REMB (a subscriber's estimate).
 pub fn sfu_feedback(p: &dyn rtc::rtcp::packet::Packet) -> bool {
-    keyframe_request(p) || p.as_any().is::<TransportLayerNack>()
+    keyframe_request(p)
+        || p.as_any().is::<TransportLayerNack>()
+        || p.as_any().is::<ReceiverEstimatedMaximumBitrate>()
 }
 
 /// Marks inbound RTCP compounds containing a packet `wanted` accepts for delivery to the

@@ -23,8 +23,10 @@ use tracing::{debug, trace};
 use super::peer::{ConnectionChange, Drain};
 use super::state::Room;
 use crate::ids::PeerKey;
+use crate::ids::TrackKind;
 use crate::media::feedback;
 use crate::media::forwarder::TrackKey;
+use crate::media::simulcast::{LayerIndex, MAX_LAYERS};
 use crate::signal::protocol::ErrorCode;
 use crate::telemetry::{kind_index, DropReason, METRICS};
 
@@ -154,9 +156,14 @@ impl Room {
                 METRICS.nack_in.inc_by(counts.nack);
                 for ssrc in asked {
                     let tk = self.peers.get(&key).and_then(|p| p.down_track_of(ssrc));
-                    if let Some(tk) = tk {
-                        self.request_keyframe(tk, now);
+                    if let Some(request) =
+                        tk.and_then(|tk| self.forwarder.request_keyframe_for(tk, key, now))
+                    {
+                        self.send_pli(request, now);
                     }
+                }
+                if let (Some(bps), Some(peer)) = (counts.remb_bps, self.peers.get_mut(&key)) {
+                    peer.set_remb(bps);
                 }
                 0
             }
@@ -164,9 +171,10 @@ impl Room {
         }
     }
 
-    /// Asks the publisher of `tk` for a keyframe (merged and throttled by the forwarder).
-    pub(super) fn request_keyframe(&mut self, tk: TrackKey, now: Instant) {
-        if let Some(request) = self.forwarder.request_keyframe(tk, now) {
+    /// Asks the publisher of `tk` for a keyframe of `layer` (merged and throttled by the
+    /// forwarder).
+    pub(super) fn request_keyframe(&mut self, tk: TrackKey, layer: LayerIndex, now: Instant) {
+        if let Some(request) = self.forwarder.request_keyframe(tk, layer, now) {
             self.send_pli(request, now);
         }
     }
@@ -187,14 +195,20 @@ impl Room {
 
     /// The hot path: one publisher packet → every open subscriber leg, through the egress.
     fn forward(&mut self, tk: TrackKey, pkt: &Packet, now: Instant) -> usize {
-        let outcome = self.forwarder.forward(tk, pkt, &mut self.out);
+        let outcome = self.forwarder.forward(tk, pkt, now, &mut self.out);
         let Some(kind) = outcome.kind else {
             METRICS.count_drop(DropReason::UnknownTrack, 1);
+            return 0;
+        };
+        let Some(layer) = outcome.layer else {
+            METRICS.count_drop(DropReason::UnknownLayer, 1);
             return 0;
         };
         if outcome.keyframe {
             debug!(
                 track = tk.0,
+                layer,
+                waiting = outcome.waiting_for_keyframe,
                 forwarded = outcome.forwarded,
                 "keyframe from publisher"
             );
@@ -206,7 +220,10 @@ impl Room {
             METRICS.count_drop(reason, n);
         }
         if outcome.waiting_for_keyframe > 0 {
-            self.request_keyframe(tk, now);
+            self.request_keyframe(tk, layer, now);
+        }
+        if outcome.switched > 0 {
+            METRICS.layer_switches.inc_by(outcome.switched as u64);
         }
         let (mut sent, mut bytes) = (0, 0);
         let mut batch = std::mem::take(&mut self.out);
@@ -233,6 +250,9 @@ impl Room {
         self.out = batch;
         self.counters.packets_out[ki] += sent;
         self.counters.bytes_out[ki] += bytes;
+        if kind == TrackKind::Video {
+            self.counters.video_packets_by_layer[usize::from(layer).min(MAX_LAYERS - 1)] += sent;
+        }
         sent as usize
     }
 }

@@ -11,6 +11,7 @@
 //! - [`drive`]: the drain contract and the packet path (forwarder → egress).
 //! - [`peer`]: one participant's peer connection.
 
+pub mod allocation;
 pub mod drive;
 pub mod lease;
 pub mod membership;
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::Grant;
 use crate::config::{IceServer, LimitsConfig, MediaConfig};
 use crate::ids::{DisplayName, ParticipantId, TrackId, TrackKind};
+pub use crate::media::downtrack::View;
 use crate::signal::protocol::{CandidateInit, ErrorCode, ParticipantInfo, ServerMsg};
 use crate::transport::udp::{DemuxHandle, UdpTx};
 
@@ -149,6 +151,15 @@ pub enum RoomCmd {
         id: ParticipantId,
         /// The candidate.
         candidate: Option<CandidateInit>,
+    },
+    /// How the participant shows a remote video track.
+    TrackView {
+        /// Who.
+        id: ParticipantId,
+        /// The remote track.
+        track_id: TrackId,
+        /// Visibility and rendered size.
+        view: View,
     },
     /// The participant leaves (or its socket closed).
     Leave {

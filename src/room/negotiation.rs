@@ -169,10 +169,10 @@ impl Room {
             else {
                 continue;
             };
-            let needs_keyframe = self.forwarder.open(tk, key, &sub_map);
-            debug!(generation, needs_keyframe, "subscriber leg open");
-            if needs_keyframe {
-                self.request_keyframe(tk, now);
+            let keyframe_of = self.forwarder.open(tk, key, &sub_map);
+            debug!(generation, ?keyframe_of, "subscriber leg open");
+            if let Some(layer) = keyframe_of {
+                self.request_keyframe(tk, layer, now);
             }
         }
     }

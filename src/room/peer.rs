@@ -10,8 +10,18 @@ use bytes::BytesMut;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::interceptor::{Registry, Slot};
+
+/// Where a subscriber's congestion controller starts, and its floor and ceiling (bits/s). The
+/// start is low enough that a slow link is not flooded before the first feedback; the floor is
+/// below one audio stream, so the estimate can say "not even the lowest video layer fits".
+const BWE_START_BPS: f64 = 500_000.0;
+const BWE_MIN_BPS: f64 = 30_000.0;
+const BWE_MAX_BPS: f64 = 20_000_000.0;
+use rtc::interceptor::CongestionControlBuilder;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_twcc, register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -37,7 +47,9 @@ use super::negotiation::Negotiation;
 use crate::auth::Grant;
 use crate::ids::TrackKind;
 use crate::ids::{random_alnum, DisplayName, ParticipantId, PeerKey, TrackId};
+use crate::media::bwe::Bwe;
 use crate::media::forwarder::TrackKey;
+use crate::media::probe::Prober;
 use crate::media::rtcp_tap::{sfu_feedback, RtcpTap};
 use crate::media::track::{RtpMap, FORWARDED_EXTENSIONS};
 use crate::signal::protocol::ServerMsg;
@@ -95,6 +107,10 @@ pub struct Peer {
     /// Queued in the room's dirty list (so each peer is queued once), and how it must be
     /// drained.
     queued: Option<Drain>,
+    /// The latest REMB this peer sent (its own estimate of what it can receive), bits/s.
+    remb_bps: Option<u64>,
+    /// Probing this peer's downlink upward.
+    prober: Prober,
 }
 
 /// How a queued peer connection is drained.
@@ -148,9 +164,19 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
             None,
         )?;
     }
-    // Application-ward of the default chain, so NACK/report interceptors act first.
+    // Application-ward of the default chain, so NACK/report interceptors act first. The
+    // defaults include the mid/rid extensions simulcast layers are told apart by.
     let registry = Registry::new().with(Slot::from(14_000), RtcpTap::new(sfu_feedback));
     let registry = register_default_interceptors(registry, &mut me)?;
+    // Transport-wide congestion control both ways: feedback to publishers (their own encoder
+    // rate control needs it) and, toward subscribers, sequence numbers plus a send-side
+    // estimator fed by their feedback (`media::bwe`, which says why not rtc's GCC). No pacer:
+    // the room's allocator keeps each subscriber's video under the estimate by picking layers,
+    // and audio is never queued behind video.
+    let registry = configure_twcc(registry, &mut me)?.with(
+        Slot::CongestionControl,
+        CongestionControlBuilder::new(Bwe::new(BWE_START_BPS, BWE_MIN_BPS, BWE_MAX_BPS)).build(),
+    );
     Ok((me, registry))
 }
 
@@ -230,7 +256,35 @@ impl Peer {
             next_timeout: None,
             timeout_stale: true,
             queued: None,
+            remb_bps: None,
+            prober: Prober::default(),
         })
+    }
+
+    /// The probe scheduler for this peer's downlink.
+    pub fn prober_mut(&mut self) -> &mut Prober {
+        &mut self.prober
+    }
+
+    /// When this peer's probe next needs packets sent.
+    pub fn probe_deadline(&self, now: Instant) -> Option<Instant> {
+        self.prober.next_deadline(now)
+    }
+
+    /// Records a REMB from this peer.
+    pub fn set_remb(&mut self, bps: u64) {
+        self.remb_bps = Some(bps);
+    }
+
+    /// What this peer can receive, bits/s: the send-side estimate from its transport-wide
+    /// feedback, else its own REMB, else (no feedback yet, or a client that gives none) the
+    /// estimator's starting rate.
+    pub fn estimate(&self) -> u64 {
+        self.pc
+            .target_bitrate()
+            .map(|b| b as u64)
+            .or(self.remb_bps)
+            .unwrap_or(BWE_START_BPS as u64)
     }
 
     /// Room-local key (the demux tags datagrams with it).

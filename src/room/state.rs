@@ -50,6 +50,10 @@ pub struct Room {
     /// Some peer's negotiation state changed since `negotiate` last looked (so a datagram
     /// does not scan every peer).
     pub(super) negotiate_due: bool,
+    /// When bandwidth allocation runs next (`None`: at the next timeout).
+    pub(super) next_allocation: Option<Instant>,
+    /// Legs this room has paused for bandwidth (its share of the `paused_legs` gauge).
+    pub(super) paused_legs: usize,
 }
 
 impl Room {
@@ -77,6 +81,8 @@ impl Room {
             oldest_forwarded: None,
             counters: LocalCounters::default(),
             negotiate_due: false,
+            next_allocation: None,
+            paused_legs: 0,
         }
     }
 
@@ -122,6 +128,14 @@ impl Room {
         if let Some(t) = self.forwarder.next_deadline() {
             deadline = deadline.min(t);
         }
+        for p in self.peers.values() {
+            if let Some(t) = p.probe_deadline(now) {
+                deadline = deadline.min(t);
+            }
+        }
+        if let Some(t) = self.next_allocation {
+            deadline = deadline.min(t);
+        }
         deadline
     }
 
@@ -143,6 +157,7 @@ impl Room {
             RoomCmd::Offer { id, .. }
             | RoomCmd::Answer { id, .. }
             | RoomCmd::Candidate { id, .. }
+            | RoomCmd::TrackView { id, .. }
             | RoomCmd::Leave { id } => self.span_of(id),
             _ => tracing::Span::none(),
         };
@@ -161,6 +176,11 @@ impl Room {
             RoomCmd::Offer { id, sdp } => self.on_offer(&id, sdp, now),
             RoomCmd::Answer { id, sdp } => self.on_answer(&id, sdp, now),
             RoomCmd::Candidate { id, candidate } => self.on_candidate(&id, candidate),
+            RoomCmd::TrackView { id, track_id, view } => {
+                self.on_track_view(&id, &track_id, view);
+                // Applied at the next allocation; no negotiation change.
+                return;
+            }
             RoomCmd::Leave { id } => {
                 if let Some(key) = self.key_of(&id) {
                     self.remove_peer(key, None, now);
@@ -215,6 +235,8 @@ impl Room {
         }
         self.forwarder.update_rates(now);
         self.counters.flush();
+        self.allocate_if_due(now);
+        self.send_probes(now);
         for request in self.forwarder.due_keyframe_requests(now) {
             self.send_pli(request, now);
         }
@@ -247,6 +269,7 @@ impl Drop for Room {
         for (_, t) in self.forwarder.tracks() {
             METRICS.tracks[kind_index(t.kind)].dec();
         }
+        METRICS.paused_legs.sub(self.paused_legs as i64);
         METRICS.rooms.dec();
     }
 }

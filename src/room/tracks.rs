@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use rtc::peer_connection::event::RTCTrackEventInit;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::peer::Peer;
 use super::state::Room;
@@ -26,10 +26,11 @@ impl Room {
         }
         let (publisher_id, track_id, kind) = (t.publisher_id.clone(), t.id.clone(), t.kind);
         let codec = t.codec.clone();
+        let clock_rate = codec.clock_rate;
         match peer.add_down_track(&publisher_id, &track_id, kind, codec, tk) {
             Ok((sender, ssrc)) => {
                 self.forwarder
-                    .subscribe(tk, DownTrack::new(peer.key(), sender, ssrc));
+                    .subscribe(tk, DownTrack::new(peer.key(), sender, ssrc, clock_rate));
                 self.negotiate_due = true;
             }
             Err(e) => warn!(%e, track = %track_id, "could not add track for subscriber"),
@@ -42,7 +43,13 @@ impl Room {
             return;
         };
         if !peer.first_sight(init.receiver_id) {
-            return; // repeated after renegotiation
+            // Repeated after renegotiation, or the next simulcast layer of a published track.
+            if let Some(tk) = peer.published(&init.track_id) {
+                if let Some(slot) = self.forwarder.add_layer(tk, init.rid.as_deref(), init.ssrc) {
+                    debug!(parent: peer.span(), rid = ?init.rid, ssrc = init.ssrc, slot, "layer");
+                }
+            }
+            return;
         }
         let published = peer.published_count();
         if !peer.grant().can_publish || published >= self.settings.limits.max_tracks_per_participant
@@ -73,10 +80,11 @@ impl Room {
             publisher_id.clone(),
             kind,
             init.receiver_id,
-            init.ssrc,
+            init.track_id.clone(),
             codec,
             rtp_map,
         );
+        self.forwarder.add_layer(tk, init.rid.as_deref(), init.ssrc);
         peer.add_published(init.track_id.clone(), tk);
         METRICS.tracks[kind_index(kind)].inc();
         let Some(track_id) = self.forwarder.track(tk).map(|t| t.id.clone()) else {

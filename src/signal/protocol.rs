@@ -51,6 +51,20 @@ pub enum ClientMsg {
         /// The candidate.
         candidate: Option<CandidateInit>,
     },
+    /// How the client shows a remote video track (sent when it changes): the server sends a
+    /// hidden tile nothing and a small tile a small layer.
+    TrackView {
+        /// The remote track (as in `track-published`).
+        track_id: TrackId,
+        /// Whether the tile is on screen.
+        visible: bool,
+        /// Rendered width in device pixels (0: unknown).
+        #[serde(default)]
+        width: u32,
+        /// Rendered height in device pixels (0: unknown).
+        #[serde(default)]
+        height: u32,
+    },
     /// Leave the room.
     Leave,
     /// Liveness probe.
@@ -130,6 +144,31 @@ pub enum ServerMsg {
         /// Track id.
         track_id: TrackId,
     },
+    /// The server stopped sending one of a member's video tracks to this client because its
+    /// link cannot carry even the lowest layer; `track-resumed` follows when it can.
+    TrackPaused {
+        /// Publisher.
+        participant_id: ParticipantId,
+        /// Track id.
+        track_id: TrackId,
+        /// Why (`bandwidth`).
+        reason: PauseReason,
+    },
+    /// A paused track flows again.
+    TrackResumed {
+        /// Publisher.
+        participant_id: ParticipantId,
+        /// Track id.
+        track_id: TrackId,
+    },
+    /// Dynacast, to a publisher: the simulcast layers (rids) of its track that someone
+    /// receives; the client turns the other encodings off.
+    PublishLayers {
+        /// The publisher's own track id (its `MediaStreamTrack.id`, the SDP `msid`).
+        source_track_id: String,
+        /// The rids to keep sending.
+        active: Vec<String>,
+    },
     /// Something went wrong.
     Error {
         /// Machine-readable code.
@@ -165,11 +204,22 @@ impl ServerMsg {
             ServerMsg::ParticipantLeft { .. } => "participant-left",
             ServerMsg::TrackPublished { .. } => "track-published",
             ServerMsg::TrackUnpublished { .. } => "track-unpublished",
+            ServerMsg::TrackPaused { .. } => "track-paused",
+            ServerMsg::TrackResumed { .. } => "track-resumed",
+            ServerMsg::PublishLayers { .. } => "publish-layers",
             ServerMsg::Error { .. } => "error",
             ServerMsg::Pong => "pong",
             ServerMsg::GoingAway { .. } => "going-away",
         }
     }
+}
+
+/// Why a track is paused for one subscriber.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    /// Its link cannot carry the track's lowest layer.
+    Bandwidth,
 }
 
 /// Machine-readable error codes (`docs/protocol.md` lists when each is sent).
@@ -263,7 +313,16 @@ impl ErrorCode {
     }
 }
 
-const KNOWN_TYPES: &[&str] = &["join", "offer", "answer", "candidate", "leave", "ping"];
+/// Every client message `type` (also the `confab_signaling_messages_total` labels).
+pub const CLIENT_MSG_TYPES: &[&str] = &[
+    "join",
+    "offer",
+    "answer",
+    "candidate",
+    "track-view",
+    "leave",
+    "ping",
+];
 
 /// Parses one text frame into a [`ClientMsg`], telling a bad message from an unknown type.
 pub fn parse_client_msg(text: &str) -> Result<ClientMsg, (ErrorCode, String)> {
@@ -279,7 +338,7 @@ pub fn parse_client_msg(text: &str) -> Result<ClientMsg, (ErrorCode, String)> {
             "expected a JSON object with a string \"type\"".into(),
         ));
     };
-    if !KNOWN_TYPES.contains(&ty.as_str()) {
+    if !CLIENT_MSG_TYPES.contains(&ty.as_str()) {
         let shown: String = ty.chars().take(40).collect();
         return Err((
             ErrorCode::UnknownType,
@@ -305,6 +364,30 @@ mod tests {
                 token: None
             }
         );
+    }
+
+    #[test]
+    fn parses_track_view_and_every_listed_type_is_known() {
+        let m = parse_client_msg(
+            r#"{"type":"track-view","track_id":"t1","visible":true,"width":320,"height":180}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            ClientMsg::TrackView {
+                track_id: serde_json::from_str("\"t1\"").unwrap(),
+                visible: true,
+                width: 320,
+                height: 180
+            }
+        );
+        for ty in CLIENT_MSG_TYPES {
+            let err = parse_client_msg(&format!(r#"{{"type":"{ty}","bogus":1}}"#));
+            assert!(
+                !matches!(&err, Err((ErrorCode::UnknownType, _))),
+                "{ty} is listed but not parsed: {err:?}"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::auth::Auth;
 use crate::config::IceServer;
 use crate::ids::{DisplayName, ParticipantId, RoomName};
 use crate::room::registry::{RoomHandle, Rooms};
-use crate::room::RoomCmd;
+use crate::room::{RoomCmd, View};
 use crate::telemetry::METRICS;
 
 /// Messages the room may queue for one session before the participant counts as stuck.
@@ -192,12 +192,16 @@ async fn reply_error<S: Sink<Message> + Unpin>(tx: &mut S, code: ErrorCode, mess
     let _ = send(tx, &ServerMsg::error(code, message)).await;
 }
 
+/// Largest rendered tile size a `track-view` may claim (device pixels, each side).
+const MAX_VIEW_PIXELS: u32 = 16_384;
+
 fn type_name(m: &ClientMsg) -> &'static str {
     match m {
         ClientMsg::Join { .. } => "join",
         ClientMsg::Offer { .. } => "offer",
         ClientMsg::Answer { .. } => "answer",
         ClientMsg::Candidate { .. } => "candidate",
+        ClientMsg::TrackView { .. } => "track-view",
         ClientMsg::Leave => "leave",
         ClientMsg::Ping => "ping",
     }
@@ -247,6 +251,23 @@ async fn handle<S: Sink<Message> + Unpin>(
         (ClientMsg::Candidate { candidate }, Some(j)) => RoomCmd::Candidate {
             id: j.id.clone(),
             candidate,
+        },
+        (
+            ClientMsg::TrackView {
+                track_id,
+                visible,
+                width,
+                height,
+            },
+            Some(j),
+        ) => RoomCmd::TrackView {
+            id: j.id.clone(),
+            track_id,
+            view: View {
+                visible,
+                width: width.min(MAX_VIEW_PIXELS),
+                height: height.min(MAX_VIEW_PIXELS),
+            },
         },
         (ClientMsg::Leave, Some(_)) => return Flow::Close("left"),
     };

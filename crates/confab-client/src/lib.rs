@@ -613,6 +613,11 @@ fn spawn_reader(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
         while let Some(ev) = track.poll().await {
             match ev {
                 TrackRemoteEvent::OnRtpPacket(pkt) => {
+                    // Padding-only packets (the server's bandwidth probes) carry no media: a
+                    // receiver discards them, as browsers do.
+                    if pkt.payload.is_empty() {
+                        continue;
+                    }
                     let now = synth::unix_ns();
                     if let Ok(mut s) = stats.lock() {
                         s.on_payload(&pkt.payload, now);

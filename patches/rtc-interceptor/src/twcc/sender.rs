@@ -6,10 +6,22 @@ use crate::stream_info::StreamInfo;
 use crate::{Packet, TaggedPacket};
 use sansio::Protocol;
 use shared::error::Error;
-use shared::marshal::Marshal;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::time::Instant;
+
+/// Every transport-wide sequence number's two-byte extension payload (big-endian), so a packet
+/// is numbered by slicing a static buffer instead of allocating one.
+static TWCC_PAYLOADS: [u8; 2 * 65536] = {
+    let mut t = [0u8; 2 * 65536];
+    let mut i = 0;
+    while i < 65536 {
+        t[2 * i] = (i >> 8) as u8;
+        t[2 * i + 1] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Builder for the [`TwccSenderInterceptor`].
 ///
@@ -115,14 +127,14 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for TwccSenderInterceptor {
             let seq = self.next_sequence_number;
             self.next_sequence_number = self.next_sequence_number.wrapping_add(1);
 
-            let tcc_ext = rtp::extension::transport_cc_extension::TransportCcExtension {
-                transport_sequence: seq,
-            };
-            if let Ok(ext_data) = tcc_ext.marshal() {
-                let _ = rtp_packet
-                    .header
-                    .set_extension(stream.hdr_ext_id, ext_data.freeze());
-            }
+            // The extension's payload is the sequence number, big-endian (what
+            // `TransportCcExtension::marshal` writes), taken from a static table so numbering a
+            // packet allocates no buffer.
+            let at = 2 * usize::from(seq);
+            let ext_data = bytes::Bytes::from_static(&TWCC_PAYLOADS[at..at + 2]);
+            let _ = rtp_packet
+                .header
+                .set_extension(stream.hdr_ext_id, ext_data);
         }
         self.write_queue.push_back(msg);
         Ok(())

@@ -856,6 +856,23 @@ impl RTCPeerConnection {
             }) && let Some(receiver) = transceiver.receiver_mut()
             {
                 let mut receive_codings = vec![];
+                // A renegotiation that leaves a simulcast track as it was must not forget which
+                // SSRC each rid arrived on: the sender stops repeating the mid/rid header
+                // extensions once its streams are acknowledged, so layers reset to "ssrc unknown"
+                // could never be bound again and their packets would be dropped from then on.
+                let unchanged_simulcast = !incoming_track.rids.is_empty()
+                    && receiver.track().track_id() == &incoming_track.track_id
+                    && receiver.track().stream_id() == &incoming_track.stream_id
+                    && receiver.get_coding_parameters().len() == incoming_track.rids.len()
+                    && incoming_track.rids.iter().all(|rid| {
+                        receiver
+                            .get_coding_parameters()
+                            .iter()
+                            .any(|coding| &coding.rid == rid)
+                    });
+                if unchanged_simulcast {
+                    continue;
+                }
                 if !incoming_track.rids.is_empty() {
                     // for incoming_track with rids, defer adding track until received the first RTP
                     // packet with rtp header extension with "urn:ietf:params:rtp-hdrext:sdes:mid" and

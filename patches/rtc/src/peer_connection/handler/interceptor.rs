@@ -786,6 +786,7 @@ impl<'a>
                 // one more number about the send side, and it belongs with the rest of them.
                 for attribute in &packet.message.attributes {
                     if let Attribute::TargetBitrateChanged { bits_per_second } = attribute {
+                        self.stats.target_bitrate = Some(*bits_per_second);
                         // The estimate is one number for the connection, while `target_bitrate` is
                         // reported per outbound stream — with a single stream they are the same
                         // thing. Splitting one estimate across simulcast layers is an allocation

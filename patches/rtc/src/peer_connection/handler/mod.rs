@@ -188,6 +188,13 @@ impl RTCPeerConnection {
         self.pipeline_context.write_outs.pop_front()
     }
 
+    /// The congestion controller's latest target bitrate for this connection (bits per second),
+    /// or `None` if no controller is configured or it has not reported yet. The same number
+    /// `get_stats` reports as each outbound stream's `target_bitrate`, without building a report.
+    pub fn target_bitrate(&self) -> Option<f64> {
+        self.pipeline_context.stats.target_bitrate
+    }
+
     /// Next media (RTP/RTCP) message for the application, if any.
     ///
     /// Never affected by data-channel back-pressure. Media arrives over SRTP and is subject to

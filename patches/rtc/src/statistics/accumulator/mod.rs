@@ -98,6 +98,11 @@ pub(crate) struct RTCStatsAccumulator {
 
     /// Maps FEC SSRC to primary SSRC for O(1) lookup.
     fec_ssrc_to_primary: HashMap<SSRC, SSRC>,
+
+    /// The congestion controller's latest target for the whole connection, in bits per second
+    /// (`None` until it has reported one). Kept apart from the per-stream copies so it can be
+    /// read without building a stats report.
+    pub(crate) target_bitrate: Option<f64>,
 }
 
 /// Asserts a stats record was stamped with `expected`, ignoring the wall-clock half.
