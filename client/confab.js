@@ -132,7 +132,7 @@
  * down, and the layer's bitrate cap in bit/s. The server names them in `publish-layers`.
  */
 export const SIMULCAST_LAYERS = Object.freeze([
-  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 80_000 }),
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 50_000 }),
   Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 300_000 }),
   Object.freeze({ rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 900_000 }),
 ]);

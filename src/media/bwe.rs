@@ -60,6 +60,10 @@ pub const GROWTH_PER_S: f64 = 1.08;
 /// Growth beyond 1.5 × delivered is allowed up to this many bits/s.
 pub const GROWTH_SLACK: f64 = 100_000.0;
 
+/// Bytes a packet takes on the wire beyond what the send history records (its RTP size): IPv4
+/// and UDP headers and the SRTP authentication tag. Estimates are of what the link carries.
+pub const PACKET_OVERHEAD_BYTES: usize = 20 + 8 + 16;
+
 /// What the estimator currently thinks of the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkState {
@@ -94,6 +98,8 @@ pub struct Bwe {
     state: LinkState,
     /// Arrivals reported so far.
     seen: u64,
+    /// When the state was last logged (`debug`, once a second).
+    last_log: Option<Instant>,
 }
 
 impl Bwe {
@@ -112,6 +118,7 @@ impl Bwe {
             last_update: None,
             state: LinkState::Unknown,
             seen: 0,
+            last_log: None,
         }
     }
 
@@ -187,14 +194,15 @@ impl Bwe {
             .get_or_insert_with(|| reports.first().map_or(now, |r| r.departure));
         for r in reports {
             self.fates.push_back((now, r.arrived));
+            let size = r.size + PACKET_OVERHEAD_BYTES;
             self.sent
-                .push_back((r.departure.saturating_duration_since(epoch), r.size));
+                .push_back((r.departure.saturating_duration_since(epoch), size));
             let (true, Some(arrival)) = (r.arrived, r.arrival) else {
                 continue;
             };
             let departed = r.departure.saturating_duration_since(epoch);
             let delay = arrival.as_micros() as i64 - departed.as_micros() as i64;
-            self.arrivals.push_back((arrival, delay, r.size));
+            self.arrivals.push_back((arrival, delay, size));
             self.seen += 1;
             let bucket = Duration::from_millis(arrival.as_millis() as u64 / 100 * 100);
             match self.minima.back_mut() {
@@ -268,6 +276,21 @@ impl BandwidthEstimator for Bwe {
             self.state = LinkState::Steady;
         }
         self.target = self.target.clamp(self.min, self.max);
+        if self
+            .last_log
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_log = Some(now);
+            tracing::debug!(
+                state = ?self.state,
+                queue_ms = queue.as_millis() as u64,
+                loss = format_args!("{loss:.3}"),
+                delivered = delivered as u64,
+                sent = sent as u64,
+                target = self.target as u64,
+                "bwe"
+            );
+        }
     }
 
     fn target_bitrate(&self) -> f64 {
@@ -382,7 +405,8 @@ mod tests {
         link.run(&mut b, |_| 200_000.0, 10.0);
         let t = b.target_bitrate();
         // (The delivered-rate window counts a packet or two more than the nominal rate.)
-        assert!(t <= 1.6 * 200_000.0 + GROWTH_SLACK, "target {t}");
+        let wire = 200_000.0 * (1000 + PACKET_OVERHEAD_BYTES) as f64 / 1000.0;
+        assert!(t <= 1.6 * wire + GROWTH_SLACK, "target {t}");
         // A probe at 2 Mbit/s that gets through raises the target at once.
         link.run(&mut b, |_| 2_000_000.0, 0.3);
         let t = b.target_bitrate();

@@ -415,7 +415,8 @@ impl Forwarder {
 
     /// Dynacast: for each simulcast track whose wanted layers changed, (publisher, its own
     /// track id, the rids to send). A layer is wanted while a leg forwards it or waits for it
-    /// (a leg not yet open wants the lowest); it is turned off after `off_delay` unwanted.
+    /// (a leg not yet open wants the lowest); it is turned off after `off_delay` unwanted. The
+    /// lowest layer is never turned off.
     pub fn dynacast(
         &mut self,
         now: Instant,
@@ -428,6 +429,9 @@ impl Forwarder {
             }
             let mut wanted = [false; MAX_LAYERS];
             let lowest = t.layers.lowest().unwrap_or(0);
+            // The lowest layer stays on: it is cheap, and a subscriber whose link degrades (or
+            // who just joined) needs it at once, not after the encoder restarts it.
+            wanted[usize::from(lowest)] = true;
             for d in &t.downs {
                 let (current, target) = d.layers();
                 if d.state != DownState::Open {
@@ -884,13 +888,12 @@ mod tests {
             vec!["q".to_string(), "f".to_string()],
             "f on at once, q still forwarded"
         );
-        // The leg never got a packet of q, and now waits for f: q goes off after the delay.
-        let q_off = f.dynacast(t0 + delay * 3, delay);
-        assert_eq!(q_off[0].2, vec!["f".to_string()]);
-        // Nobody subscribed any more: everything off after the delay.
+        // The leg now waits for f; q stays on all the same (the lowest layer is never off).
+        assert!(f.dynacast(t0 + delay * 3, delay).is_empty());
+        // Nobody subscribed any more: everything but the lowest off after the delay.
         f.drop_subscriber(PeerKey(2));
         assert!(f.dynacast(t0 + delay * 3, delay).is_empty());
-        let none = f.dynacast(t0 + delay * 4, delay);
-        assert!(none[0].2.is_empty());
+        let low = f.dynacast(t0 + delay * 4, delay);
+        assert_eq!(low[0].2, vec!["q".to_string()]);
     }
 }

@@ -22,11 +22,13 @@ pub const PROBE_PACKET_BITS: u64 = (20 + 8 + 12 + 8 + 4 + 16) * 8;
 /// next one after this long.
 pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// After a failed probe the wait doubles, up to this.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// A probe worked if the estimate rose by this factor.
 pub const SUCCESS_GAIN: f64 = 1.15;
 /// An estimate below this share of the previous one is falling (congestion: no probe).
 const FALLING: f64 = 0.9;
+/// A probe aims this far above the want (the allocator moves up only with headroom).
+const PROBE_HEADROOM: f64 = 1.3;
 /// Probe rate floor and ceiling (bits/s).
 const MIN_PROBE_BPS: u64 = 100_000;
 const MAX_PROBE_BPS: u64 = 2_000_000;
@@ -98,7 +100,9 @@ impl Prober {
         if now < next_at || falling || wanted_bps <= estimate {
             return;
         }
-        let bps = wanted_bps
+        // Enough to show room for the want plus the allocator's upgrade headroom, at most
+        // doubling what is sent.
+        let bps = ((wanted_bps as f64 * PROBE_HEADROOM) as u64)
             .saturating_sub(estimate)
             .min(estimate)
             .clamp(MIN_PROBE_BPS, MAX_PROBE_BPS);

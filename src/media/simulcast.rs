@@ -23,8 +23,9 @@ pub type LayerIndex = u8;
 pub const LAYER_STALE: Duration = Duration::from_secs(1);
 
 /// What a layer costs before it has been measured (or while the publisher has it turned off),
-/// in bits per second, by slot: the bitrates the Confab client asks its encoder for.
-const NOMINAL_BPS: [u64; MAX_LAYERS] = [100_000, 350_000, 1_000_000];
+/// in bits per second, by slot: about what the Confab client's encodings (50k/300k/900k caps,
+/// 240x135/480x270/960x540) measure on the wire.
+const NOMINAL_BPS: [u64; MAX_LAYERS] = [60_000, 300_000, 700_000];
 
 /// Bytes per packet on the wire beyond the RTP payload: RTP header and extensions, SRTP tag,
 /// UDP and IPv4 headers. Used to turn payload rates into what a link must carry.

@@ -13,7 +13,7 @@
 //      from both others (inbound-rtp framesDecoded rising, per publisher) and show it in a
 //      <video> with videoWidth > 0;
 //   3. every page publishes its camera as the simulcast layers q, h, f (sender encodings: rid,
-//      scaleResolutionDownBy 4/2/1, maxBitrate 80k/300k/900k) and its microphone as one encoding
+//      scaleResolutionDownBy 4/2/1, maxBitrate 50k/300k/900k) and its microphone as one encoding
 //      (with CONFAB_E2E_SIMULCAST=0: the camera as one encoding without rid);
 //   4. every page sent a `track-view` for each remote video track (the server's track id), the
 //      last one visible and at the tile's rendered size in device pixels, none repeating the one
@@ -74,7 +74,7 @@ const VIEW_TIMEOUT_MS = 2_000;
 const SIMULCAST = process.env.CONFAB_E2E_SIMULCAST !== '0';
 /** The camera encodings every page must publish (client/confab.js SIMULCAST_LAYERS). */
 const CAMERA_ENCODINGS = [
-  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 80_000 },
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 50_000 },
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 300_000 },
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 900_000 },
 ];
@@ -635,7 +635,7 @@ async function run() {
       fail(layersCheck, `${p.name}'s audio senders have encodings ${JSON.stringify(audio.map((x) => x.encodings))}, want one without rid`);
     }
   }
-  pass(layersCheck, `every page: video encodings ${SIMULCAST ? 'q/4/80k h/2/300k f/1/900k' : 'one without rid'}, audio one encoding`);
+  pass(layersCheck, `every page: video encodings ${SIMULCAST ? 'q/4/50k h/2/300k f/1/900k' : 'one without rid'}, audio one encoding`);
 
   const viewSizes = await checkViews('track-view sent for every remote video', peers, others);
   pass('track-view sent for every remote video', `visible, at the tile size in device px (${viewSizes})`);
