@@ -77,5 +77,5 @@ echo "== cargo test (unit + integration, whole workspace)"
 cargo test --workspace --all-targets
 echo "== browser end-to-end (headless Chromium)"
 bash tests/browser/run.sh
-echo "== browser test under shaped links (network namespaces, tc tbf; enforces scenario 2)"
+echo "== browser test under shaped links (network namespaces, tc tbf; enforces scenario 2: fps, audio)"
 SHAPED_ENFORCE=2 bash tests/browser/shaped.sh
