@@ -165,17 +165,16 @@ impl Bwe {
             return Duration::ZERO;
         };
         let base = self.minima.iter().map(|(_, d)| *d).min().unwrap_or(0);
-        let recent: Vec<i64> = self
+        let (sum, n) = self
             .arrivals
             .iter()
             .rev()
             .take_while(|(at, _, _)| *at + Duration::from_millis(100) >= last)
-            .map(|(_, d, _)| *d)
-            .collect();
-        if recent.is_empty() {
+            .fold((0i64, 0i64), |(sum, n), (_, d, _)| (sum + d, n + 1));
+        if n == 0 {
             return Duration::ZERO;
         }
-        let mean = recent.iter().sum::<i64>() / recent.len() as i64;
+        let mean = sum / n;
         Duration::from_micros(mean.saturating_sub(base).max(0) as u64)
     }
 

@@ -149,14 +149,9 @@ impl DownTrack {
         (self.selector.current(), self.selector.target())
     }
 
-    /// Picks the layer to forward (`None` pauses). Returns `true` when the leg now waits for
-    /// a keyframe of the new layer (the caller asks the publisher for one).
-    pub fn set_target(&mut self, target: Option<LayerIndex>) -> bool {
-        self.set_target_at(target, None)
-    }
-
-    /// [`set_target`](Self::set_target), remembering when the switch began.
-    pub fn set_target_at(&mut self, target: Option<LayerIndex>, now: Option<Instant>) -> bool {
+    /// Picks the layer to forward (`None` pauses) at `now`. Returns `true` when the leg now
+    /// waits for a keyframe of the new layer (the caller asks the publisher for one).
+    pub fn set_target(&mut self, target: Option<LayerIndex>, now: Instant) -> bool {
         if self.selector.target() == target {
             return false;
         }
@@ -166,7 +161,7 @@ impl DownTrack {
         }
         self.selector.set_target(target);
         let switching = self.selector.switching();
-        self.switch_since = if switching { now } else { None };
+        self.switch_since = switching.then_some(now);
         switching
     }
 
@@ -200,11 +195,6 @@ impl DownTrack {
             return None;
         }
         self.switch_since.map(|t| now.saturating_duration_since(t))
-    }
-
-    /// Whether the leg waits for a keyframe of its target layer.
-    pub fn waiting_for_keyframe(&self) -> bool {
-        self.state == DownState::Open && self.selector.switching()
     }
 
     /// Rewrites `src` (a packet of `layer`) for this subscriber, or says why not.

@@ -13,7 +13,7 @@ use super::codec::Codec;
 use super::downtrack::{DownState, DownTrack, LegOutcome, View};
 use super::keyframe::KeyframeRequester;
 use super::rate::RateMeter;
-use super::simulcast::{vp8_keyframe_width, LayerIndex, Layers, LAYER_STALE, MAX_LAYERS};
+use super::simulcast::{vp8_keyframe_width, LayerIndex, Layers, MAX_LAYERS};
 use super::track::RtpMap;
 use super::DropReason;
 use crate::ids::TrackKind;
@@ -304,7 +304,7 @@ impl Forwarder {
         let actual = target.map(|l| t.layers.nearest_flowing(l, now));
         let d = t.downs.iter_mut().find(|d| d.subscriber == subscriber)?;
         d.ideal = target;
-        let waits = d.set_target_at(actual, Some(now));
+        let waits = d.set_target(actual, now);
         let target = actual;
         match (waits, target) {
             (true, Some(layer)) => self.request_keyframe(key, layer, now),
@@ -478,10 +478,7 @@ impl Forwarder {
         let mut due = Vec::new();
         for t in self.tracks.values_mut() {
             for (_, l) in t.layers.iter_mut() {
-                let flowing = l
-                    .last_packet
-                    .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALE);
-                if !flowing {
+                if !l.flowing(now) {
                     // Turned off (dynacast) or dropped by the encoder: asking again is useless,
                     // and a layer that starts again begins with a keyframe.
                     l.keyframes.on_keyframe();

@@ -68,6 +68,12 @@ pub struct Layer {
 }
 
 impl Layer {
+    /// Whether it sent something within [`LAYER_STALE`].
+    pub fn flowing(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_STALE)
+    }
+
     /// What forwarding this layer costs on a subscriber's link, in bits per second: measured
     /// when it flows, else what it cost when it last did, else the nominal rate of its slot.
     pub fn wire_bps(&self, slot: LayerIndex) -> u64 {
@@ -170,26 +176,14 @@ impl Layers {
         self.iter().next().map(|(i, _)| i)
     }
 
-    /// The highest layer present.
-    pub fn highest(&self) -> Option<LayerIndex> {
-        self.iter().last().map(|(i, _)| i)
-    }
-
-    /// Whether the layer in `slot` sent something within [`LAYER_STALE`].
-    pub fn flowing(&self, slot: LayerIndex, now: Instant) -> bool {
-        self.get(slot)
-            .and_then(|l| l.last_packet)
-            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_STALE)
-    }
-
     /// The layer to forward when `wanted` is asked for: `wanted` if it flows, else the highest
     /// flowing layer below it, else the lowest flowing one above it, else `wanted` itself (it
     /// starts when its first keyframe comes).
     pub fn nearest_flowing(&self, wanted: LayerIndex, now: Instant) -> LayerIndex {
         let flowing: Vec<LayerIndex> = self
             .iter()
+            .filter(|(_, l)| l.flowing(now))
             .map(|(slot, _)| slot)
-            .filter(|&slot| self.flowing(slot, now))
             .collect();
         flowing
             .iter()
@@ -320,7 +314,8 @@ mod tests {
         assert_eq!(l.slot_of_ssrc(21), Some(1));
         assert_eq!(l.add(Some("x"), 40, kf()), None, "no free slot");
         assert!(l.is_simulcast());
-        assert_eq!((l.lowest(), l.highest()), (Some(0), Some(2)));
+        assert_eq!(l.lowest(), Some(0));
+        assert_eq!(l.iter().last().map(|(slot, _)| slot), Some(2));
     }
 
     #[test]
