@@ -7,13 +7,20 @@
  * `&simulcast=0` publishes the camera as one encoding instead of three simulcast layers.
  * For tests, `window.confab = {session, state}` exposes the live Session (e.g. `session.pc`)
  * and a plain snapshot of what the UI shows; `window.confabStats()` resolves to the inbound
- * stats of every received track by publisher participant id (`Session.inboundStats()`, `{}`
- * without a session).
+ * stats of every received track by publisher participant id (`Session.inboundStats()`; no
+ * entries without a session) plus `speakers`, the ids of the active speakers, loudest first
+ * (`Session.activeSpeakers()`; participant ids start with `p`, so never clash with it). After
+ * every `active-speakers` event, once the tiles show it, the window gets a
+ * `confab:active-speakers` event (`detail: {speakers: [participantId…]}`).
  *
  * Each remote tile reports how its video is shown (`Session.setTrackView`): its rendered size
  * in device pixels (ResizeObserver) and whether it is visible (IntersectionObserver, the page
  * not hidden, the element displayed). A tile whose track the server paused for bandwidth gets
  * the class `paused-bandwidth` and a "Paused — low bandwidth" overlay.
+ *
+ * The tile of each active speaker (the server's `active-speakers`; the self-view tile when our
+ * own id is listed) gets the class `speaking`, the loudest one also `dominant`, and its
+ * accessible name says "(speaking)"; nothing is announced as the list changes.
  */
 import { Session } from './confab.js';
 
@@ -28,6 +35,8 @@ import { Session } from './confab.js';
  * @property {Record<string, {id: string, name: string}>} participants  remote members shown
  * @property {Record<string, string[]>} sendingLayers  per local track id, the rids the server's
  *           last `publish-layers` left on (no entry: every layer, as after joining)
+ * @property {string[]} speakers       participant ids of the active speakers, loudest first
+ *           (our own id too while we speak)
  * @property {{type: string, at: number, detail?: unknown}[]} events  recent session events
  * @property {{code: string, message: string, fatal: boolean}[]} errors
  */
@@ -42,6 +51,7 @@ const state = {
   receiveOnly: false,
   participants: {},
   sendingLayers: {},
+  speakers: [],
   events: [],
   errors: [],
 };
@@ -49,7 +59,11 @@ const state = {
 /** @type {{session: Session | null, state: AppState}} */
 const exposed = { session: null, state };
 /** @type {any} */ (window).confab = exposed;
-/** @type {any} */ (window).confabStats = () => exposed.session?.inboundStats() ?? Promise.resolve({});
+/** @type {any} */ (window).confabStats = async () => {
+  const session = exposed.session;
+  const stats = session ? await session.inboundStats() : {};
+  return { ...stats, speakers: session ? session.activeSpeakers().map((s) => s.participantId) : [] };
+};
 
 /** What the camera is asked for: the top simulcast layer's size (the others scale it down). */
 const CAMERA_CONSTRAINTS = { width: { ideal: 960 }, height: { ideal: 540 } };
@@ -147,6 +161,7 @@ function ensureTile(id, name, local = false) {
     tile = document.createElement('div');
     tile.className = local ? 'tile local no-video' : 'tile no-video';
     tile.dataset.participantId = id;
+    tile.setAttribute('role', 'group');
     const video = document.createElement('video');
     video.autoplay = true;
     video.playsInline = true;
@@ -172,6 +187,8 @@ function ensureTile(id, name, local = false) {
   const labelNode = /** @type {HTMLElement} */ (tile.querySelector('.label'));
   labelNode.textContent = local ? `${name} (you)` : name;
   tile.dataset.initial = (name.trim()[0] ?? '?').toUpperCase();
+  tile.dataset.name = name;
+  renderSpeaking(tile);
   return tile;
 }
 
@@ -250,6 +267,33 @@ function renderPaused(session, participantId) {
   const tile = findTile(participantId);
   if (!tile) return;
   tile.classList.toggle('paused-bandwidth', session.pausedTracks().some((p) => p.participantId === participantId));
+}
+
+// ------------------------------------------------------------------ active speakers
+
+/** The tile id (`data-participant-id`) a speaker's participant id is shown in. @param {string} id */
+function speakerTileId(id) {
+  return id === state.participantId ? 'local' : id;
+}
+
+/**
+ * Puts `speaking` (and, for the loudest, `dominant`) on a tile as `state.speakers` says, and
+ * names the tile accordingly. A role="group" name is not a live region: screen readers hear it
+ * when they reach the tile, not on every change.
+ * @param {HTMLElement} tile
+ */
+function renderSpeaking(tile) {
+  const id = tile.dataset.participantId;
+  const rank = state.speakers.findIndex((s) => speakerTileId(s) === id);
+  tile.classList.toggle('speaking', rank >= 0);
+  tile.classList.toggle('dominant', rank === 0);
+  const notes = [...(tile.classList.contains('local') ? ['you'] : []), ...(rank >= 0 ? ['speaking'] : [])];
+  const name = `${tile.dataset.name ?? ''}${notes.length ? ` (${notes.join(', ')})` : ''}`;
+  if (tile.getAttribute('aria-label') !== name) tile.setAttribute('aria-label', name);
+}
+
+function renderAllSpeaking() {
+  for (const tile of ui.tiles.querySelectorAll('.tile')) renderSpeaking(/** @type {HTMLElement} */ (tile));
 }
 
 /** @param {HTMLElement} tile @param {MediaStream} stream */
@@ -373,11 +417,12 @@ function wireSession(session) {
    * @template T
    * @param {string} type
    * @param {(detail: T) => void} fn
+   * @param {boolean} [log=true]  record it in `state.events`
    */
-  const on = (type, fn) => session.addEventListener(type, (ev) => {
+  const on = (type, fn, log = true) => session.addEventListener(type, (ev) => {
     if (exposed.session !== session) return;
     const detail = /** @type {CustomEvent<T>} */ (ev).detail;
-    logEvent(type, summarize(detail));
+    if (log) logEvent(type, summarize(detail));
     fn(detail);
   });
 
@@ -396,6 +441,7 @@ function wireSession(session) {
     state.sendingLayers = {}; // a new PeerConnection sends every layer
     if (ui.notice.textContent?.startsWith('The server')) showNotice(null);
     syncParticipants();
+    renderAllSpeaking(); // our own id changed
   });
   on('participant-joined', (/** @type {import('./confab.js').ParticipantJoinedDetail} */ d) => {
     ensureTile(d.participant.id, d.participant.name);
@@ -437,6 +483,11 @@ function wireSession(session) {
   on('publish-layers', (/** @type {import('./confab.js').PublishLayersDetail} */ d) => {
     state.sendingLayers[d.sourceTrackId] = d.encodings.filter((e) => e.active).map((e) => e.rid ?? '');
   });
+  on('active-speakers', (/** @type {import('./confab.js').ActiveSpeakersDetail} */ d) => {
+    state.speakers = d.speakers.map((s) => s.participantId);
+    renderAllSpeaking();
+    window.dispatchEvent(new CustomEvent('confab:active-speakers', { detail: { speakers: [...state.speakers] } }));
+  }, false); // several a second while people talk: would crowd everything else out of `state.events`
   on('error', (/** @type {import('./confab.js').ErrorDetail} */ d) => {
     state.errors.push(d);
     if (state.errors.length > 50) state.errors.shift();
@@ -479,6 +530,7 @@ function endCall(message) {
   ui.tiles.replaceChildren();
   state.participants = {};
   state.sendingLayers = {};
+  state.speakers = [];
   state.participantId = null;
   state.connectionState = message ? 'failed' : 'disconnected';
   state.mediaState = 'new';

@@ -17,11 +17,14 @@
  *   layers on and off with `publish-layers` (dynacast); the session applies that to the sender.
  * - `setTrackView()` tells the server how large, and whether visible, a remote video is shown,
  *   so it can pick a layer for it (`track-view`); repeats are dropped and changes debounced.
+ * - The server names the dominant speakers (`active-speakers`, loudest first, our own id
+ *   included while we speak); `activeSpeakers()` returns the current list. It is emptied when
+ *   the socket drops, and a member who leaves is taken off it.
  *
  * Events (all `CustomEvent`s; see the typedefs below for each `detail`):
  * `joined`, `participant-joined`, `participant-left`, `track-published`, `track-unpublished`,
  * `track`, `track-ended`, `track-muted`, `track-unmuted`, `track-paused`, `track-resumed`,
- * `publish-layers`, `connection-state`, `media-state`, `error`, `going-away`.
+ * `publish-layers`, `active-speakers`, `connection-state`, `media-state`, `error`, `going-away`.
  */
 
 /**
@@ -63,6 +66,15 @@
  * @typedef {{state: RTCPeerConnectionState}} MediaStateDetail
  * @typedef {{code: string, message: string, fatal: boolean}} ErrorDetail
  * @typedef {{reason: string}} GoingAwayDetail
+ * @typedef {{speakers: ActiveSpeaker[]}} ActiveSpeakersDetail  the new list, loudest first;
+ *            emitted when it changes (also to `[]` when the socket drops)
+ */
+
+/**
+ * A participant the server hears speaking (`active-speakers`).
+ * @typedef {object} ActiveSpeaker
+ * @property {string} participantId  a member of the room, or our own `participantId`
+ * @property {number} level          smoothed voice activity, 0..1 (1 = loud)
  */
 
 /**
@@ -195,6 +207,9 @@ export class Session extends EventTarget {
   /** Changed views waiting out the debounce, per server track id.
    * @type {Map<string, ReturnType<typeof setTimeout>>} */
   #viewTimers = new Map();
+  /** The server's last `active-speakers`, loudest first. Emptied with the socket.
+   * @type {ActiveSpeaker[]} */
+  #speakers = [];
   /** Received tracks the server paused for bandwidth: server track id → owner and reason.
    * @type {Map<string, {participantId: string, reason: string}>} */
   #paused = new Map();
@@ -274,6 +289,13 @@ export class Session extends EventTarget {
    * `track-resumed`). @returns {TrackPausedDetail[]} */
   pausedTracks() {
     return [...this.#paused].map(([trackId, { participantId, reason }]) => ({ participantId, trackId, reason }));
+  }
+
+  /** Who is speaking, loudest first, as the server last said (`active-speakers`); our own
+   * `participantId` is listed while we speak. Empty until the server names anyone, and after
+   * the socket drops. @returns {ActiveSpeaker[]} */
+  activeSpeakers() {
+    return this.#speakers.map((s) => ({ ...s }));
   }
 
   /**
@@ -594,6 +616,9 @@ export class Session extends EventTarget {
       try { ws.close(1000, why.slice(0, 100)); } catch { /* already closed */ }
     }
     this.#closePc();
+    // Before the members go (one event, not one per member); the next join has a new
+    // participant id, and the server tells that session who speaks.
+    this.#setSpeakers([]);
     for (const id of [...this.#participants.keys()]) this.#removeParticipant(id);
     this.#participantId = null;
     // The next server knows none of our views; received tracks are gone anyway.
@@ -643,6 +668,7 @@ export class Session extends EventTarget {
       case 'track-paused': return this.#onTrackPaused(msg);
       case 'track-resumed': return this.#onTrackResumed(msg);
       case 'publish-layers': return this.#onPublishLayers(msg);
+      case 'active-speakers': return this.#onActiveSpeakers(msg);
       case 'error': return this.#onServerError(String(msg.code), String(msg.message ?? ''));
       case 'going-away':
         this.#emit('going-away', /** @type {GoingAwayDetail} */ ({ reason: String(msg.reason ?? '') }));
@@ -715,6 +741,23 @@ export class Session extends EventTarget {
       if (p.participantId === id) this.#paused.delete(trackId);
     }
     this.#emit('participant-left', /** @type {ParticipantLeftDetail} */ ({ participantId: id, participant }));
+    // Normally the server's next `active-speakers` says so too; do not wait for it.
+    this.#setSpeakers(this.#speakers.filter((s) => s.participantId !== id));
+  }
+
+  /** The dominant speakers changed. A message without a `speakers` array changes nothing.
+   * @param {any} msg */
+  #onActiveSpeakers(msg) {
+    const speakers = parseActiveSpeakers(msg.speakers);
+    if (speakers) this.#setSpeakers(speakers);
+  }
+
+  /** Makes `speakers` the current list; emits `active-speakers` if that changes it.
+   * @param {ActiveSpeaker[]} speakers */
+  #setSpeakers(speakers) {
+    if (sameSpeakers(this.#speakers, speakers)) return;
+    this.#speakers = speakers;
+    this.#emit('active-speakers', /** @type {ActiveSpeakersDetail} */ ({ speakers: this.activeSpeakers() }));
   }
 
   /** @param {any} msg */
@@ -1262,6 +1305,40 @@ export function fixBundleExtmapCollisions(sdp) {
     return `a=extmap:${id}${m[2] ?? ''} ${uri}${m[4]}`;
   });
   return changed ? out.join(eol) : sdp;
+}
+
+/**
+ * Converts the `speakers` of an `active-speakers` message, keeping the server's order (loudest
+ * first). An entry counts if it is an object with a non-empty string `participant_id` and a
+ * numeric `level` (clamped to 0..1); other entries, and repeats of an id already listed, are
+ * skipped, and unknown fields ignored. Returns null when `list` is not an array (the message
+ * is malformed and should change nothing). Never throws.
+ * @param {unknown} list
+ * @returns {ActiveSpeaker[] | null}
+ */
+export function parseActiveSpeakers(list) {
+  if (!Array.isArray(list)) return null;
+  /** @type {ActiveSpeaker[]} */
+  const out = [];
+  for (const entry of list) {
+    if (!entry || typeof entry !== 'object') continue;
+    const { participant_id: participantId, level } = /** @type {Record<string, unknown>} */ (entry);
+    if (typeof participantId !== 'string' || !participantId) continue;
+    if (typeof level !== 'number' || !Number.isFinite(level)) continue;
+    if (out.some((s) => s.participantId === participantId)) continue;
+    out.push({ participantId, level: Math.min(1, Math.max(0, level)) });
+  }
+  return out;
+}
+
+/**
+ * Whether two speaker lists name the same participants in the same order with the same levels.
+ * @param {readonly ActiveSpeaker[]} a
+ * @param {readonly ActiveSpeaker[]} b
+ */
+export function sameSpeakers(a, b) {
+  return a.length === b.length
+    && a.every((s, i) => s.participantId === b[i].participantId && s.level === b[i].level);
 }
 
 /** @param {any} wire @returns {Participant} */

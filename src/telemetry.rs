@@ -172,7 +172,24 @@ pub struct Metrics {
     pub dynacast_updates: IntCounter,
     /// Padding-only packets sent to probe subscribers' links.
     pub probe_packets: IntCounter,
+    /// Packets sent again in answer to subscribers' NACKs.
+    pub retransmitted_packets: IntCounter,
+    /// Payload bytes of those.
+    pub retransmitted_bytes: IntCounter,
+    /// NACKed packets not sent again, by reason (see [`NACK_UNANSWERED`]).
+    pub nack_unanswered: [IntCounter; 4],
+    /// Subscribers' loss per leg, from their receiver reports (after retransmission).
+    pub leg_loss: Histogram,
+    /// Sender reports written on subscriber legs.
+    pub sender_reports: IntCounter,
+    /// Changes of a room's dominant speaker.
+    pub speaker_changes: IntCounter,
 }
+
+/// Label values of `confab_nack_unanswered_total{reason}`: older than the cache keeps, never
+/// sent on the leg or never received from the publisher, sent again just before (or three
+/// times already), the leg's retransmission budget spent.
+pub const NACK_UNANSWERED: [&str; 4] = ["too_old", "unknown", "repeated", "over_budget"];
 
 impl Metrics {
     fn new() -> Self {
@@ -349,6 +366,38 @@ impl Metrics {
                 "confab_probe_packets_total",
                 "Padding-only packets sent to probe subscribers' downlinks"
             )),
+            retransmitted_packets: reg!(counter(
+                "confab_retransmitted_packets_total",
+                "Packets sent again to subscribers in answer to their NACKs (RTX or plain)"
+            )),
+            retransmitted_bytes: reg!(counter(
+                "confab_retransmitted_bytes_total",
+                "Payload bytes of the packets sent again to subscribers"
+            )),
+            nack_unanswered: {
+                let v = reg!(counter_vec(
+                    "confab_nack_unanswered_total",
+                    "NACKed packets not sent again, by reason",
+                    &["reason"]
+                ));
+                NACK_UNANSWERED.map(|r| v.with_label_values(&[r]))
+            },
+            leg_loss: reg!(Histogram::with_opts(
+                HistogramOpts::new(
+                    "confab_subscriber_leg_loss_ratio",
+                    "Loss subscribers report per leg (fraction lost after retransmission, per receiver report)"
+                )
+                .buckets(vec![0.0, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5])
+            )
+            .expect("valid metric")),
+            sender_reports: reg!(counter(
+                "confab_sender_reports_total",
+                "RTCP sender reports written on subscriber legs"
+            )),
+            speaker_changes: reg!(counter(
+                "confab_active_speaker_changes_total",
+                "Changes of a room's active speakers list"
+            )),
             registry,
         }
     }
@@ -428,11 +477,13 @@ pub enum DropReason {
     RoomClosed,
     /// RTP of a known track on an SSRC that is none of its layers (e.g. a repair stream).
     UnknownLayer,
+    /// A late packet a leg cannot place (from before its stream started or its last splice).
+    TooLate,
 }
 
 impl DropReason {
     /// Every reason, for pre-resolving metric handles.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::UnknownTrack,
         DropReason::NotNegotiated,
         DropReason::CodecNotNegotiated,
@@ -445,6 +496,7 @@ impl DropReason {
         DropReason::NotPermitted,
         DropReason::RoomClosed,
         DropReason::UnknownLayer,
+        DropReason::TooLate,
     ];
 
     /// Metric label.
@@ -462,6 +514,7 @@ impl DropReason {
             DropReason::NotPermitted => "not_permitted",
             DropReason::RoomClosed => "room_closed",
             DropReason::UnknownLayer => "unknown_layer",
+            DropReason::TooLate => "too_late",
         }
     }
 }

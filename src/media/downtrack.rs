@@ -1,6 +1,7 @@
 //! One published track as sent to one subscriber: its own SSRC, payload types, header
 //! extension ids, sequence/timestamp space, which simulcast layer it forwards (switching only at
-//! a keyframe), and what the subscriber shows it at.
+//! a keyframe), what the subscriber shows it at, and what it sent (to answer NACKs from the
+//! track's shared cache).
 
 use std::time::Instant;
 
@@ -8,8 +9,10 @@ use rtc::rtp::header::{Extension, Header};
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
+use super::cache::{Cached, AUDIO_SLOTS, VIDEO_SLOTS};
 use super::munger::Munger;
 use super::rate::RateMeter;
+use super::sentlog::{RetransmitBudget, SentLog};
 use super::simulcast::{LayerIndex, LayerSelector, Selection};
 use super::track::Translation;
 use super::DropReason;
@@ -97,8 +100,19 @@ pub struct DownTrack {
     pub ideal: Option<LayerIndex>,
     /// Layer switches completed on this leg.
     pub switches: u64,
+    /// Which input packet each recent output sequence number carried.
+    pub sent: SentLog,
+    /// The leg's RTX stream (RFC 4588), when the subscriber negotiated one: its SSRC.
+    rtx_ssrc: Option<u32>,
+    /// Next RTX sequence number.
+    rtx_seq: u16,
+    /// Byte budget of its retransmissions.
+    pub budget: RetransmitBudget,
     /// Payload type of the last packet sent (padding probes reuse it).
     last_pt: Option<u8>,
+    /// The last packet sent ended a frame (marker bit): padding may go in now without
+    /// landing inside a frame, which would leave the receiver unable to assemble it.
+    at_frame_end: bool,
     /// Packets forwarded on this leg.
     pub packets: u64,
     /// Payload bytes forwarded on this leg.
@@ -126,7 +140,12 @@ impl DownTrack {
             switch_since: None,
             ideal: None,
             switches: 0,
+            sent: SentLog::default(),
+            rtx_ssrc: None,
+            rtx_seq: rand::random(),
+            budget: RetransmitBudget::default(),
             last_pt: None,
+            at_frame_end: false,
             packets: 0,
             bytes: 0,
             rate: RateMeter::default(),
@@ -135,9 +154,24 @@ impl DownTrack {
 
     /// The subscriber answered: start forwarding `layer` with these tables. A video leg starts
     /// at a keyframe of it (the caller asks the publisher for one); audio flows at once.
-    pub fn open(&mut self, translation: Translation, layer: LayerIndex, needs_keyframe: bool) {
+    /// `rtx_ssrc`: the leg's RTX stream, if negotiated (retransmissions go there).
+    pub fn open(
+        &mut self,
+        translation: Translation,
+        layer: LayerIndex,
+        needs_keyframe: bool,
+        rtx_ssrc: Option<u32>,
+    ) {
         self.state = DownState::Open;
         self.translation = Some(translation);
+        self.rtx_ssrc = rtx_ssrc;
+        if self.sent.is_empty() {
+            self.sent = SentLog::new(if needs_keyframe {
+                VIDEO_SLOTS
+            } else {
+                AUDIO_SLOTS
+            });
+        }
         self.selector = LayerSelector::new(Some(layer));
         if !needs_keyframe {
             self.selector.select(layer, true);
@@ -167,9 +201,11 @@ impl DownTrack {
 
     /// A padding-only packet on this leg (a bandwidth probe): the next sequence number, the last
     /// timestamp, no payload; the receiver counts it in its feedback and discards it. `None`
-    /// unless the leg is forwarding.
+    /// unless the leg is forwarding and between two frames (a padding packet inside a frame
+    /// splits the frame's sequence numbers, and the receiver cannot assemble it).
     pub fn padding_packet(&mut self) -> Option<Packet> {
-        if self.state != DownState::Open || self.selector.current().is_none() {
+        if self.state != DownState::Open || self.selector.current().is_none() || !self.at_frame_end
+        {
             return None;
         }
         let pt = self.last_pt?;
@@ -195,6 +231,50 @@ impl DownTrack {
             return None;
         }
         self.switch_since.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// The packet that sends output `out_seq` (stamped `out_ts`) again with the cached input
+    /// packet's payload: on the leg's RTX stream when negotiated (the original sequence number
+    /// first in the payload, RFC 4588 §4), else as it went the first time. `None` when the leg
+    /// has no payload type for it.
+    pub fn retransmission(
+        &mut self,
+        out_seq: u16,
+        out_ts: u32,
+        cached: Cached<'_>,
+    ) -> Option<Packet> {
+        let t = self.translation.as_ref()?;
+        let pt = t.payload_type(cached.payload_type)?;
+        let header = |ssrc, payload_type, sequence_number| Header {
+            version: 2,
+            marker: cached.marker,
+            payload_type,
+            sequence_number,
+            timestamp: out_ts,
+            ssrc,
+            ..Default::default()
+        };
+        if let (Some(rtx_ssrc), Some(rtx_pt)) = (self.rtx_ssrc, t.rtx_payload_type(pt)) {
+            let mut payload = bytes::BytesMut::with_capacity(2 + cached.payload.len());
+            payload.extend_from_slice(&out_seq.to_be_bytes());
+            payload.extend_from_slice(cached.payload);
+            let seq = self.rtx_seq;
+            self.rtx_seq = seq.wrapping_add(1);
+            return Some(Packet {
+                header: header(rtx_ssrc, rtx_pt, seq),
+                payload: payload.freeze(),
+            });
+        }
+        Some(Packet {
+            header: header(self.ssrc, pt, out_seq),
+            payload: cached.payload.clone(),
+        })
+    }
+
+    /// The leg's output timestamp for input timestamp `in_ts` of stream `in_ssrc`, if the leg
+    /// forwards that stream now.
+    pub fn output_ts(&self, in_ssrc: u32, in_ts: u32) -> Option<u32> {
+        self.munger.output_ts(in_ssrc, in_ts)
     }
 
     /// Rewrites `src` (a packet of `layer`) for this subscriber, or says why not.
@@ -229,12 +309,16 @@ impl DownTrack {
         });
         self.last_out = Some(now);
         self.last_pt = Some(pt);
+        self.at_frame_end = h.marker;
         if switched {
             self.switches += 1;
         }
-        let (seq, ts) = self
+        let Some((seq, ts)) = self
             .munger
-            .rewrite(h.ssrc, h.sequence_number, h.timestamp, ticks);
+            .rewrite(h.ssrc, h.sequence_number, h.timestamp, ticks)
+        else {
+            return LegOutcome::Drop(DropReason::TooLate);
+        };
         // Only forwardable extensions survive; most packets carry none or one, and an empty
         // Vec does not allocate.
         let mut extensions = Vec::new();
@@ -248,6 +332,7 @@ impl DownTrack {
         }
         self.packets += 1;
         self.bytes += src.payload.len() as u64;
+        self.sent.record(seq, layer, h.sequence_number, ts);
         LegOutcome::Send {
             switched,
             packet: Packet {

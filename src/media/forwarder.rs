@@ -5,15 +5,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
+use super::cache::Miss;
 use super::codec::Codec;
 use super::downtrack::{DownState, DownTrack, LegOutcome, View};
 use super::keyframe::KeyframeRequester;
 use super::rate::RateMeter;
-use super::simulcast::{vp8_keyframe_width, LayerIndex, Layers, MAX_LAYERS};
+use super::sentlog::Refusal;
+use super::simulcast::{vp8_keyframe_width, LayerIndex, Layers, SenderClock, MAX_LAYERS};
 use super::track::RtpMap;
 use super::DropReason;
 use crate::ids::TrackKind;
@@ -96,6 +99,10 @@ pub struct ForwardOutcome {
     pub not_negotiated: usize,
     /// Legs whose subscriber did not negotiate the packet's codec.
     pub codec_not_negotiated: usize,
+    /// Legs that could not place a late packet.
+    pub too_late: usize,
+    /// An audio packet's level (RFC 6464, -dBov), with its publisher.
+    pub audio_level: Option<(PeerKey, u8)>,
 }
 
 impl ForwardOutcome {
@@ -105,10 +112,40 @@ impl ForwardOutcome {
             (DropReason::WaitingForKeyframe, self.waiting_for_keyframe),
             (DropReason::NotNegotiated, self.not_negotiated),
             (DropReason::CodecNotNegotiated, self.codec_not_negotiated),
+            (DropReason::TooLate, self.too_late),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
         .map(|(r, n)| (r, n as u64))
+    }
+}
+
+/// What became of the sequence numbers of one NACK.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RetransmitCounts {
+    /// Sent again.
+    pub sent: u64,
+    /// Payload bytes of those.
+    pub bytes: u64,
+    /// Older than the cache keeps.
+    pub too_old: u64,
+    /// Never sent on the leg, or never received from the publisher.
+    pub unknown: u64,
+    /// Sent again just now, or three times already.
+    pub repeated: u64,
+    /// The leg's retransmission budget was spent.
+    pub over_budget: u64,
+}
+
+impl RetransmitCounts {
+    /// Adds another NACK's counts.
+    pub fn add(&mut self, o: RetransmitCounts) {
+        self.sent += o.sent;
+        self.bytes += o.bytes;
+        self.too_old += o.too_old;
+        self.unknown += o.unknown;
+        self.repeated += o.repeated;
+        self.over_budget += o.over_budget;
     }
 }
 
@@ -153,7 +190,7 @@ impl Forwarder {
                 kind,
                 receiver,
                 source_track_id,
-                layers: Layers::default(),
+                layers: Layers::new(kind == TrackKind::Video),
                 dynacast: Dynacast::default(),
                 codec,
                 rtp_map,
@@ -253,13 +290,14 @@ impl Forwarder {
         key: TrackKey,
         subscriber: PeerKey,
         sub_map: &RtpMap,
+        rtx_ssrc: Option<u32>,
     ) -> Option<LayerIndex> {
         let t = self.tracks.get_mut(&key)?;
         let translation = t.rtp_map.translate_to(sub_map);
         let needs_keyframe = t.kind == TrackKind::Video;
         let layer = t.layers.lowest().unwrap_or(0);
         let d = t.downs.iter_mut().find(|d| d.subscriber == subscriber)?;
-        d.open(translation, layer, needs_keyframe);
+        d.open(translation, layer, needs_keyframe, rtx_ssrc);
         needs_keyframe.then_some(layer)
     }
 
@@ -345,10 +383,19 @@ impl Forwarder {
             l.packets += 1;
             l.bytes += pkt.payload.len() as u64;
             l.last_packet = Some(now);
+            l.cache.insert(pkt, now);
             if outcome.keyframe {
                 l.keyframes.on_keyframe();
                 if codec == Codec::Vp8 {
                     l.width = vp8_keyframe_width(&pkt.payload).or(l.width);
+                }
+            }
+        }
+        if t.kind == TrackKind::Audio {
+            if let Some(id) = t.rtp_map.audio_level_id() {
+                let level = pkt.header.extensions.iter().find(|e| e.id == id);
+                if let Some(&b) = level.and_then(|e| e.payload.first()) {
+                    outcome.audio_level = Some((t.publisher, b & 0x7f));
                 }
             }
         }
@@ -374,10 +421,134 @@ impl Forwarder {
                 LegOutcome::Drop(DropReason::CodecNotNegotiated) => {
                     outcome.codec_not_negotiated += 1
                 }
+                LegOutcome::Drop(DropReason::TooLate) => outcome.too_late += 1,
                 LegOutcome::Drop(_) => outcome.not_negotiated += 1,
             }
         }
         outcome
+    }
+
+    /// A subscriber NACKed `lost` (its own sequence numbers on its leg of `key`): the packets to
+    /// send again (appended to `out`), from the layer caches, within the leg's limits.
+    pub fn retransmit(
+        &mut self,
+        key: TrackKey,
+        subscriber: PeerKey,
+        lost: &[u16],
+        now: Instant,
+        out: &mut Vec<Outgoing>,
+    ) -> RetransmitCounts {
+        let mut counts = RetransmitCounts::default();
+        let Some(t) = self.tracks.get_mut(&key) else {
+            counts.unknown = lost.len() as u64;
+            return counts;
+        };
+        let Some(d) = t.downs.iter_mut().find(|d| d.subscriber == subscriber) else {
+            counts.unknown = lost.len() as u64;
+            return counts;
+        };
+        for &seq in lost {
+            let origin = match d.sent.resend(seq, now) {
+                Ok(o) => o,
+                Err(Refusal::Unknown) => {
+                    counts.unknown += 1;
+                    continue;
+                }
+                Err(Refusal::Repeated) => {
+                    counts.repeated += 1;
+                    continue;
+                }
+            };
+            let cached = match t
+                .layers
+                .get(origin.layer)
+                .map(|l| l.cache.get(origin.in_seq, now))
+            {
+                Some(Ok(c)) => c,
+                Some(Err(Miss::TooOld)) => {
+                    counts.too_old += 1;
+                    continue;
+                }
+                Some(Err(Miss::Missing)) | None => {
+                    counts.unknown += 1;
+                    continue;
+                }
+            };
+            if !d.budget.take(cached.payload.len(), d.rate.bps(), now) {
+                counts.over_budget += 1;
+                continue;
+            }
+            let Some(packet) = d.retransmission(seq, origin.out_ts, cached) else {
+                counts.unknown += 1;
+                continue;
+            };
+            counts.sent += 1;
+            counts.bytes += packet.payload.len() as u64;
+            out.push(Outgoing {
+                subscriber,
+                sender: d.sender,
+                packet,
+            });
+        }
+        counts
+    }
+
+    /// A publisher's sender report on its stream `ssrc`: kept on that layer for the legs' own.
+    pub fn on_sender_report(
+        &mut self,
+        publisher: PeerKey,
+        ssrc: u32,
+        ntp: u64,
+        rtp: u32,
+        now: Instant,
+    ) {
+        for t in self
+            .tracks
+            .values_mut()
+            .filter(|t| t.publisher == publisher)
+        {
+            if let Some(layer) = t
+                .layers
+                .slot_of_ssrc(ssrc)
+                .and_then(|l| t.layers.get_mut(l))
+            {
+                layer.clock = Some(SenderClock { ntp, rtp, at: now });
+                return;
+            }
+        }
+    }
+
+    /// A sender report for every open leg whose forwarded layer has a publisher clock: the
+    /// publisher's NTP time now, and the leg's own RTP time for it (appended to `out`).
+    pub fn sender_reports(
+        &self,
+        now: Instant,
+        out: &mut Vec<(PeerKey, RTCRtpSenderId, SenderReport)>,
+    ) {
+        for t in self.tracks.values() {
+            for d in t.downs.iter().filter(|d| d.state == DownState::Open) {
+                let Some(layer) = d.layers().0.and_then(|l| t.layers.get(l)) else {
+                    continue;
+                };
+                let Some(clock) = layer.clock else { continue };
+                let (ntp, rtp_in) = clock.at(now, t.codec.clock_rate);
+                let Some(rtp) = d.output_ts(layer.ssrc, rtp_in) else {
+                    continue;
+                };
+                out.push((
+                    d.subscriber,
+                    d.sender,
+                    SenderReport {
+                        ssrc: d.ssrc,
+                        ntp_time: ntp,
+                        rtp_time: rtp,
+                        packet_count: d.packets as u32,
+                        octet_count: d.bytes as u32,
+                        ..Default::default()
+                    },
+                ));
+            }
+        }
     }
 
     /// Up to `n` padding-only probe packets for `subscriber`, on one of its forwarding video
@@ -645,11 +816,11 @@ mod tests {
         let vp8_sub = RtpMap::new(&[codec("video/VP8", 120)], &[audio_level(5)]);
         let h264_sub = RtpMap::new(&[codec("video/H264", 102)], &[]);
         assert_eq!(
-            f.open(tk, PeerKey(2), &vp8_sub),
+            f.open(tk, PeerKey(2), &vp8_sub, None),
             Some(0),
             "video legs wait for a keyframe"
         );
-        assert_eq!(f.open(tk, PeerKey(3), &h264_sub), Some(0));
+        assert_eq!(f.open(tk, PeerKey(3), &h264_sub, None), Some(0));
     }
 
     #[test]
@@ -749,7 +920,7 @@ mod tests {
         );
         let sub = RtpMap::new(&[codec("video/VP8", 120)], &[]);
         assert_eq!(
-            f.open(tk, PeerKey(2), &sub),
+            f.open(tk, PeerKey(2), &sub, None),
             Some(0),
             "starts on the lowest"
         );
@@ -785,6 +956,181 @@ mod tests {
             got.extend(out.into_iter().map(|o| o.packet));
         }
         got
+    }
+
+    /// A VP8 track (ssrc 0xabc) with two open VP8 legs: PeerKey(2) negotiated RTX (PT 121 for
+    /// PT 120, its RTX SSRC 0x2221), PeerKey(3) did not.
+    fn rtx_room() -> (Forwarder, TrackKey) {
+        let (mut f, tk) = vp8_track(RtpMap::new(&[codec("video/VP8", 96)], &[]));
+        f.add_layer(tk, None, 0xabc);
+        for (key, ssrc) in [(2, 0x222), (3, 0x333)] {
+            f.subscribe(
+                tk,
+                DownTrack::new(PeerKey(key), RTCRtpSenderId::default(), ssrc, 90_000),
+            );
+        }
+        let mut rtx = codec("video/rtx", 121);
+        rtx.rtp_codec.sdp_fmtp_line = "apt=120".into();
+        let with_rtx = RtpMap::new(&[codec("video/VP8", 120), rtx], &[]);
+        let plain = RtpMap::new(&[codec("video/VP8", 120)], &[]);
+        f.open(tk, PeerKey(2), &with_rtx, Some(0x2221));
+        f.open(tk, PeerKey(3), &plain, None);
+        (f, tk)
+    }
+
+    /// Forwards `pkt` at `now`; returns (subscriber, packet) pairs.
+    fn fwd(f: &mut Forwarder, tk: TrackKey, pkt: &Packet, now: Instant) -> Vec<(u64, Packet)> {
+        let mut out = Vec::new();
+        f.forward(tk, pkt, now, &mut out);
+        out.into_iter()
+            .map(|o| (o.subscriber.0, o.packet))
+            .collect()
+    }
+
+    #[test]
+    fn nacks_are_answered_from_the_shared_cache_in_each_legs_own_numbers() {
+        let (mut f, tk) = rtx_room();
+        let t0 = Instant::now();
+        let mut sent: Vec<(u64, Packet)> = Vec::new();
+        for seq in 1000..1006u16 {
+            let p = packet(96, seq, seq == 1000, None);
+            sent.extend(fwd(&mut f, tk, &p, t0));
+        }
+        let of = |k: u64| -> Vec<&Packet> {
+            sent.iter()
+                .filter(|(s, _)| *s == k)
+                .map(|(_, p)| p)
+                .collect()
+        };
+        let (a, b) = (of(2), of(3));
+        assert_eq!((a.len(), b.len()), (6, 6));
+        // Each subscriber lost its 4th packet (input 1003) and NACKs its own number for it.
+        let mut out = Vec::new();
+        let now = t0 + Duration::from_millis(30);
+        let c = f.retransmit(
+            tk,
+            PeerKey(2),
+            &[a[3].header.sequence_number],
+            now,
+            &mut out,
+        );
+        assert_eq!((c.sent, c.unknown), (1, 0));
+        let rtx = &out[0].packet;
+        assert_eq!(rtx.header.ssrc, 0x2221, "on the leg's RTX stream");
+        assert_eq!(rtx.header.payload_type, 121);
+        assert_eq!(rtx.header.timestamp, a[3].header.timestamp);
+        assert_eq!(
+            &rtx.payload[..2],
+            &a[3].header.sequence_number.to_be_bytes(),
+            "original number first"
+        );
+        assert_eq!(&rtx.payload[2..], &a[3].payload[..]);
+        out.clear();
+        let c = f.retransmit(
+            tk,
+            PeerKey(3),
+            &[b[3].header.sequence_number],
+            now,
+            &mut out,
+        );
+        assert_eq!(c.sent, 1);
+        let plain = &out[0].packet;
+        assert_eq!(plain.header.ssrc, 0x333);
+        assert_eq!(plain.header.sequence_number, b[3].header.sequence_number);
+        assert_eq!(plain.header.payload_type, 120);
+        assert_eq!(
+            plain.payload.as_ptr(),
+            b[3].payload.as_ptr(),
+            "the payload stored once, shared"
+        );
+        // Asked again at once: already on its way. Much later: gone from the cache.
+        out.clear();
+        let again = f.retransmit(
+            tk,
+            PeerKey(3),
+            &[b[3].header.sequence_number],
+            now,
+            &mut out,
+        );
+        assert_eq!((again.sent, again.repeated), (0, 1));
+        let late = f.retransmit(
+            tk,
+            PeerKey(3),
+            &[b[2].header.sequence_number],
+            t0 + Duration::from_secs(2),
+            &mut out,
+        );
+        assert_eq!((late.sent, late.too_old), (0, 1));
+        let never = f.retransmit(
+            tk,
+            PeerKey(3),
+            &[b[5].header.sequence_number.wrapping_add(10)],
+            now,
+            &mut out,
+        );
+        assert_eq!(never.unknown, 1);
+    }
+
+    #[test]
+    fn a_publisher_retransmission_fills_each_legs_hole_and_can_be_sent_again() {
+        let (mut f, tk) = rtx_room();
+        let t0 = Instant::now();
+        let mut got: Vec<(u64, Packet)> = Vec::new();
+        // 1002 is lost upstream: the legs see a hole and NACK it; nothing is cached for it yet.
+        for seq in [1000u16, 1001, 1003, 1004] {
+            got.extend(fwd(&mut f, tk, &packet(96, seq, seq == 1000, None), t0));
+        }
+        let leg3: Vec<u16> = got
+            .iter()
+            .filter(|(s, _)| *s == 3)
+            .map(|(_, p)| p.header.sequence_number)
+            .collect();
+        let hole = leg3[1].wrapping_add(1);
+        assert_eq!(
+            leg3[2],
+            hole.wrapping_add(1),
+            "the hole is kept open for the retransmission"
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            f.retransmit(tk, PeerKey(3), &[hole], t0, &mut out).unknown,
+            1
+        );
+        // The publisher's retransmission of 1002 arrives: it lands in the hole on every leg.
+        let late = fwd(
+            &mut f,
+            tk,
+            &packet(96, 1002, false, None),
+            t0 + Duration::from_millis(60),
+        );
+        let leg3_late: Vec<u16> = late
+            .iter()
+            .filter(|(s, _)| *s == 3)
+            .map(|(_, p)| p.header.sequence_number)
+            .collect();
+        assert_eq!(leg3_late, vec![hole]);
+        assert_eq!(late.len(), 2, "both legs");
+    }
+
+    #[test]
+    fn padding_probes_go_between_frames_never_inside_one() {
+        let (mut f, tk) = rtx_room();
+        let t0 = Instant::now();
+        let mut first = packet(96, 1, true, None);
+        first.header.marker = false;
+        fwd(&mut f, tk, &first, t0);
+        let mut out = Vec::new();
+        f.probe_packets(PeerKey(2), 3, &mut out);
+        assert!(out.is_empty(), "the frame is not complete yet");
+        let mut last = packet(96, 2, false, None);
+        last.header.timestamp = first.header.timestamp;
+        last.header.marker = true;
+        fwd(&mut f, tk, &last, t0);
+        f.probe_packets(PeerKey(2), 3, &mut out);
+        assert_eq!(out.len(), 3);
+        assert!(out
+            .iter()
+            .all(|o| o.packet.header.padding && o.packet.payload.is_empty()));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! - [`forwarder`]: published tracks → subscriber legs, the per-packet decision.
 //! - [`downtrack`]: one subscriber leg: SSRC/PT/extension rewrite, keyframe gate.
 //! - [`munger`]: sequence-number/timestamp continuity per leg.
+//! - [`cache`]: a received stream's recent packets, shared by its legs for retransmission.
+//! - [`sentlog`]: what a leg sent under each sequence number, and the limits on resending.
 //! - [`keyframe`]: PLI merging and throttling per published track.
 //! - [`track`]: negotiated payload-type/extension tables.
 //! - [`codec`]: keyframe detection per codec.
@@ -14,9 +16,11 @@
 //! - [`bwe`]: a subscriber's bandwidth estimate from its transport-wide feedback.
 //! - [`probe`]: padding bursts that test a subscriber's link upward.
 //! - [`allocator`]: per-subscriber bandwidth allocation (audio first, layers by priority).
+//! - [`speaker`]: active-speaker detection from the publishers' audio levels.
 
 pub mod allocator;
 pub mod bwe;
+pub mod cache;
 pub mod codec;
 pub mod downtrack;
 pub mod egress;
@@ -27,7 +31,9 @@ pub mod munger;
 pub mod probe;
 pub mod rate;
 pub mod rtcp_tap;
+pub mod sentlog;
 pub mod simulcast;
+pub mod speaker;
 pub mod track;
 
 pub use crate::telemetry::DropReason;

@@ -9,6 +9,8 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket}
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -19,12 +21,16 @@ pub fn keyframe_request(p: &dyn rtc::rtcp::packet::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-/// What the SFU acts on: keyframe requests (relayed), NACKs (counted; the NACK responder
-/// already answers them) and REMB (a subscriber's estimate).
+/// What the SFU acts on: keyframe requests (relayed), NACKs (answered from the track's
+/// cache), REMB (a subscriber's estimate), sender reports (a publisher's clock mapping) and
+/// receiver reports (a subscriber's loss).
 pub fn sfu_feedback(p: &dyn rtc::rtcp::packet::Packet) -> bool {
+    let any = p.as_any();
     keyframe_request(p)
-        || p.as_any().is::<TransportLayerNack>()
-        || p.as_any().is::<ReceiverEstimatedMaximumBitrate>()
+        || any.is::<TransportLayerNack>()
+        || any.is::<ReceiverEstimatedMaximumBitrate>()
+        || any.is::<SenderReport>()
+        || any.is::<ReceiverReport>()
 }
 
 /// Marks inbound RTCP compounds containing a packet `wanted` accepts for delivery to the

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::cache::PacketCache;
 use super::codec::vp8_frame_start;
 use super::keyframe::KeyframeRequester;
 use super::rate::RateMeter;
@@ -65,6 +66,34 @@ pub struct Layer {
     pub width: Option<u16>,
     /// When its last packet arrived.
     pub last_packet: Option<Instant>,
+    /// Its recent packets, for retransmission to every leg that forwards it.
+    pub cache: PacketCache,
+    /// The publisher's last sender report on it.
+    pub clock: Option<SenderClock>,
+}
+
+/// A sender's clock mapping from its last sender report: RTP time `rtp` was NTP time `ntp`
+/// (RFC 3550 64-bit fixed point), received at `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderClock {
+    /// NTP time of the report.
+    pub ntp: u64,
+    /// RTP time of the report.
+    pub rtp: u32,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl SenderClock {
+    /// The mapping carried forward to `now` at `clock_rate` ticks per second: (NTP, RTP).
+    pub fn at(&self, now: Instant, clock_rate: u32) -> (u64, u32) {
+        let elapsed = now.saturating_duration_since(self.at);
+        let ntp = self
+            .ntp
+            .wrapping_add((elapsed.as_secs_f64() * 4_294_967_296.0) as u64);
+        let ticks = (elapsed.as_micros() as u64 * u64::from(clock_rate) / 1_000_000) as u32;
+        (ntp, self.rtp.wrapping_add(ticks))
+    }
 }
 
 impl Layer {
@@ -92,9 +121,19 @@ impl Layer {
 #[derive(Debug, Default)]
 pub struct Layers {
     slots: [Option<Layer>; MAX_LAYERS],
+    /// Video (sizes the retransmission caches).
+    video: bool,
 }
 
 impl Layers {
+    /// No layers yet, of a video track or not.
+    pub fn new(video: bool) -> Self {
+        Self {
+            slots: Default::default(),
+            video,
+        }
+    }
+
     /// Adds (or re-binds) the layer with this `rid` and SSRC; returns its slot, or `None` when
     /// all slots are taken by other rids.
     pub fn add(
@@ -128,6 +167,8 @@ impl Layers {
             last_wire_bps: 0,
             width: None,
             last_packet: None,
+            cache: PacketCache::for_video(self.video),
+            clock: None,
         });
         Some(slot as LayerIndex)
     }
@@ -297,6 +338,19 @@ mod tests {
 
     fn kf() -> KeyframeRequester {
         KeyframeRequester::new(Duration::from_millis(500))
+    }
+
+    #[test]
+    fn a_sender_clock_carries_its_mapping_forward() {
+        let t0 = Instant::now();
+        let c = SenderClock {
+            ntp: 10 << 32,
+            rtp: 1000,
+            at: t0,
+        };
+        let (ntp, rtp) = c.at(t0 + Duration::from_millis(500), 90_000);
+        assert_eq!(ntp, (10 << 32) + (1 << 31));
+        assert_eq!(rtp, 1000 + 45_000);
     }
 
     #[test]

@@ -111,8 +111,39 @@ impl RtpMap {
                 ext[id] = sub.ext_id[usize::from(k)];
             }
         }
-        Translation { pt, ext }
+        let mut rtx = [NO_ENTRY; 128];
+        for c in &sub.codecs {
+            if let Some(apt) = rtx_apt(c) {
+                if let Some(slot) = rtx.get_mut(usize::from(apt)) {
+                    *slot = c.payload_type;
+                }
+            }
+        }
+        Translation { pt, ext, rtx }
     }
+
+    /// The id of the audio-level header extension (RFC 6464) on this leg, if negotiated.
+    pub fn audio_level_id(&self) -> Option<u8> {
+        Some(self.ext_id[0]).filter(|&id| id != 0)
+    }
+
+    /// For an RTX payload type on this leg, the payload type it repairs (`apt`).
+    pub fn repaired_payload_type(&self, rtx_pt: u8) -> Option<u8> {
+        rtx_apt(self.codec(rtx_pt)?)
+    }
+}
+
+/// The payload type an RTX codec repairs (RFC 4588 `apt`), or `None` for any other codec.
+fn rtx_apt(c: &RTCRtpCodecParameters) -> Option<u8> {
+    let (_, subtype) = c.rtp_codec.mime_type.split_once('/')?;
+    if !subtype.eq_ignore_ascii_case("rtx") {
+        return None;
+    }
+    c.rtp_codec
+        .sdp_fmtp_line
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("apt="))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Publisher → subscriber rewriting tables for one down track.
@@ -120,6 +151,8 @@ impl RtpMap {
 pub struct Translation {
     pt: [u8; 128],
     ext: [u8; 256],
+    /// Subscriber payload type → its RTX payload type on the subscriber's leg.
+    rtx: [u8; 128],
 }
 
 impl Translation {
@@ -127,6 +160,14 @@ impl Translation {
     pub fn payload_type(&self, pub_pt: u8) -> Option<u8> {
         self.pt
             .get(usize::from(pub_pt))
+            .copied()
+            .filter(|&p| p != NO_ENTRY)
+    }
+
+    /// The RTX payload type repairing subscriber payload type `sub_pt`, if negotiated.
+    pub fn rtx_payload_type(&self, sub_pt: u8) -> Option<u8> {
+        self.rtx
+            .get(usize::from(sub_pt))
             .copied()
             .filter(|&p| p != NO_ENTRY)
     }

@@ -83,7 +83,14 @@ impl Room {
         let demands: Vec<VideoDemand> = video.iter().filter_map(|l| l.demand.clone()).collect();
         let choices = allocator::allocate(estimate, audio_bps, &demands);
         if let Some(p) = self.peers.get(&key) {
-            debug!(parent: p.span(), estimate, audio_bps, ?choices, "allocation");
+            // Per video leg: (forwarded layer, target layer, packets the leg sent so far).
+            let state: Vec<_> = video
+                .iter()
+                .filter_map(|l| self.forwarder.track(l.track))
+                .filter_map(|t| t.downs.iter().find(|d| d.subscriber == key))
+                .map(|d| (d.layers(), d.packets))
+                .collect();
+            debug!(parent: p.span(), estimate, audio_bps, ?choices, ?state, "allocation");
         }
         for (leg, choice) in video.iter().zip(choices) {
             self.apply(key, leg.track, choice, now);

@@ -24,7 +24,6 @@ use super::peer::{ConnectionChange, Drain};
 use super::state::Room;
 use crate::ids::PeerKey;
 use crate::ids::TrackKind;
-use crate::media::feedback;
 use crate::media::forwarder::TrackKey;
 use crate::media::simulcast::{LayerIndex, MAX_LAYERS};
 use crate::signal::protocol::ErrorCode;
@@ -149,22 +148,7 @@ impl Room {
                 self.forward(tk, &pkt, now)
             }
             RTCMessage::RtcpPacket(_, pkts) => {
-                let mut asked = Vec::new();
-                let counts = feedback::route(&pkts, |ssrc| asked.push(ssrc));
-                METRICS.pli_in.inc_by(counts.pli);
-                METRICS.fir_in.inc_by(counts.fir);
-                METRICS.nack_in.inc_by(counts.nack);
-                for ssrc in asked {
-                    let tk = self.peers.get(&key).and_then(|p| p.down_track_of(ssrc));
-                    if let Some(request) =
-                        tk.and_then(|tk| self.forwarder.request_keyframe_for(tk, key, now))
-                    {
-                        self.send_pli(request, now);
-                    }
-                }
-                if let (Some(bps), Some(peer)) = (counts.remb_bps, self.peers.get_mut(&key)) {
-                    peer.set_remb(bps);
-                }
+                self.on_rtcp(key, &pkts, now);
                 0
             }
             _ => 0,
@@ -212,6 +196,9 @@ impl Room {
                 forwarded = outcome.forwarded,
                 "keyframe from publisher"
             );
+        }
+        if let Some((publisher, level)) = outcome.audio_level {
+            self.speakers.observe(publisher, level, now);
         }
         let ki = kind_index(kind);
         self.counters.packets_in[ki] += 1;

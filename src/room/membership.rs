@@ -119,10 +119,19 @@ impl Room {
 
     /// Sends `msg` to everyone but `except`; anyone who cannot take it is removed afterwards.
     pub(super) fn broadcast(&mut self, except: PeerKey, msg: ServerMsg, now: Instant) {
+        self.broadcast_except(Some(except), msg, now);
+    }
+
+    /// Sends `msg` to every member.
+    pub(super) fn broadcast_all(&mut self, msg: ServerMsg, now: Instant) {
+        self.broadcast_except(None, msg, now);
+    }
+
+    fn broadcast_except(&mut self, except: Option<PeerKey>, msg: ServerMsg, now: Instant) {
         let stuck: Vec<PeerKey> = self
             .peers
             .values()
-            .filter(|p| p.key() != except && !p.send(msg.clone()))
+            .filter(|p| Some(p.key()) != except && !p.send(msg.clone()))
             .map(|p| p.key())
             .collect();
         for key in stuck {
@@ -168,6 +177,7 @@ impl Room {
             self.unpublish(tk, now);
         }
         self.forwarder.drop_subscriber(key);
+        self.speakers.forget(key);
         if let Some((code, message)) = reason {
             METRICS.signaling_error(code);
             let _ = peer.send(ServerMsg::error(code, message));

@@ -18,6 +18,8 @@ pub mod membership;
 pub mod negotiation;
 pub mod peer;
 pub mod registry;
+pub mod rtcp;
+pub mod speakers;
 pub mod state;
 pub mod task;
 pub mod tracks;

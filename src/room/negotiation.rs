@@ -162,14 +162,14 @@ impl Room {
     /// publisher for a keyframe.
     pub(super) fn open_answered(&mut self, key: PeerKey, generation: u64, now: Instant) {
         for (tk, sender) in self.forwarder.answered(key, generation) {
-            let Some(sub_map) = self
+            let Some((sub_map, rtx_ssrc)) = self
                 .peers
                 .get_mut(&key)
-                .and_then(|p| p.sender_rtp_map(sender))
+                .and_then(|p| Some((p.sender_rtp_map(sender)?, p.sender_rtx_ssrc(sender))))
             else {
                 continue;
             };
-            let keyframe_of = self.forwarder.open(tk, key, &sub_map);
+            let keyframe_of = self.forwarder.open(tk, key, &sub_map, rtx_ssrc);
             debug!(generation, ?keyframe_of, "subscriber leg open");
             if let Some(layer) = keyframe_of {
                 self.request_keyframe(tk, layer, now);

@@ -17,10 +17,10 @@ use rtc::interceptor::{Registry, Slot};
 const BWE_START_BPS: f64 = 500_000.0;
 const BWE_MIN_BPS: f64 = 30_000.0;
 const BWE_MAX_BPS: f64 = 20_000_000.0;
-use rtc::interceptor::CongestionControlBuilder;
+use rtc::interceptor::{CongestionControlBuilder, NackGeneratorBuilder, ReceiverReportBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_twcc, register_default_interceptors,
+    configure_simulcast_extension_headers, configure_twcc,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -33,8 +33,8 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_NACK,
 };
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
@@ -164,10 +164,26 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
             None,
         )?;
     }
-    // Application-ward of the default chain, so NACK/report interceptors act first. The
-    // defaults include the mid/rid extensions simulcast layers are told apart by.
-    let registry = Registry::new().with(Slot::from(14_000), RtcpTap::new(sfu_feedback));
-    let registry = register_default_interceptors(registry, &mut me)?;
+    // rtc's default chain, less two parts the room does itself for subscriber legs: answering
+    // NACKs (from one cache per published track instead of a copy of every packet per leg,
+    // `media::cache`) and sender reports (carrying the publisher's NTP↔RTP mapping into each
+    // leg's timestamps, so browsers can sync audio and video, `room::rtcp`). Kept: the NACK
+    // generator and receiver reports toward publishers, the mid/rid extensions simulcast layers
+    // are told apart by. The tap sits application-ward, so the chain acts on RTCP first.
+    for parameter in ["", "pli"] {
+        me.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_NACK.to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    configure_simulcast_extension_headers(&mut me)?;
+    let registry = Registry::new()
+        .with(Slot::from(14_000), RtcpTap::new(sfu_feedback))
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
     // Transport-wide congestion control both ways: feedback to publishers (their own encoder
     // rate control needs it) and, toward subscribers, sequence numbers plus a send-side
     // estimator fed by their feedback (`media::bwe`, which says why not rtc's GCC). No pacer:
@@ -585,6 +601,38 @@ impl Peer {
             &p.rtp_parameters.codecs,
             &p.rtp_parameters.header_extensions,
         ))
+    }
+
+    /// The RTX SSRC of one of this peer's senders, when RTX is negotiated for it.
+    pub fn sender_rtx_ssrc(&mut self, sender: RTCRtpSenderId) -> Option<u32> {
+        let mut s = self.pc.rtp_sender(sender)?;
+        let p = s.get_parameters();
+        let has_rtx = p
+            .rtp_parameters
+            .codecs
+            .iter()
+            .any(|c| c.rtp_codec.mime_type.to_ascii_lowercase().ends_with("/rtx"));
+        p.encodings
+            .first()?
+            .rtp_coding_parameters
+            .rtx
+            .as_ref()
+            .filter(|_| has_rtx)
+            .map(|r| r.ssrc)
+    }
+
+    /// Writes RTCP on one of this peer's senders (its own reports).
+    pub fn write_sender_rtcp(
+        &mut self,
+        sender: RTCRtpSenderId,
+        packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+        now: Instant,
+    ) {
+        if let Some(mut s) = self.pc.rtp_sender(sender) {
+            if let Err(e) = s.write_rtcp(now, packets) {
+                tracing::debug!(%e, "sender RTCP write failed");
+            }
+        }
     }
 
     /// The negotiated tables of one of this peer's receivers.

@@ -17,7 +17,9 @@ use super::peer::{Drain, Peer};
 use super::{RoomCmd, RoomSettings};
 use crate::ids::{ParticipantId, PeerKey, RoomName};
 use crate::media::egress::Egress;
+use crate::media::feedback::Feedback;
 use crate::media::forwarder::{Forwarder, Outgoing};
+use crate::media::speaker::SpeakerObserver;
 use crate::signal::protocol::{ErrorCode, ServerMsg};
 use crate::telemetry::{kind_index, DropReason, LocalCounters, METRICS};
 use crate::transport::udp::{Datagram, DemuxHandle, RoomInbox};
@@ -54,6 +56,12 @@ pub struct Room {
     pub(super) next_allocation: Option<Instant>,
     /// Legs this room has paused for bandwidth (its share of the `paused_legs` gauge).
     pub(super) paused_legs: usize,
+    /// Reused per inbound RTCP packet: what it asks for.
+    pub(super) feedback: Vec<Feedback>,
+    /// When the legs' sender reports are due (`None`: at the next timeout).
+    pub(super) next_reports: Option<Instant>,
+    /// Who is speaking.
+    pub(super) speakers: SpeakerObserver,
 }
 
 impl Room {
@@ -83,6 +91,9 @@ impl Room {
             negotiate_due: false,
             next_allocation: None,
             paused_legs: 0,
+            feedback: Vec::with_capacity(32),
+            next_reports: None,
+            speakers: SpeakerObserver::default(),
         }
     }
 
@@ -133,7 +144,12 @@ impl Room {
                 deadline = deadline.min(t);
             }
         }
-        if let Some(t) = self.next_allocation {
+        let timers = [
+            self.next_allocation,
+            self.next_reports,
+            self.speakers.next_deadline(),
+        ];
+        for t in timers.into_iter().flatten() {
             deadline = deadline.min(t);
         }
         deadline
@@ -237,6 +253,8 @@ impl Room {
         self.counters.flush();
         self.allocate_if_due(now);
         self.send_probes(now);
+        self.send_reports_if_due(now);
+        self.announce_speakers(now);
         for request in self.forwarder.due_keyframe_requests(now) {
             self.send_pli(request, now);
         }

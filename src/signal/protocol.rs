@@ -161,6 +161,12 @@ pub enum ServerMsg {
         /// Track id.
         track_id: TrackId,
     },
+    /// The room's active speakers changed: loudest first, at most three, empty when nobody
+    /// speaks. Sent to everyone in the room (a speaker included).
+    ActiveSpeakers {
+        /// Who speaks, and how loud.
+        speakers: Vec<Speaker>,
+    },
     /// Dynacast, to a publisher: the simulcast layers (rids) of its track that someone
     /// receives; the client turns the other encodings off.
     PublishLayers {
@@ -207,11 +213,21 @@ impl ServerMsg {
             ServerMsg::TrackPaused { .. } => "track-paused",
             ServerMsg::TrackResumed { .. } => "track-resumed",
             ServerMsg::PublishLayers { .. } => "publish-layers",
+            ServerMsg::ActiveSpeakers { .. } => "active-speakers",
             ServerMsg::Error { .. } => "error",
             ServerMsg::Pong => "pong",
             ServerMsg::GoingAway { .. } => "going-away",
         }
     }
+}
+
+/// One active speaker.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Speaker {
+    /// Who.
+    pub participant_id: ParticipantId,
+    /// Smoothed voice activity, 0..1 (two decimals).
+    pub level: f32,
 }
 
 /// Why a track is paused for one subscriber.

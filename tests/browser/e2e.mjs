@@ -18,7 +18,10 @@
 //   4. every page sent a `track-view` for each remote video track (the server's track id), the
 //      last one visible and at the tile's rendered size in device pixels, none repeating the one
 //      before it, none for an audio track; `window.confabStats()` reports decoded video and
-//      received audio from both others;
+//      received audio from both others; every page gets an `active-speakers` list (Chromium's
+//      fake microphone beeps, so everyone speaks) naming only room members, and marks exactly
+//      their tiles `speaking` (its own id: the self-view tile), the first one `dominant`;
+//      a failure here is reported and the test goes on, failing at the end;
 //   5. after carol's page closes, alice and bob drop her tile and participant entry and stop
 //      receiving her frames, while they keep decoding each other on a 'connected' PeerConnection;
 //      their tiles grew, and the last `track-view` has the new size;
@@ -70,6 +73,8 @@ const POLL_MS = 100;
 const STEADY_MS = 2_000;
 /** How long a page may take to send the `track-view` that matches its tiles (debounce: 300 ms). */
 const VIEW_TIMEOUT_MS = 2_000;
+/** How long every page has to hear an `active-speakers` list (once media flows). */
+const SPEAKERS_TIMEOUT_MS = 8_000;
 /** CONFAB_E2E_SIMULCAST=0: the pages publish one camera layer (`?simulcast=0`). */
 const SIMULCAST = process.env.CONFAB_E2E_SIMULCAST !== '0';
 /** The camera encodings every page must publish (client/confab.js SIMULCAST_LAYERS). */
@@ -121,6 +126,12 @@ function pass(name, note) {
 function fail(name, why) {
   checks.push({ name, ok: false, note: why });
   throw new TestFailure(`${name}: ${why}`);
+}
+
+/** Records a failed check but lets the test go on; `run()` fails at its end. */
+function failLater(name, why) {
+  checks.push({ name, ok: false, note: why });
+  log(`FAIL ${name} — ${why} (going on; the test fails at its end)`);
 }
 
 function assertServerAlive() {
@@ -267,6 +278,30 @@ function sendersInPage() {
   }));
 }
 
+/**
+ * Runs in every page before its own scripts: records, at each `confab:active-speakers` window
+ * event (app.js fires it once the tiles show an `active-speakers` list), the list and which tiles
+ * are marked then, so no poll has to catch a short-lived list.
+ */
+function recordSpeakersInPage() {
+  const rec = { events: 0, lists: /** @type {any[]} */ ([]) };
+  /** @type {any} */ (window).__e2eSpeakers = rec;
+  window.addEventListener('confab:active-speakers', (ev) => {
+    const speakers = /** @type {CustomEvent} */ (ev).detail?.speakers;
+    rec.events += 1;
+    if (!Array.isArray(speakers) || !speakers.length) return;
+    const marked = (cls) => [...document.querySelectorAll(`.tile.${cls}`)].map((t) => /** @type {HTMLElement} */ (t).dataset.participantId);
+    rec.lists.push({ speakers, self: window.confab?.session?.participantId ?? null, speaking: marked('speaking'), dominant: marked('dominant') });
+    if (rec.lists.length > 50) rec.lists.splice(1, 1); // keep the first and the latest
+  });
+}
+
+/** Runs in the page: what `recordSpeakersInPage` saw, and `window.confabStats().speakers` now. */
+async function speakersInPage() {
+  const stats = await window.confabStats();
+  return { polled: stats.speakers, ...window.__e2eSpeakers };
+}
+
 /** Runs in the page: per received video track, its tile's rendered size and the views sent. */
 function viewsInPage() {
   const s = window.confab.session;
@@ -288,6 +323,27 @@ function viewsInPage() {
     };
   });
   return { tracks, audioViews: sent.filter((v) => audio.has(v.track_id)).map((v) => v.track_id) };
+}
+
+/** Runs in the page: the receive-side counters of every inbound video stream (for a failure
+ * report: why frames stopped). */
+async function inboundVideoInPage() {
+  const report = await window.confab.session.pc.getStats();
+  const keys = ['packetsReceived', 'packetsLost', 'nackCount', 'pliCount', 'firCount', 'framesReceived',
+    'framesDecoded', 'framesDropped', 'keyFramesDecoded', 'frameWidth', 'freezeCount', 'retransmittedPacketsReceived'];
+  const out = [];
+  report.forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') {
+      out.push(`ssrc ${r.ssrc} ${keys.map((k) => `${k}=${r[k] ?? '-'}`).join(' ')}`);
+    } else if (r.type === 'inbound-rtp') {
+      out.push(`audio ssrc ${r.ssrc} packetsReceived=${r.packetsReceived}`);
+    } else if (r.type === 'candidate-pair' && r.nominated) {
+      out.push(`pair packetsReceived=${r.packetsReceived} bytesReceived=${r.bytesReceived}`);
+    } else if (r.type === 'transport') {
+      out.push(`transport packetsReceived=${r.packetsReceived} dtls=${r.dtlsState}`);
+    }
+  });
+  return out.join(' | ') || 'none';
 }
 
 /** Runs in the page: `window.confabStats()`, the inbound stats by publisher. */
@@ -438,6 +494,69 @@ async function checkViews(name, peers, publishersOf) {
   return sizes.join('; ');
 }
 
+/**
+ * Polls every page's `window.confabStats().speakers` (it must be an array of ids) until each page
+ * has recorded a non-empty `active-speakers` list that names only members of the room and, at
+ * that moment, had exactly those members' tiles marked `speaking` (its own id: the self-view
+ * tile, `local`) and the first one's `dominant`. A failure is recorded and the test goes on.
+ * @param {string} name
+ * @param {Peer[]} peers
+ */
+async function checkActiveSpeakers(name, peers) {
+  const nameOf = new Map(peers.map((p) => [p.samples.at(-1)?.participantId ?? '', p.name]));
+  const who = (id) => nameOf.get(id) ?? id;
+  /** What is wrong with one recorded list, or null. */
+  const listProblem = (l) => {
+    const strangers = l.speakers.filter((id) => !nameOf.has(id));
+    if (strangers.length) return `it names ${strangers.join(', ')}, not a member of the room`;
+    const tileOf = (id) => (id === l.self ? 'local' : id);
+    const want = l.speakers.map(tileOf);
+    const tiles = (ids) => ids.map((t) => (t === 'local' ? 'self-view' : who(t))).join(', ') || 'none';
+    if (!l.speaking.length) return 'no tile was marked .speaking';
+    if (want.slice().sort().join() !== l.speaking.slice().sort().join()) {
+      return `.speaking tiles were [${tiles(l.speaking)}], want [${tiles(want)}]`;
+    }
+    if (l.dominant.join() !== want[0]) return `.dominant tiles were [${tiles(l.dominant)}], want [${tiles([want[0]])}]`;
+    return null;
+  };
+  const deadline = Date.now() + SPEAKERS_TIMEOUT_MS;
+  /** @type {Map<string, {events: number, lists: any[], polled: unknown}>} */
+  const last = new Map();
+  /** @type {Map<string, any>} the first good list per page */
+  const good = new Map();
+  while (Date.now() < deadline && good.size < peers.length) {
+    assertServerAlive();
+    for (const p of peers) {
+      if (good.has(p.name)) continue;
+      const r = await p.page.evaluate(speakersInPage);
+      last.set(p.name, r);
+      if (!Array.isArray(r.polled) || r.polled.some((id) => typeof id !== 'string')) {
+        failLater(name, `${p.name}'s window.confabStats().speakers is ${JSON.stringify(r.polled)}, not an array of participant ids`);
+        return;
+      }
+      const ok = r.lists.find((l) => listProblem(l) === null);
+      if (ok) good.set(p.name, ok);
+    }
+    if (good.size < peers.length) await sleep(POLL_MS);
+  }
+  if (good.size === peers.length) {
+    pass(name, peers.map((p) => {
+      const l = good.get(p.name);
+      return `${p.name} heard [${l.speakers.map((id) => (id === l.self ? `${who(id)} (self)` : who(id))).join(', ')}] `
+        + `(${last.get(p.name)?.events ?? 0} updates)`;
+    }).join('; '));
+    return;
+  }
+  const missing = peers.filter((p) => !good.has(p.name)).map((p) => {
+    const r = last.get(p.name);
+    if (!r || r.events === 0) return `${p.name} got no active-speakers message naming anyone (has the server side landed?)`;
+    if (!r.lists.length) return `${p.name} got ${r.events} active-speakers update(s), every list empty`;
+    const l = r.lists.at(-1);
+    return `${p.name} got ${r.lists.length} non-empty list(s), none fit; the latest [${l.speakers.map(who).join(', ')}]: ${listProblem(l)}`;
+  });
+  failLater(name, `within ${SPEAKERS_TIMEOUT_MS / 1000} s: ${missing.join('; ')}`);
+}
+
 class Peer {
   /** @param {string} name */
   constructor(name) {
@@ -469,6 +588,7 @@ class Peer {
       });
     }
     await this.context.addInitScript(instrumentPage);
+    await this.context.addInitScript(recordSpeakersInPage);
     this.page = await this.context.newPage();
     this.page.on('console', (m) => consoleLines.push(`[${this.name}] ${m.type()}: ${m.text()}`));
     this.page.on('pageerror', (e) => pageErrors.push(`[${this.name}] ${e.message}`));
@@ -656,6 +776,8 @@ async function run() {
   }
   pass('confabStats() reports both others', `video frames decoded and audio samples received; frame sizes ${received.join(', ')}`);
 
+  await checkActiveSpeakers('active speakers reach every page', peers);
+
   // Phase 2: carol leaves by closing her page.
   const [alice, bob, carol] = peers;
   const carolId = /** @type {string} */ (carol.samples.at(-1)?.participantId);
@@ -699,6 +821,15 @@ async function run() {
   const bobGain = Peer.frames(bob.samples.at(-1), aliceId) - (startFrames.get('bob') ?? 0);
   const elapsed = (Date.now() - steadyFrom) / 1000;
   if (aliceGain <= 0 || bobGain <= 0) {
+    for (const round of [1, 2]) {
+      for (const p of remaining) {
+        log(`${p.name} inbound (${round}): ${await p.page.evaluate(inboundVideoInPage).catch((e) => `(stats failed: ${e})`)}`);
+      }
+      if (round === 1) await sleep(1000);
+    }
+    const metrics = await fetch(`${BASE_URL}/metrics`).then((r) => r.text()).catch((e) => `(metrics failed: ${e})`);
+    const wanted = /^confab_(video_layer_packets_total|forward_drops_total|retransmitted_packets_total|nack_unanswered_total|rtcp_pli_total|layer_switches_total|probe_packets_total)/;
+    log(`server counters: ${metrics.split('\n').filter((l) => wanted.test(l) && !/ 0$/.test(l)).join('; ')}`);
     fail('alice and bob keep decoding each other', `over ${elapsed.toFixed(1)} s after carol left: alice decoded ${aliceGain} frames from bob, bob ${bobGain} from alice`);
   }
   const aliceTile = alice.samples.at(-1)?.tiles[bobId]?.videoWidth ?? 0;
@@ -714,8 +845,12 @@ async function run() {
 
   // Dynacast and pausing, client side: server messages handed to alice's session.
   const layers = await alice.page.evaluate(layersRoundTripInPage);
+  // Before the test's own messages, the encodings are what the server's dynacast last asked
+  // for (a layer nobody watched for 5 s is off), but the lowest is always on.
+  if (!/^(q|-):on\b/.test(layers.before)) {
+    fail('publish-layers sets the camera encodings', `before: ${layers.before} (the lowest layer must be on)`);
+  }
   const wantLayers = {
-    before: cameraState(['q', 'h', 'f']),
     '[q]': cameraState(['q']),
     '[]': cameraState([]),
     'burst [q] [f] [h,f]': cameraState(['h', 'f']),
@@ -745,6 +880,8 @@ async function run() {
   pass('no reconnects');
   if (pageErrors.length) fail('no uncaught page errors', pageErrors.join(' | '));
   pass('no uncaught page errors');
+  const later = checks.filter((c) => !c.ok);
+  if (later.length) throw new TestFailure(later.map((c) => `${c.name}: ${c.note}`).join('; '));
 }
 
 async function cleanup() {

@@ -1,5 +1,6 @@
-// Helpers for the browser tests (shaped.mjs; written so e2e.mjs can share them too): the server
-// process, /healthz, serving the web client from disk, log tails, Chromium's flags.
+// Helpers for the browser tests (shaped.mjs, lossy.mjs; written so e2e.mjs can share them too):
+// the server process, /healthz, /metrics, serving the web client from disk, log tails, quantiles,
+// Chromium's flags.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -161,4 +162,52 @@ export async function runWithBudget(body, budgetMs, onTimeout) {
   } finally {
     clearTimeout(watchdog);
   }
+}
+
+/**
+ * Parses Prometheus text exposition into metric name → label set (the text between the braces,
+ * '' for none) → value. Comments, blank lines and lines that do not parse are skipped; a
+ * histogram's or summary's series keep their own names (`_bucket`, `_sum`, `_count`).
+ * @param {string} text
+ * @returns {Map<string, Map<string, number>>}
+ */
+export function parsePrometheus(text) {
+  const out = new Map();
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([A-Za-z_:][A-Za-z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$/.exec(line);
+    if (!m) continue;
+    const value = Number(m[4] === '+Inf' ? Infinity : m[4] === '-Inf' ? -Infinity : m[4]);
+    if (Number.isNaN(value)) continue;
+    if (!out.has(m[1])) out.set(m[1], new Map());
+    out.get(m[1]).set(m[3] ?? '', value);
+  }
+  return out;
+}
+
+/**
+ * GET `${baseUrl}/metrics`, parsed (parsePrometheus); null if it does not answer 200 in time.
+ * @param {string} baseUrl
+ * @param {number} [timeoutMs]
+ */
+export async function fetchMetrics(baseUrl, timeoutMs = 3000) {
+  try {
+    const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(timeoutMs) });
+    if (res.status !== 200) return null;
+    return parsePrometheus(await res.text());
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The q-quantile (0..1) of the finite numbers in `xs` by the nearest-rank method; NaN if none.
+ * @param {number[]} xs
+ * @param {number} q
+ */
+export function quantile(xs, q) {
+  const s = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (!s.length) return NaN;
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Network namespaces for the shaped-network browser test (shaped.sh / shaped.mjs).
+# Network namespaces for the shaped-network and lossy-link browser tests (shaped.sh / shaped.mjs,
+# lossy.sh / lossy.mjs).
 #
 # Topology for an ID and N browsers (everything lives in namespaces this script creates; the
 # host's own interfaces are never touched and no route leads off the machine):
@@ -8,14 +9,19 @@
 #   <ID>-bK  browser K's namespace: vbK at 10.99.0.1K/24, the other end of vsK
 #
 # The server→browser direction of browser K's link leaves S through vsK, so a qdisc on vsK's
-# egress shapes exactly that participant's downlink. Rate caps use tc tbf (this kernel has no
-# netem); losses use nftables `numgen random` drops.
+# egress shapes exactly that participant's downlink; what browser K sends arrives on vsK, so a
+# rule on what comes in by vsK hits exactly its uplink. Rate caps use tc tbf (this kernel has no
+# netem); losses use nftables `numgen random` drops (bridge family, in S).
 #
 #   netns.sh up ID N               create <ID>-s and <ID>-b1..bN
 #   netns.sh down ID               end the processes left in them, delete them
 #   netns.sh cap ID K RATE         (re)cap the server→browser K direction, e.g. 300kbit
 #   netns.sh uncap ID K            remove that cap
 #   netns.sh loss ID K PERMILLE    drop PERMILLE/1000 of the UDP datagrams towards browser K (0: none)
+#   netns.sh uplink-loss ID K PERMILLE
+#                                  drop PERMILLE/1000 of the UDP datagrams from browser K (0: none)
+#   netns.sh counters ID K         print the UDP datagrams browser K's loss rules saw and dropped
+#                                  since each was last set: `down SEEN DROPPED`, `up SEEN DROPPED`
 #   netns.sh wrapper ID K BIN OUT  write OUT, an executable that runs BIN in <ID>-bK
 #   netns.sh stale                 delete leftover namespaces of runs that are no longer alive
 #   netns.sh describe              print the tbf parameters a cap uses
@@ -30,8 +36,8 @@ set -euo pipefail
 SUBNET=10.99.0
 TBF_BURST=${SHAPED_TBF_BURST:-3028}
 TBF_LATENCY=${SHAPED_TBF_LATENCY:-200ms}
-# Namespace names start with this, then the pid of the shaped.sh that owns them.
-PREFIX=confab-shaped-
+# Namespace names start with one of these, then the pid of the shaped.sh / lossy.sh that owns them.
+PREFIX_RE='confab-(shaped|lossy)-'
 
 die() { echo "netns.sh: $*" >&2; exit 2; }
 
@@ -92,24 +98,54 @@ uncap() {
   tc -n "$id-s" qdisc del dev "vs$k" root 2>/dev/null || true
 }
 
-loss() {
-  local id=$1 k=$2 permille=$3 s=$1-s chain
+# (Re)sets one direction's drop rules for a browser, in a table of their own private to S, with
+# counters: the rules commented "seen" count every UDP datagram of that direction, "dropped" the
+# ones dropped. Down (server→browser K): the server's datagrams meet the bridge family's output
+# hook on the port they leave by. Up (browser K→server): they meet its input hook on the port
+# they arrive by. The forward chain catches anything bridged between ports, either way.
+set_loss() {
+  local s=$1 table=$2 local_hook=$3 dir=$4 port=$5 permille=$6 chain
   nft --version >/dev/null 2>&1 || die "loss needs nftables (apt-get install nftables)"
-  # One table per browser, private to S. The server's datagrams meet the bridge family's output
-  # hook on the port they leave by; the forward chain catches anything bridged between ports.
+  case "$permille" in '' | *[!0-9]*) die "PERMILLE must be a whole number 0..1000, not '$permille'" ;; esac
+  [ "$permille" -le 1000 ] || die "PERMILLE must be at most 1000, not $permille"
   ip netns exec "$s" nft -f - <<EOF
-table bridge loss$k
-delete table bridge loss$k
-table bridge loss$k {
+table bridge $table
+delete table bridge $table
+table bridge $table {
   chain bridged { type filter hook forward priority 0; policy accept; }
-  chain local { type filter hook output priority 0; policy accept; }
+  chain local { type filter hook $local_hook priority 0; policy accept; }
 }
 EOF
   [ "$permille" -gt 0 ] || return 0
   for chain in bridged local; do
-    ip netns exec "$s" nft add rule bridge "loss$k" "$chain" oifname "vs$k" meta l4proto udp \
-      numgen random mod 1000 '<' "$permille" drop
+    ip netns exec "$s" nft add rule bridge "$table" "$chain" "$dir" "$port" meta l4proto udp \
+      counter comment '"seen"'
+    ip netns exec "$s" nft add rule bridge "$table" "$chain" "$dir" "$port" meta l4proto udp \
+      numgen random mod 1000 '<' "$permille" counter drop comment '"dropped"'
   done
+}
+
+loss() {
+  local id=$1 k=$2 permille=$3
+  set_loss "$id-s" "loss$k" output oifname "vs$k" "$permille"
+}
+
+uplink_loss() {
+  local id=$1 k=$2 permille=$3
+  set_loss "$id-s" "uloss$k" input iifname "vs$k" "$permille"
+}
+
+# The packets counted by the rules commented $3 in table $2 of namespace $1 (0 without the table).
+sum_counter() {
+  local s=$1 table=$2 comment=$3
+  { ip netns exec "$s" nft list table bridge "$table" 2>/dev/null || true; } |
+    awk -v c="comment \"$comment\"" 'index($0, c) { for (i = 1; i < NF; i++) if ($i == "packets") n += $(i + 1) } END { print n + 0 }'
+}
+
+counters() {
+  local s=$1-s k=$2
+  echo "down $(sum_counter "$s" "loss$k" seen) $(sum_counter "$s" "loss$k" dropped)"
+  echo "up $(sum_counter "$s" "uloss$k" seen) $(sum_counter "$s" "uloss$k" dropped)"
 }
 
 wrapper() {
@@ -121,8 +157,8 @@ wrapper() {
 
 stale() {
   local ns pid
-  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$PREFIX[0-9]+-(s|b[0-9]+)$" || true); do
-    pid=${ns#"$PREFIX"}
+  for ns in $(ip netns list | awk '{print $1}' | grep -E "^$PREFIX_RE[0-9]+-(s|b[0-9]+)$" || true); do
+    pid=${ns#confab-*-}
     pid=${pid%%-*}
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "netns.sh: deleting $ns, left over by run $pid" >&2
@@ -140,8 +176,10 @@ case "$cmd" in
   cap) [ $# = 3 ] || die "usage: cap ID K RATE"; cap "$@" ;;
   uncap) [ $# = 2 ] || die "usage: uncap ID K"; uncap "$@" ;;
   loss) [ $# = 3 ] || die "usage: loss ID K PERMILLE"; loss "$@" ;;
+  uplink-loss) [ $# = 3 ] || die "usage: uplink-loss ID K PERMILLE"; uplink_loss "$@" ;;
+  counters) [ $# = 2 ] || die "usage: counters ID K"; counters "$@" ;;
   wrapper) [ $# = 4 ] || die "usage: wrapper ID K BIN OUT"; wrapper "$@" ;;
   stale) stale ;;
   describe) echo "tbf burst $TBF_BURST bytes, latency $TBF_LATENCY" ;;
-  *) die "unknown command '$cmd' (up, down, cap, uncap, loss, wrapper, stale, describe)" ;;
+  *) die "unknown command '$cmd' (up, down, cap, uncap, loss, uplink-loss, counters, wrapper, stale, describe)" ;;
 esac

@@ -424,6 +424,8 @@ impl RTCRtpSenderInternal {
 pub(crate) struct WriteFilter {
     /// SSRCs of the sender's encodings.
     encoding_ssrcs: Vec<u32>,
+    /// RTX SSRCs of the sender's encodings.
+    rtx_ssrcs: Vec<u32>,
     /// Negotiated payload types (bit `pt`).
     payload_types: [u64; 2],
     /// Negotiated header extension ids (bit `id`).
@@ -437,6 +439,11 @@ impl WriteFilter {
                 .encodings
                 .iter()
                 .filter_map(|e| e.rtp_coding_parameters.ssrc)
+                .collect(),
+            rtx_ssrcs: parameters
+                .encodings
+                .iter()
+                .filter_map(|e| e.rtp_coding_parameters.rtx.as_ref().map(|r| r.ssrc))
                 .collect(),
             ..Default::default()
         };
@@ -456,6 +463,11 @@ impl WriteFilter {
     /// Whether an encoding of the sender has this SSRC.
     pub(crate) fn has_encoding(&self, ssrc: u32) -> bool {
         self.encoding_ssrcs.contains(&ssrc)
+    }
+
+    /// Whether an encoding of the sender has this RTX SSRC.
+    pub(crate) fn has_rtx(&self, ssrc: u32) -> bool {
+        self.rtx_ssrcs.contains(&ssrc)
     }
 
     /// Whether this payload type is negotiated.

@@ -399,17 +399,22 @@ impl RTCRtpSender<'_> {
             &mut self.peer_connection.media_engine,
         );
 
-        if !sender
-            .track()
-            .ssrcs()
-            .any(|ssrc| ssrc == packet.header.ssrc)
+        // A retransmission on an encoding's RTX SSRC (RFC 4588) is the sender's own stream too.
+        let rtx = sender
+            .write_filter(media_engine)
+            .has_rtx(packet.header.ssrc);
+        if !rtx
+            && !sender
+                .track()
+                .ssrcs()
+                .any(|ssrc| ssrc == packet.header.ssrc)
         {
             return Err(Error::ErrSenderWithNoSSRCs);
         }
 
         // The negotiated parameters, as bit sets built once (not scanned per packet).
         let filter = sender.write_filter(media_engine);
-        if !filter.has_encoding(packet.header.ssrc) {
+        if !rtx && !filter.has_encoding(packet.header.ssrc) {
             return Err(Error::ErrRTPSenderNoBaseEncoding);
         }
         if !filter.has_payload_type(packet.header.payload_type) {
