@@ -360,6 +360,8 @@ async function startCall(room, name, token, simulcast) {
     room,
     name,
     simulcast,
+    // `?red=0` publishes plain Opus (no RFC 2198 redundancy).
+    red: !['0', 'false', 'off'].includes(new URLSearchParams(location.search).get('red')?.trim().toLowerCase() ?? ''),
     ...(token ? { token } : {}),
   });
   exposed.session = session;

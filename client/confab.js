@@ -90,6 +90,8 @@
  * @property {number} [pingIntervalMs=10000]
  * @property {number} [deadAfterMs=30000]     silence after which the socket is considered dead
  * @property {number} [joinTimeoutMs=10000]   no `joined` within this time: drop and retry
+ * @property {boolean} [red=true]  publish the microphone as RED (RFC 2198: each packet also
+ *   carries the previous one, so a lost packet is rebuilt from the next) where the browser can
  * @property {boolean} [simulcast=true]  publish camera video as the layers of
  *           `SIMULCAST_LAYERS`; false publishes one encoding
  * @property {number} [trackViewDebounceMs=300] how long a changed `setTrackView()` waits, for
@@ -143,6 +145,25 @@
  * The simulcast layers of camera video, lowest first: the `rid`, how much the capture is scaled
  * down, and the layer's bitrate cap in bit/s. The server names them in `publish-layers`.
  */
+/**
+ * Puts `audio/red` first in the microphone transceiver's codec preferences, so the offer asks
+ * for audio redundancy (RFC 2198) and the browser sends it once the server accepts it; the plain
+ * codecs follow as fallback. A browser without RED or `setCodecPreferences` sends plain Opus.
+ * @param {RTCRtpTransceiver} transceiver
+ */
+function preferRed(transceiver) {
+  const codecs = globalThis.RTCRtpSender?.getCapabilities?.('audio')?.codecs;
+  if (!codecs || typeof transceiver.setCodecPreferences !== 'function') return;
+  const red = codecs.filter((c) => c.mimeType.toLowerCase() === 'audio/red');
+  if (!red.length) return;
+  const rest = codecs.filter((c) => c.mimeType.toLowerCase() !== 'audio/red');
+  try {
+    transceiver.setCodecPreferences([...red, ...rest]);
+  } catch {
+    // Keep the browser's default order.
+  }
+}
+
 export const SIMULCAST_LAYERS = Object.freeze([
   Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 50_000 }),
   Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 300_000 }),
@@ -249,6 +270,7 @@ export class Session extends EventTarget {
       deadAfterMs: 30_000,
       joinTimeoutMs: 10_000,
       simulcast: true,
+      red: true,
       trackViewDebounceMs: 300,
       ...options,
     };
@@ -1001,7 +1023,9 @@ export class Session extends EventTarget {
         if (track.kind === 'video' && this.#opts.simulcast) {
           init.sendEncodings = SIMULCAST_LAYERS.map((layer) => ({ ...layer }));
         }
-        this.#ownTransceivers.add(pc.addTransceiver(track, init));
+        const transceiver = pc.addTransceiver(track, init);
+        if (track.kind === 'audio' && this.#opts.red) preferRed(transceiver);
+        this.#ownTransceivers.add(transceiver);
       }
     }
   }

@@ -75,6 +75,8 @@ echo "== cargo build (every binary: the server is spawned by the client crate's 
 cargo build --workspace --bins
 echo "== cargo test (unit + integration, whole workspace)"
 cargo test --workspace --all-targets
+echo "== client SDK unit tests (node:test)"
+node --test tests/client/
 echo "== browser end-to-end (headless Chromium)"
 bash tests/browser/run.sh
 echo "== browser test under shaped links (network namespaces, tc tbf; enforces scenario 2: fps, audio)"

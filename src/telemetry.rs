@@ -479,11 +479,13 @@ pub enum DropReason {
     UnknownLayer,
     /// A late packet a leg cannot place (from before its stream started or its last splice).
     TooLate,
+    /// A second copy of a packet already received from the publisher.
+    Duplicate,
 }
 
 impl DropReason {
     /// Every reason, for pre-resolving metric handles.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::UnknownTrack,
         DropReason::NotNegotiated,
         DropReason::CodecNotNegotiated,
@@ -497,6 +499,7 @@ impl DropReason {
         DropReason::RoomClosed,
         DropReason::UnknownLayer,
         DropReason::TooLate,
+        DropReason::Duplicate,
     ];
 
     /// Metric label.
@@ -515,6 +518,7 @@ impl DropReason {
             DropReason::RoomClosed => "room_closed",
             DropReason::UnknownLayer => "unknown_layer",
             DropReason::TooLate => "too_late",
+            DropReason::Duplicate => "duplicate",
         }
     }
 }

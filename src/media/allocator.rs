@@ -104,6 +104,25 @@ pub fn wanted_bps(demands: &[VideoDemand]) -> u64 {
         .sum()
 }
 
+/// Share of a RED audio stream's rate its primary blocks take (one redundant block of about
+/// the same size, plus the block headers).
+pub const RED_PRIMARY_SHARE: f64 = 0.55;
+/// Headroom beyond audio with redundancy and the lowest layer of every shown video that keeps
+/// redundancy on.
+pub const REDUNDANCY_MARGIN_BPS: u64 = 100_000;
+
+/// Whether a subscriber's audio may keep its redundancy (RED): only while the estimate also
+/// carries the lowest layer of every shown video, with a margin. Otherwise redundancy would
+/// take what keeps a picture alive; the audio then goes as its primary blocks alone.
+pub fn redundancy_fits(estimate_bps: u64, red_audio_bps: u64, demands: &[VideoDemand]) -> bool {
+    let lowest: u64 = demands
+        .iter()
+        .filter(|d| d.view.visible && !d.layers.is_empty())
+        .map(|d| d.layers[0].bps)
+        .sum();
+    estimate_bps >= red_audio_bps + lowest + REDUNDANCY_MARGIN_BPS
+}
+
 /// Allocates `estimate_bps` over `audio_bps` of audio and the video `demands`; returns one
 /// choice per demand, in the demands' order.
 pub fn allocate(estimate_bps: u64, audio_bps: u64, demands: &[VideoDemand]) -> Vec<Choice> {
@@ -168,6 +187,32 @@ pub fn allocate(estimate_bps: u64, audio_bps: u64, demands: &[VideoDemand]) -> V
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn redundancy_stays_only_while_the_lowest_layers_fit_beside_it() {
+        let d = |visible| VideoDemand {
+            track: TrackKey(1),
+            priority: 1,
+            view: View {
+                visible,
+                width: 320,
+                height: 180,
+            },
+            layers: vec![LayerOffer {
+                layer: 0,
+                bps: 60_000,
+                width: None,
+            }],
+            current: None,
+        };
+        // Two RED streams (140k) and two shown videos at 60k each: 360k with the margin.
+        assert!(redundancy_fits(400_000, 140_000, &[d(true), d(true)]));
+        assert!(!redundancy_fits(300_000, 140_000, &[d(true), d(true)]));
+        assert!(
+            redundancy_fits(300_000, 140_000, &[d(false), d(true)]),
+            "hidden tiles cost nothing"
+        );
+    }
     use super::*;
 
     fn layers() -> Vec<LayerOffer> {

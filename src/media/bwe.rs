@@ -191,7 +191,20 @@ impl Bwe {
         let epoch = *self
             .epoch
             .get_or_insert_with(|| reports.first().map_or(now, |r| r.departure));
-        for r in reports {
+        // A packet no feedback named has an unknown fate (the feedback covering it was lost, or
+        // the receiver did not count it): it is neither loss nor delivery, so it is left out.
+        // (An outage is seen anyway: nothing arrives at all.)
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let lost: Vec<(u32, u16, usize)> = reports
+                .iter()
+                .filter(|r| r.acknowledged && !r.arrived)
+                .map(|r| (r.ssrc, r.rtp_sequence_number, r.size))
+                .collect();
+            if !lost.is_empty() {
+                tracing::trace!(?lost, of = reports.len(), "reported lost");
+            }
+        }
+        for r in reports.iter().filter(|r| r.acknowledged) {
             self.fates.push_back((now, r.arrived));
             let size = r.size + PACKET_OVERHEAD_BYTES;
             self.sent
@@ -366,6 +379,7 @@ mod tests {
             departure,
             arrival,
             ecn: Ecn::NotEct,
+            acknowledged: true,
         }
     }
 
@@ -440,6 +454,30 @@ mod tests {
             assert_ne!(b.state(), LinkState::Overused, "step {step}");
         }
         assert!(b.target_bitrate() >= 400_000.0, "{}", b.target_bitrate());
+    }
+
+    #[test]
+    fn a_lost_feedback_packet_is_not_loss() {
+        let mut b = bwe();
+        let t0 = Instant::now();
+        let mut reports = Vec::new();
+        for i in 0..200u64 {
+            // 40 packets never named by feedback (it was lost), 1 in 50 reported lost.
+            let mut r = report(
+                i,
+                t0 + Duration::from_millis(i * 10),
+                (i % 50 != 7).then(|| Duration::from_millis(i * 10 + 30)),
+            );
+            if (100..140).contains(&i) {
+                r.arrived = false;
+                r.arrival = None;
+                r.acknowledged = false;
+            }
+            reports.push(r);
+        }
+        b.on_reports(t0 + Duration::from_secs(2), &reports);
+        assert_ne!(b.state(), LinkState::Overused);
+        assert!(b.loss() < 0.05, "{}", b.loss());
     }
 
     #[test]

@@ -121,12 +121,19 @@ impl PacketCache {
         self.len() == 0
     }
 
-    /// Keeps `pkt` (arrived at `now`), then releases what has aged out.
-    pub fn insert(&mut self, pkt: &Packet, now: Instant) {
+    /// Keeps `pkt` (arrived at `now`), then releases what has aged out. `false`: the cache holds
+    /// this sequence number already (a duplicate: a publisher's retransmission of a packet that
+    /// did arrive, e.g. the RTX packets a browser probes its uplink with), and nothing changed.
+    pub fn insert(&mut self, pkt: &Packet, now: Instant) -> bool {
         if self.slots.is_empty() {
             self.slots = vec![Slot::default(); self.capacity];
         }
         let seq = pkt.header.sequence_number;
+        if let Some(held) = self.slots.get(self.index(seq)) {
+            if held.arrival.is_some() && held.seq == seq && self.head.is_some() {
+                return false;
+            }
+        }
         match self.head {
             None => {
                 self.head = Some(seq);
@@ -160,7 +167,7 @@ impl PacketCache {
                 // it is still in reach.
                 let behind = usize::from(head.wrapping_sub(seq));
                 if behind >= self.capacity {
-                    return;
+                    return true;
                 }
                 if seq_after(self.tail, seq) {
                     self.tail = seq;
@@ -176,6 +183,7 @@ impl PacketCache {
         slot.payload_type = pkt.header.payload_type;
         slot.payload = pkt.payload.clone();
         self.evict(now);
+        true
     }
 
     /// Releases packets older than the cache's age, oldest first.
@@ -276,6 +284,18 @@ mod tests {
         c.insert(&pkt(1, &body), t0);
         let got = c.get(1, t0).expect("cached");
         assert_eq!(got.payload.as_ptr(), body.as_ptr(), "same buffer");
+    }
+
+    #[test]
+    fn a_packet_held_already_is_a_duplicate() {
+        let t0 = Instant::now();
+        let body = Bytes::from_static(b"x");
+        let mut c = PacketCache::new(16, Duration::from_secs(1));
+        assert!(c.insert(&pkt(10, &body), t0));
+        assert!(c.insert(&pkt(11, &body), t0));
+        assert!(!c.insert(&pkt(10, &body), t0), "10 again");
+        assert!(!c.insert(&pkt(11, &body), t0), "11 again");
+        assert!(c.insert(&pkt(12, &body), t0));
     }
 
     #[test]

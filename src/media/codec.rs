@@ -153,8 +153,41 @@ pub fn av1_is_keyframe(p: &[u8]) -> bool {
     p.first().is_some_and(|b| b & 0x08 != 0)
 }
 
+/// The primary (newest) block of an RFC 2198 RED payload, as a range of `p`: the redundant
+/// blocks' 4-byte headers and data come first, then a 1-byte header for the primary. `None` for
+/// a malformed payload (headers or lengths beyond its end).
+pub fn red_primary(p: &[u8]) -> Option<std::ops::Range<usize>> {
+    let mut at = 0;
+    let mut redundant = 0usize;
+    loop {
+        let first = *p.get(at)?;
+        if first & 0x80 == 0 {
+            at += 1;
+            break;
+        }
+        let header = p.get(at..at + 4)?;
+        redundant += usize::from(u16::from_be_bytes([header[2], header[3]]) & 0x03ff);
+        at += 4;
+    }
+    let start = at + redundant;
+    (start <= p.len()).then_some(start..p.len())
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn red_primary_skips_the_redundant_blocks() {
+        // One redundant block (PT 111, offset 960, length 3), then the primary (PT 111).
+        let red = [0x80 | 111, 0x0f, 0x00, 0x03, 111, 1, 2, 3, 9, 9];
+        assert_eq!(red_primary(&red), Some(8..10));
+        // No redundancy: just the 1-byte header.
+        assert_eq!(red_primary(&[111, 7, 7]), Some(1..3));
+        // Malformed: a block longer than the payload, a header cut short, nothing at all.
+        assert_eq!(red_primary(&[0x80 | 111, 0x00, 0x03, 0xff, 111]), None);
+        assert_eq!(red_primary(&[0x80 | 111, 0x00]), None);
+        assert_eq!(red_primary(&[]), None);
+    }
     use super::*;
 
     #[test]

@@ -10,6 +10,7 @@ use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use super::cache::{Cached, AUDIO_SLOTS, VIDEO_SLOTS};
+use super::codec::red_primary;
 use super::munger::Munger;
 use super::rate::RateMeter;
 use super::sentlog::{RetransmitBudget, SentLog};
@@ -108,6 +109,9 @@ pub struct DownTrack {
     rtx_seq: u16,
     /// Byte budget of its retransmissions.
     pub budget: RetransmitBudget,
+    /// Audio: forward RED (RFC 2198) as RED when the subscriber negotiated it; `false` sends
+    /// only its primary blocks (the allocator's choice when the link is tight).
+    pub redundancy: bool,
     /// Payload type of the last packet sent (padding probes reuse it).
     last_pt: Option<u8>,
     /// The last packet sent ended a frame (marker bit): padding may go in now without
@@ -144,6 +148,7 @@ impl DownTrack {
             rtx_ssrc: None,
             rtx_seq: rand::random(),
             budget: RetransmitBudget::default(),
+            redundancy: true,
             last_pt: None,
             at_frame_end: false,
             packets: 0,
@@ -201,11 +206,9 @@ impl DownTrack {
 
     /// A padding-only packet on this leg (a bandwidth probe): the next sequence number, the last
     /// timestamp, no payload; the receiver counts it in its feedback and discards it. `None`
-    /// unless the leg is forwarding and between two frames (a padding packet inside a frame
-    /// splits the frame's sequence numbers, and the receiver cannot assemble it).
+    /// unless the leg can carry one now (see [`can_pad`](Self::can_pad)).
     pub fn padding_packet(&mut self) -> Option<Packet> {
-        if self.state != DownState::Open || self.selector.current().is_none() || !self.at_frame_end
-        {
+        if !self.can_pad() {
             return None;
         }
         let pt = self.last_pt?;
@@ -222,6 +225,17 @@ impl DownTrack {
             },
             payload: bytes::Bytes::new(),
         })
+    }
+
+    /// Whether a padding probe may go on this leg now: it is open and has a stream, and it is
+    /// between two frames (a padding packet inside a frame splits the frame's sequence numbers,
+    /// and the receiver cannot assemble it) or paused (the next frame it gets is a keyframe
+    /// anyway). A paused leg is where a probe is needed most: it finds out when to resume.
+    pub fn can_pad(&self) -> bool {
+        self.state == DownState::Open
+            && self.munger.started()
+            && self.last_pt.is_some()
+            && (self.at_frame_end || self.selector.target().is_none())
     }
 
     /// How long the leg has waited for a keyframe of its new target layer (`None`: not
@@ -293,7 +307,18 @@ impl DownTrack {
         if selection == Selection::Skip {
             return LegOutcome::Skip;
         }
-        let Some(pt) = t.payload_type(h.payload_type) else {
+        // The subscriber's payload type for it; for RED (RFC 2198) to a subscriber without RED,
+        // its primary block as the plain codec.
+        let plain = !self.redundancy && t.red_primary_type(h.payload_type).is_some();
+        let direct = t
+            .payload_type(h.payload_type)
+            .filter(|_| !plain)
+            .map(|pt| (pt, None));
+        let unwrapped = || {
+            let pt = t.red_primary_type(h.payload_type)?;
+            Some((pt, Some(red_primary(&src.payload)?)))
+        };
+        let Some((pt, primary)) = direct.or_else(unwrapped) else {
             if selection != Selection::WaitForKeyframe {
                 self.munger.skip(h.ssrc, h.sequence_number);
             }
@@ -350,7 +375,10 @@ impl DownTrack {
                     extensions,
                     extensions_padding: 0,
                 },
-                payload: src.payload.clone(),
+                payload: match primary {
+                    Some(range) => src.payload.slice(range),
+                    None => src.payload.clone(),
+                },
             },
         }
     }

@@ -103,6 +103,8 @@ pub struct ForwardOutcome {
     pub too_late: usize,
     /// An audio packet's level (RFC 6464, -dBov), with its publisher.
     pub audio_level: Option<(PeerKey, u8)>,
+    /// A copy of a packet already received (not forwarded again).
+    pub duplicate: bool,
 }
 
 impl ForwardOutcome {
@@ -380,10 +382,16 @@ impl Forwarder {
             .unwrap_or(Codec::Other);
         outcome.keyframe = codec.needs_keyframe() && codec.is_keyframe(&pkt.payload);
         if let Some(l) = t.layers.get_mut(layer) {
+            if !l.cache.insert(pkt, now) {
+                // Sent (and forwarded) before: a second copy would reach each subscriber as a
+                // replayed SRTP packet, dropped there and counted as loss by its feedback.
+                outcome.duplicate = true;
+                outcome.keyframe = false;
+                return outcome;
+            }
             l.packets += 1;
             l.bytes += pkt.payload.len() as u64;
             l.last_packet = Some(now);
-            l.cache.insert(pkt, now);
             if outcome.keyframe {
                 l.keyframes.on_keyframe();
                 if codec == Codec::Vp8 {
@@ -559,7 +567,7 @@ impl Forwarder {
             .values_mut()
             .filter(|t| t.kind == TrackKind::Video)
             .flat_map(|t| t.downs.iter_mut())
-            .find(|d| d.subscriber == subscriber && d.layers().0.is_some());
+            .find(|d| d.subscriber == subscriber && d.can_pad());
         let Some(d) = leg else {
             return;
         };
@@ -1131,6 +1139,14 @@ mod tests {
         assert!(out
             .iter()
             .all(|o| o.packet.header.padding && o.packet.payload.is_empty()));
+        // Paused (even mid-frame): probes still go, to find out when the link allows resuming.
+        let mut next = packet(96, 3, false, None);
+        next.header.marker = false;
+        fwd(&mut f, tk, &next, t0);
+        f.set_target(tk, PeerKey(2), None, t0);
+        out.clear();
+        f.probe_packets(PeerKey(2), 2, &mut out);
+        assert_eq!(out.len(), 2, "a paused leg carries probes");
     }
 
     #[test]

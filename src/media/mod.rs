@@ -9,7 +9,9 @@
 //! - [`track`]: negotiated payload-type/extension tables.
 //! - [`codec`]: keyframe detection per codec.
 //! - [`rate`]: bitrate meters for the room API.
+//! - [`read_hook`]: a pass-through interceptor around one hook on inbound packets.
 //! - [`rtcp_tap`]: lets chosen inbound RTCP (PLI, FIR, NACK) reach the application.
+//! - [`rtx_unwrap`]: turns a publisher's retransmissions back into the packets they repair.
 //! - [`feedback`]: routes inbound RTCP feedback (PLI, FIR, NACK) to what the room must do.
 //! - [`egress`]: the one place a packet is written to a subscriber leg.
 //! - [`simulcast`]: a track's layers, and which layer a leg forwards (switching at keyframes).
@@ -30,7 +32,9 @@ pub mod keyframe;
 pub mod munger;
 pub mod probe;
 pub mod rate;
+pub mod read_hook;
 pub mod rtcp_tap;
+pub mod rtx_unwrap;
 pub mod sentlog;
 pub mod simulcast;
 pub mod speaker;

@@ -111,6 +111,23 @@ impl RtpMap {
                 ext[id] = sub.ext_id[usize::from(k)];
             }
         }
+        // RED's primary codec on the subscriber's leg, if it has that (for a subscriber without
+        // RED, or when redundancy is turned off for it).
+        let mut red = [NO_ENTRY; 128];
+        for c in self.codecs.iter().filter(|c| is_red(c)) {
+            let primary = c
+                .rtp_codec
+                .sdp_fmtp_line
+                .split('/')
+                .next()
+                .and_then(|v| v.trim().parse::<u8>().ok());
+            let sub_pt = primary
+                .and_then(|p| pt.get(usize::from(p)).copied())
+                .filter(|&p| p != NO_ENTRY);
+            if let (Some(sub_pt), Some(slot)) = (sub_pt, red.get_mut(usize::from(c.payload_type))) {
+                *slot = sub_pt;
+            }
+        }
         let mut rtx = [NO_ENTRY; 128];
         for c in &sub.codecs {
             if let Some(apt) = rtx_apt(c) {
@@ -119,7 +136,7 @@ impl RtpMap {
                 }
             }
         }
-        Translation { pt, ext, rtx }
+        Translation { pt, ext, rtx, red }
     }
 
     /// The id of the audio-level header extension (RFC 6464) on this leg, if negotiated.
@@ -131,6 +148,14 @@ impl RtpMap {
     pub fn repaired_payload_type(&self, rtx_pt: u8) -> Option<u8> {
         rtx_apt(self.codec(rtx_pt)?)
     }
+}
+
+/// Whether this is RED (RFC 2198).
+fn is_red(c: &RTCRtpCodecParameters) -> bool {
+    c.rtp_codec
+        .mime_type
+        .split_once('/')
+        .is_some_and(|(_, sub)| sub.eq_ignore_ascii_case("red"))
 }
 
 /// The payload type an RTX codec repairs (RFC 4588 `apt`), or `None` for any other codec.
@@ -153,12 +178,23 @@ pub struct Translation {
     ext: [u8; 256],
     /// Subscriber payload type → its RTX payload type on the subscriber's leg.
     rtx: [u8; 128],
+    /// Publisher RED payload type → the subscriber's payload type for RED's primary codec (its
+    /// primary blocks go out as that when RED is not negotiated or turned off for the leg).
+    red: [u8; 128],
 }
 
 impl Translation {
     /// The subscriber payload type for a publisher payload type.
     pub fn payload_type(&self, pub_pt: u8) -> Option<u8> {
         self.pt
+            .get(usize::from(pub_pt))
+            .copied()
+            .filter(|&p| p != NO_ENTRY)
+    }
+
+    /// For a publisher RED payload type: the payload type its primary blocks go out with.
+    pub fn red_primary_type(&self, pub_pt: u8) -> Option<u8> {
+        self.red
             .get(usize::from(pub_pt))
             .copied()
             .filter(|&p| p != NO_ENTRY)
@@ -202,6 +238,36 @@ mod tests {
             id,
             encrypted: false,
         }
+    }
+
+    #[test]
+    fn red_goes_as_red_where_negotiated_and_as_its_primary_elsewhere() {
+        let publisher = RtpMap::new(
+            &[
+                codec("audio/red", 63, "111/111"),
+                codec("audio/opus", 111, "minptime=10"),
+            ],
+            &[],
+        );
+        let with_red = RtpMap::new(
+            &[
+                codec("audio/red", 96, "100/100"),
+                codec("audio/opus", 100, "minptime=10"),
+            ],
+            &[],
+        );
+        let plain = RtpMap::new(&[codec("audio/opus", 109, "minptime=10")], &[]);
+        let t = publisher.translate_to(&with_red);
+        assert_eq!(t.payload_type(63), Some(96));
+        assert_eq!(
+            t.red_primary_type(63),
+            Some(100),
+            "for when redundancy is off"
+        );
+        let t = publisher.translate_to(&plain);
+        assert_eq!(t.payload_type(63), None);
+        assert_eq!(t.red_primary_type(63), Some(109), "primary blocks as Opus");
+        assert_eq!(t.payload_type(111), Some(109));
     }
 
     #[test]

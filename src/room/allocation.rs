@@ -37,6 +37,8 @@ struct Leg {
     kind: TrackKind,
     demand: Option<VideoDemand>,
     audio_bps: u64,
+    /// Audio sent as RED (RFC 2198) by its publisher.
+    red: bool,
 }
 
 impl Room {
@@ -78,9 +80,27 @@ impl Room {
         };
         METRICS.subscriber_estimate.observe(estimate as f64);
         let legs = self.legs_of(key);
-        let audio_bps: u64 = legs.iter().map(|l| l.audio_bps).sum();
+        let red_audio_bps: u64 = legs.iter().map(|l| l.audio_bps).sum();
         let video: Vec<&Leg> = legs.iter().filter(|l| l.kind == TrackKind::Video).collect();
         let demands: Vec<VideoDemand> = video.iter().filter_map(|l| l.demand.clone()).collect();
+        // Audio redundancy while it fits beside the lowest video layers; primary blocks only
+        // otherwise.
+        let redundancy = allocator::redundancy_fits(estimate, red_audio_bps, &demands);
+        let audio_bps: u64 = legs
+            .iter()
+            .map(|l| match (l.red, redundancy) {
+                (true, false) => (l.audio_bps as f64 * allocator::RED_PRIMARY_SHARE) as u64,
+                _ => l.audio_bps,
+            })
+            .sum();
+        for l in legs.iter().filter(|l| l.red) {
+            if let Some(d) = self.forwarder.leg_mut(l.track, key) {
+                if d.redundancy != redundancy {
+                    debug!(track = l.track.0, redundancy, "audio redundancy");
+                    d.redundancy = redundancy;
+                }
+            }
+        }
         let choices = allocator::allocate(estimate, audio_bps, &demands);
         if let Some(p) = self.peers.get(&key) {
             // Per video leg: (forwarded layer, target layer, packets the leg sent so far).
@@ -165,6 +185,7 @@ impl Room {
                 } else {
                     0
                 },
+                red: t.codec.mime_type.eq_ignore_ascii_case("audio/red"),
                 demand: (t.kind == TrackKind::Video).then(|| VideoDemand {
                     track: tk,
                     priority: u64::from(d.view.width) * u64::from(d.view.height),

@@ -188,6 +188,10 @@ impl Room {
             METRICS.count_drop(DropReason::UnknownLayer, 1);
             return 0;
         };
+        if outcome.duplicate {
+            METRICS.count_drop(DropReason::Duplicate, 1);
+            return 0;
+        }
         if outcome.keyframe {
             debug!(
                 track = tk.0,

@@ -130,8 +130,12 @@ impl Room {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
+        let sdp_for_log = tracing::enabled!(tracing::Level::TRACE).then(|| sdp.clone());
         let result = peer.apply_answer(sdp, now);
         self.mark_dirty(key);
+        if let (Err(e), Some(sdp)) = (&result, sdp_for_log) {
+            tracing::trace!(%e, %sdp, "answer rejected");
+        }
         let generation = match result {
             Ok(g) => g,
             Err(PeerError::UnexpectedAnswer) => {
@@ -219,6 +223,7 @@ impl Room {
                 Ok((generation, sdp)) => {
                     self.forwarder.mark_offered(key, generation);
                     debug!(generation, "server offer sent");
+                    tracing::trace!(generation, %sdp, "server offer");
                     self.mark_dirty(key);
                     self.send_to(key, ServerMsg::Offer { sdp }, now);
                 }

@@ -17,6 +17,8 @@ use rtc::interceptor::{Registry, Slot};
 const BWE_START_BPS: f64 = 500_000.0;
 const BWE_MIN_BPS: f64 = 30_000.0;
 const BWE_MAX_BPS: f64 = 20_000_000.0;
+/// Payload type of `audio/red` (Chromium's choice too), its blocks Opus on 111.
+const RED_PAYLOAD_TYPE: u8 = 63;
 use rtc::interceptor::{CongestionControlBuilder, NackGeneratorBuilder, ReceiverReportBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -33,8 +35,8 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_NACK,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind, TYPE_RTCP_FB_NACK,
 };
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
@@ -51,6 +53,7 @@ use crate::media::bwe::Bwe;
 use crate::media::forwarder::TrackKey;
 use crate::media::probe::Prober;
 use crate::media::rtcp_tap::{sfu_feedback, RtcpTap};
+use crate::media::rtx_unwrap::RtxUnwrap;
 use crate::media::track::{RtpMap, FORWARDED_EXTENSIONS};
 use crate::signal::protocol::ServerMsg;
 
@@ -150,6 +153,21 @@ pub enum ConnectionChange {
 fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
     let mut me = MediaEngine::default();
     me.register_default_codecs()?;
+    // Audio redundancy (RFC 2198): Opus packets that also carry the previous packet, offered by
+    // Chromium; forwarded as such to subscribers that take RED, as its Opus primary otherwise.
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "audio/red".to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "111/111".to_owned(),
+                rtcp_feedback: Vec::new(),
+            },
+            payload_type: RED_PAYLOAD_TYPE,
+        },
+        RtpCodecKind::Audio,
+    )?;
     for uri in FORWARDED_EXTENSIONS {
         let kind = if uri.contains("audio-level") {
             RtpCodecKind::Audio
@@ -182,6 +200,9 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
     configure_simulcast_extension_headers(&mut me)?;
     let registry = Registry::new()
         .with(Slot::from(14_000), RtcpTap::new(sfu_feedback))
+        // Below the NACK generator: a restored retransmission fills its hole before the
+        // generator would ask for it again.
+        .with(Slot::from(6_500), RtxUnwrap::interceptor())
         .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
         .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
     // Transport-wide congestion control both ways: feedback to publishers (their own encoder
@@ -194,6 +215,20 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
         CongestionControlBuilder::new(Bwe::new(BWE_START_BPS, BWE_MIN_BPS, BWE_MAX_BPS)).build(),
     );
     Ok((me, registry))
+}
+
+/// Opus as the media engine registers it (rtc's defaults: payload type 111, in-band FEC).
+fn opus_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: "audio/opus".to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: Vec::new(),
+        },
+        payload_type: 111,
+    }
 }
 
 /// The UDP host candidate for `addr` (the shared socket's advertised address).
@@ -557,6 +592,11 @@ impl Peer {
             TrackKind::Audio => RtpCodecKind::Audio,
             TrackKind::Video => RtpCodecKind::Video,
         };
+        let is_red = codec.mime_type.eq_ignore_ascii_case("audio/red");
+        let codec_params = RTCRtpCodecParameters {
+            rtp_codec: codec.clone(),
+            payload_type: RED_PAYLOAD_TYPE,
+        };
         let track = MediaStreamTrack::new(
             publisher.as_str().to_owned(),
             track_id.as_str().to_owned(),
@@ -579,6 +619,16 @@ impl Peer {
                 send_encodings: vec![],
             }),
         )?;
+        if is_red {
+            // RED alone would be refused by a subscriber (its blocks need their primary codec
+            // negotiated too): offer RED, then the media engine's other audio codecs.
+            let prefs = vec![codec_params, opus_codec()];
+            if let Some(mut t) = self.pc.rtp_transceiver(transceiver) {
+                if let Err(e) = t.set_codec_preferences(prefs) {
+                    tracing::debug!(%e, "RED leg codec preferences refused");
+                }
+            }
+        }
         self.negotiation.changed();
         self.down_by_ssrc.insert(ssrc, down_of);
         Ok((RTCRtpSenderId::from(transceiver), ssrc))

@@ -28,15 +28,10 @@
 // harness finds the set-up broken (no join, no media, media not over the veths, the drops not
 // applied or not noticed by anyone): those fail always.
 
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ROOT, ServerProcess, TestFailure, fetchMetrics, quantile, runWithBudget, secs,
-  serveClientFrom, sleep, tail,
+  CONFAB_BIN, NETNS_BASE_URL, NetnsTest, SAMPLE_MS, STEADY_OVER_MS, STEADY_TIMEOUT_MS, TestFailure, cpuCounters, cpuTicks,
+  fetchMetrics, quantile, secs, sumOverNamespace,
 } from './lib.mjs';
 
 // ------------------------------------------------------------------ pass criteria (phases 1-4)
@@ -68,19 +63,11 @@ const PHASES = [
 
 // ------------------------------------------------------------------ harness
 
-const NETNS_ID = process.env.LOSSY_NETNS_ID;
-const NETNS_SH = process.env.LOSSY_NETNS_SH;
 const SETTLE_MS = envMs('LOSSY_SETTLE_MS', 5_000);
 const PHASE_MS = envMs('LOSSY_PHASE_MS', 30_000);
 const SELECTED = parsePhases(process.env.LOSSY_PHASES);
 const ENFORCED = parseEnforce(process.env.LOSSY_ENFORCE);
 const JSON_PATH = process.env.LOSSY_JSON || null;
-const CONFAB_BIN = path.resolve(ROOT, process.env.CONFAB_BIN || 'target/debug/confab');
-const CLIENT_DIR = process.env.CONFAB_E2E_CLIENT_DIR ? path.resolve(ROOT, process.env.CONFAB_E2E_CLIENT_DIR) : null;
-const SERVER_IP = '10.99.0.1';
-const BASE_URL = `http://${SERVER_IP}:8080`;
-const MEDIA_ADDR = `${SERVER_IP}:50000`;
-const browserIp = (k) => `10.99.0.1${k}`;
 /** 1600x900 at device scale 2: the remote tile is far over 960 device px wide, so a server that
  * picks a simulcast layer by tile size sends the top one (as in shaped.mjs). */
 const VIEWPORT = { width: 1600, height: 900 };
@@ -96,16 +83,10 @@ const SERVER_METRICS = [
   'confab_rtcp_pli_total',
 ];
 
-const HEALTH_TIMEOUT_MS = 30_000;
-/** Both pages must decode a first frame from each other within this (else the harness fails). */
-const JOIN_TIMEOUT_MS = 30_000;
-/** Then wait (up to this long after page.goto) until both decode at STEADY_FPS over STEADY_OVER_MS;
- * if that never happens the phases run anyway. */
-const STEADY_TIMEOUT_MS = 45_000;
+/** The join (lib.mjs): both pages must decode a first frame from each other within JOIN_TIMEOUT_MS
+ * (else the harness fails); then wait (up to STEADY_TIMEOUT_MS after page.goto) until both decode
+ * at STEADY_FPS over STEADY_OVER_MS; if that never happens the phases run anyway. */
 const STEADY_FPS = 12;
-const STEADY_OVER_MS = 2_000;
-const SAMPLE_MS = 500;
-const EVALUATE_TIMEOUT_MS = 5_000;
 /** Start-up, join and teardown, on top of the phases, in the overall time budget. */
 const BUDGET_BASE_MS = 80_000;
 const TOTAL_BUDGET_MS = BUDGET_BASE_MS + SELECTED.length * (SETTLE_MS + PHASE_MS) * 1.1;
@@ -120,11 +101,12 @@ const DROP_RATIO_SIGMAS = 6;
 /** Above this share of the machine's CPU in a window, its numbers get a warning. */
 const CPU_WARN_SHARE = 0.95;
 
-const run = promisify(execFile);
-const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'confab-lossy-'));
-const serverLogPath = path.join(tmpDir, 'server.log');
-const startedAt = Date.now();
-const log = (msg) => console.log(`lossy [${secs(Date.now() - startedAt).padStart(8)}] ${msg}`);
+// The scratch directory, the server, the browsers, the sampling and the clean-up (lib.mjs).
+const test = new NetnsTest({
+  name: 'lossy', netnsId: process.env.LOSSY_NETNS_ID, netnsSh: process.env.LOSSY_NETNS_SH, rustLog: process.env.LOSSY_RUST_LOG,
+});
+const NETNS_ID = test.netnsId;
+const log = (msg) => test.log(msg);
 
 function envMs(name, dflt) {
   const v = process.env[name];
@@ -159,19 +141,9 @@ function usage(msg) {
   process.exit(2);
 }
 
-const server = new ServerProcess({
-  bin: CONFAB_BIN,
-  logPath: serverLogPath,
-  env: {
-    CONFAB_HTTP__BIND: `${SERVER_IP}:8080`,
-    CONFAB_MEDIA__BIND: MEDIA_ADDR,
-    RUST_LOG: process.env.LOSSY_RUST_LOG || 'info',
-  },
-});
-
 /** Everything the JSON report holds; filled as the run goes. */
 const report = {
-  startedAt: new Date(startedAt).toISOString(),
+  startedAt: new Date(test.startedAt).toISOString(),
   server: CONFAB_BIN,
   chromium: null,
   settleMs: SETTLE_MS,
@@ -186,23 +158,16 @@ const report = {
   harnessError: null,
   exitCode: null,
 };
-/** Loss changes and window starts, ms since the start (written to samples.json). */
-const events = [];
-const event = (what) => events.push({ t: Date.now() - startedAt, what });
 
 // ------------------------------------------------------------------ links (nft)
-
-async function netns(...args) {
-  return (await run('bash', [NETNS_SH, ...args], { timeout: 10_000 })).stdout;
-}
 
 /** Sets the phase's loss rule and clears every other one (the counters restart at zero). */
 async function applyLoss(phase) {
   for (const k of [1, 2]) {
-    await netns('loss', NETNS_ID, String(k), String(phase.dir === 'down' && phase.k === k ? phase.permille : 0));
-    await netns('uplink-loss', NETNS_ID, String(k), String(phase.dir === 'up' && phase.k === k ? phase.permille : 0));
+    await test.netns('loss', NETNS_ID, String(k), String(phase.dir === 'down' && phase.k === k ? phase.permille : 0));
+    await test.netns('uplink-loss', NETNS_ID, String(k), String(phase.dir === 'up' && phase.k === k ? phase.permille : 0));
   }
-  event(`phase ${phase.id}: ${phase.permille / 10} % loss ${phase.label}`);
+  test.event(`phase ${phase.id}: ${phase.permille / 10} % loss ${phase.label}`);
 }
 
 /** Per browser: UDP datagrams the loss rules saw and dropped, each way (netns.sh counters). */
@@ -210,7 +175,7 @@ async function nftCounters() {
   const out = {};
   for (const k of [1, 2]) {
     out[k] = {};
-    for (const line of (await netns('counters', NETNS_ID, String(k))).trim().split('\n')) {
+    for (const line of (await test.netns('counters', NETNS_ID, String(k))).trim().split('\n')) {
       const [dir, seen, dropped] = line.trim().split(/\s+/);
       out[k][dir] = { seen: Number(seen), dropped: Number(dropped) };
     }
@@ -218,31 +183,16 @@ async function nftCounters() {
   return out;
 }
 
-/** Busy and total jiffies of the whole machine (/proc/stat). */
-function cpuCounters() {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - f[3] - (f[4] ?? 0), total };
-}
-
 /** CPU time (user + system, clock ticks) of everything in this run's namespaces: the server and
  * node in S, each browser in its own. Comparable with cpuCounters (both in USER_HZ). */
 async function testCpuTicks() {
   let sum = 0;
-  for (const ns of ['s', 'b1', 'b2'].map((n) => `${NETNS_ID}-${n}`)) {
-    const { stdout } = await run('ip', ['netns', 'pids', ns], { timeout: 5_000 });
-    for (const pid of stdout.split(/\s+/).filter(Boolean)) {
-      try {
-        const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-        sum += Number(f[11]) + Number(f[12]);
-      } catch { /* exited meanwhile */ }
-    }
-  }
+  for (const n of ['s', 'b1', 'b2']) sum += await sumOverNamespace(`${NETNS_ID}-${n}`, cpuTicks);
   return sum;
 }
 
 async function snapshot() {
-  const [nft, metrics, testTicks] = await Promise.all([nftCounters(), fetchMetrics(BASE_URL), testCpuTicks()]);
+  const [nft, metrics, testTicks] = await Promise.all([nftCounters(), fetchMetrics(NETNS_BASE_URL), testCpuTicks()]);
   return { at: Date.now(), nft, metrics, cpu: { ...cpuCounters(), test: testTicks } };
 }
 
@@ -272,13 +222,13 @@ function metricDeltas(a, b) {
  * Runs in the page: session state, the selected ICE path, every inbound and outbound RTP stream
  * with the counters this test looks at (null where Chromium does not report a field), and the
  * sender reports received. Reads only RTCPeerConnection.getStats() and the session's public
- * surface (`window.confab.session`: `pc`, `participants`, `participantForTrack`).
+ * surface (`window.confab.session`: `pc`, `participants`, `participantForTrack`) through
+ * `window.__netns` (lib.mjs's netnsPageHelpers).
  */
 async function sampleInPage() {
-  const c = /** @type {any} */ (window).confab;
-  const s = c?.session;
+  const h = /** @type {any} */ (window).__netns;
+  const s = /** @type {any} */ (window).confab?.session;
   const pc = s?.pc;
-  const nameOf = (id) => (id && s?.participants.get(id)?.name) ?? null;
   const num = (v) => (typeof v === 'number' ? v : null);
   const out = {
     state: s?.state ?? 'none',
@@ -292,14 +242,12 @@ async function sampleInPage() {
     paused: {},
   };
   for (const tile of document.querySelectorAll('.tile:not(.local)')) {
-    const name = nameOf(/** @type {HTMLElement} */ (tile).dataset.participantId);
+    const name = h.nameOf(s, /** @type {HTMLElement} */ (tile).dataset.participantId);
     if (name) out.paused[name] = tile.classList.contains('paused-bandwidth');
   }
   if (!pc) return out;
   const stats = await pc.getStats();
-  let pairId = null;
   stats.forEach((r) => {
-    if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
     if (r.type === 'outbound-rtp') {
       out.outbound.push({
         id: r.id,
@@ -317,12 +265,10 @@ async function sampleInPage() {
     if (r.type === 'remote-outbound-rtp') {
       out.senderReports.push({ localId: r.localId, kind: r.kind, reports: r.reportsSent ?? 0 });
     }
-    if (r.type !== 'inbound-rtp' || (r.kind !== 'video' && r.kind !== 'audio')) return;
+    const stream = h.inbound(s, r);
+    if (!stream) return;
     out.inbound.push({
-      id: r.id,
-      kind: r.kind,
-      track: r.trackIdentifier,
-      owner: nameOf(s.participantForTrack(r.trackIdentifier)),
+      ...stream,
       codec: (r.codecId && stats.get(r.codecId)?.mimeType) || null,
       packets: r.packetsReceived ?? 0,
       lost: r.packetsLost ?? 0,
@@ -349,88 +295,12 @@ async function sampleInPage() {
       jbEmitted: r.jitterBufferEmittedCount ?? 0,
     });
   });
-  const pair = pairId && stats.get(pairId);
-  const local = pair && stats.get(pair.localCandidateId);
-  const remote = pair && stats.get(pair.remoteCandidateId);
-  if (local && remote) out.path = { local: local.address, remote: `${remote.address}:${remote.port}`, protocol: local.protocol };
+  out.path = h.path(stats);
   return out;
 }
 
-class Peer {
-  /**
-   * @param {number} k     namespace b<k>
-   * @param {string} name  display name
-   */
-  constructor(k, name) {
-    this.k = k;
-    this.name = name;
-    this.wrapper = path.join(tmpDir, `chromium-b${k}`);
-    /** @type {import('playwright-core').Browser | null} */
-    this.browser = null;
-    /** @type {import('playwright-core').Page | null} */
-    this.page = null;
-    /** @type {any[]} */
-    this.samples = [];
-    /** inbound stream's trackIdentifier → publisher name, kept when the session forgets it */
-    this.owners = new Map();
-    /** console errors and warnings, uncaught exceptions */
-    this.problems = /** @type {string[]} */ ([]);
-  }
-
-  async open() {
-    await netns('wrapper', NETNS_ID, String(this.k), CHROMIUM, this.wrapper);
-    this.browser = await chromium.launch({
-      executablePath: this.wrapper,
-      headless: true,
-      timeout: 30_000,
-      args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${BASE_URL}`],
-    });
-    const context = await this.browser.newContext({ viewport: VIEWPORT, deviceScaleFactor: DEVICE_SCALE });
-    if (CLIENT_DIR) await serveClientFrom(context, BASE_URL, CLIENT_DIR);
-    this.page = await context.newPage();
-    this.page.on('console', (m) => {
-      if (m.type() === 'error' || m.type() === 'warning') this.problems.push(`${m.type()}: ${m.text()}`);
-    });
-    this.page.on('pageerror', (e) => this.problems.push(`uncaught: ${e.message}`));
-  }
-
-  async goto(room) {
-    await this.page.goto(`${BASE_URL}/?room=${room}&name=${this.name}`, { waitUntil: 'domcontentloaded', timeout: 15_000 });
-  }
-
-  async sample() {
-    let timer;
-    const timeout = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${EVALUATE_TIMEOUT_MS} ms`)), EVALUATE_TIMEOUT_MS);
-    });
-    let s;
-    try {
-      s = await Promise.race([this.page.evaluate(sampleInPage), timeout]);
-    } catch (e) {
-      throw new TestFailure(`${this.name}: cannot read the page: ${e.message}`);
-    } finally {
-      clearTimeout(timer);
-    }
-    s.at = Date.now();
-    for (const r of s.inbound) {
-      if (r.owner) this.owners.set(r.track, r.owner);
-      else r.owner = this.owners.get(r.track) ?? null;
-    }
-    this.samples.push(s);
-    return s;
-  }
-
-  /** Samples taken in [from, to]. */
-  between(from, to) {
-    return this.samples.filter((s) => s.at >= from && s.at <= to);
-  }
-
-  async close() {
-    const b = this.browser;
-    this.browser = null;
-    if (b) await Promise.race([b.close().catch(() => {}), sleep(5_000)]);
-  }
-}
+/** How both pages are opened and sampled (lib.mjs's NetnsChromium). */
+const PAGE = { viewport: VIEWPORT, deviceScale: DEVICE_SCALE, sampleInPage };
 
 // ------------------------------------------------------------------ metrics from samples
 
@@ -576,38 +446,6 @@ function notePresence(peers) {
       p['remote-outbound-rtp (sender reports received)'] ||= s.senderReports.some((x) => x.reports > 0);
     }
   }
-}
-
-// ------------------------------------------------------------------ sampling loop
-
-let sampling = false;
-/** @type {Error | null} */
-let samplerError = null;
-
-async function sampler(peers) {
-  sampling = true;
-  while (sampling) {
-    const tick = Date.now();
-    try {
-      await Promise.all(peers.map((p) => p.sample()));
-    } catch (e) {
-      samplerError = e;
-      return;
-    }
-    await sleep(Math.max(0, SAMPLE_MS - (Date.now() - tick)));
-  }
-}
-
-/** Waits `ms` while the pages are sampled, failing early if the server or a page broke. */
-async function watch(ms) {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    server.assertAlive();
-    if (samplerError) throw samplerError;
-    await sleep(Math.min(200, until - Date.now()));
-  }
-  server.assertAlive();
-  if (samplerError) throw samplerError;
 }
 
 // ------------------------------------------------------------------ reporting
@@ -774,11 +612,11 @@ function checkHarness(phase, r, alice, bob) {
 async function runPhase(phase, alice, bob) {
   await applyLoss(phase);
   log(`phase ${phase.id}: ${lossText(phase)} loss${phase.dir ? ` ${phase.label}` : ''}; settling ${secs(SETTLE_MS)}`);
-  await watch(SETTLE_MS);
+  await test.watch(SETTLE_MS);
   const a = await snapshot();
   const from = Date.now();
-  event(`phase ${phase.id}: window`);
-  await watch(PHASE_MS);
+  test.event(`phase ${phase.id}: window`);
+  await test.watch(PHASE_MS);
   const to = Date.now();
   const b = await snapshot();
   const bobSamples = bob.between(from, to);
@@ -835,26 +673,18 @@ async function runPhase(phase, alice, bob) {
 }
 
 async function runTest() {
-  if (!NETNS_ID || !NETNS_SH) throw new TestFailure('run me through tests/browser/lossy.sh (it makes the namespaces)');
-  log(`server ${CONFAB_BIN}${CLIENT_DIR ? `, web client from ${CLIENT_DIR}` : ''}; logs in ${tmpDir}`);
-  log(`machine: ${os.cpus().length} cores, load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at the start`);
+  test.begin();
   log(`phases ${SELECTED.map((p) => p.id).join(',')}: ${secs(SETTLE_MS)} settle + ${secs(PHASE_MS)} window each; `
     + `enforced criteria: ${ENFORCED.size ? [...ENFORCED].join(',') : 'none (report only)'}; budget ${secs(TOTAL_BUDGET_MS)}`);
-  server.start();
-  await server.waitHealthy(BASE_URL, HEALTH_TIMEOUT_MS);
-  log('server healthy');
+  await test.startServer();
 
-  const alice = new Peer(1, 'alice');
-  const bob = new Peer(2, 'bob');
+  const alice = test.browser(1, 'alice', PAGE);
+  const bob = test.browser(2, 'bob', PAGE);
   const peers = [alice, bob];
-  openPeers = peers;
-  await Promise.all(peers.map((p) => p.open()));
+  await test.open(peers);
   report.chromium = alice.browser.version();
   log(`2 Chromium ${report.chromium} processes launched: alice in ${NETNS_ID}-b1, bob in ${NETNS_ID}-b2`);
-  const room = `lossy-${process.pid}`;
-  const joinStart = Date.now();
-  await Promise.all(peers.map((p) => p.goto(room)));
-  const samplerDone = sampler(peers);
+  const joinStart = await test.join();
 
   // Both decode each other (harness check: fails even in report-only mode), then steadily.
   const fpsOver = (p, overMs) => {
@@ -864,58 +694,26 @@ async function runTest() {
     const other = peers.find((o) => o !== p).name;
     return receiverMetrics([older, recent], other).video.fps;
   };
-  const firstAt = new Map();
-  const steadyAt = new Map();
-  while (steadyAt.size < peers.length && Date.now() < joinStart + STEADY_TIMEOUT_MS) {
-    for (const p of peers) {
-      if (!firstAt.has(p.name) && fpsOver(p, SAMPLE_MS) > 0) firstAt.set(p.name, Date.now() - joinStart);
-      if (!steadyAt.has(p.name) && fpsOver(p, STEADY_OVER_MS) >= STEADY_FPS) steadyAt.set(p.name, Date.now() - joinStart);
-    }
-    if (firstAt.size < peers.length && Date.now() > joinStart + JOIN_TIMEOUT_MS) {
-      throw new TestFailure(`not every page decodes the other within ${JOIN_TIMEOUT_MS / 1000} s: `
-        + peers.filter((p) => !firstAt.has(p.name)).map((p) => p.name).join(', '));
-    }
-    await watch(SAMPLE_MS);
-  }
-  const joinTimes = (m) => peers.map((p) => `${p.name} ${m.has(p.name) ? secs(m.get(p.name)) : `> ${secs(STEADY_TIMEOUT_MS)}`}`).join(', ');
+  const { firstAt, steadyAt } = await test.waitForJoin(joinStart, {
+    first: (p) => fpsOver(p, SAMPLE_MS) > 0,
+    steady: (p) => fpsOver(p, STEADY_OVER_MS) >= STEADY_FPS,
+    whom: 'the other',
+  });
+  const joinTimes = (m) => test.joinTimes(m);
   log(`both pages decode each other; after page.goto, first frames: ${joinTimes(firstAt)}; `
     + `at >= ${STEADY_FPS} fps over ${secs(STEADY_OVER_MS)}: ${joinTimes(steadyAt)}`);
   if (steadyAt.size < peers.length) log(`WARNING: not every page decodes steadily after ${secs(STEADY_TIMEOUT_MS)}; measuring anyway`);
   report.join = { firstFrameMs: Object.fromEntries(firstAt), steadyMs: Object.fromEntries(steadyAt) };
-  for (const p of peers) {
-    const pathNow = p.samples.at(-1).path;
-    if (!pathNow || pathNow.local !== browserIp(p.k) || pathNow.remote !== MEDIA_ADDR || pathNow.protocol !== 'udp') {
-      throw new TestFailure(`${p.name}'s selected ICE pair is ${JSON.stringify(pathNow)}, not udp ${browserIp(p.k)} -> ${MEDIA_ADDR}: media would bypass its veth`);
-    }
-  }
-  log(`ICE paths: ${peers.map((p) => `${p.name} ${p.samples.at(-1).path.local} -> ${p.samples.at(-1).path.remote}`).join(', ')}`);
+  test.checkIcePaths({ protocol: 'udp' });
 
   const results = [];
   for (const phase of SELECTED) results.push(await runPhase(phase, alice, bob));
   notePresence(peers);
-  sampling = false;
-  await samplerDone;
+  await test.stopSampling();
   return results;
 }
 
 // ------------------------------------------------------------------ lifecycle
-
-/** @type {Peer[]} */
-let openPeers = [];
-let cleaning = null;
-
-function cleanup() {
-  cleaning ??= (async () => {
-    sampling = false;
-    try {
-      const dump = Object.fromEntries(openPeers.map((p) => [p.name, p.samples.map((x) => ({ ...x, t: x.at - startedAt }))]));
-      fs.writeFileSync(path.join(tmpDir, 'samples.json'), JSON.stringify({ events, samples: dump }));
-    } catch { /* best effort */ }
-    await Promise.all(openPeers.map((p) => p.close()));
-    await server.stop();
-  })();
-  return cleaning;
-}
 
 function writeJson() {
   if (!JSON_PATH) return;
@@ -927,45 +725,22 @@ function writeJson() {
   }
 }
 
-function reportFailure(error) {
-  if (interrupted) return;
-  console.error(`\nlossy FAILED: ${error instanceof TestFailure ? error.message : error?.stack ?? error}`);
-  for (const p of openPeers) {
-    const last = p.samples.at(-1);
-    console.error(`\n--- ${p.name}: last sample ${last ? JSON.stringify({ state: last.state, pc: last.pcState, path: last.path }) : '(none)'}`);
-    console.error(p.problems.length ? p.problems.slice(-20).join('\n') : '(no console errors)');
-  }
-  console.error(`\n--- server log (last 60 distinct lines of ${serverLogPath}) ---\n${tail(serverLogPath, 60, { distinct: true })}\n`);
-}
-
-/** Set on SIGINT/SIGTERM: the run is being stopped, so what breaks meanwhile is not a finding. */
-let interrupted = false;
-
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, async () => {
-    interrupted = true;
-    console.error(`lossy: ${sig}, cleaning up`);
-    await cleanup();
-    report.harnessError = `interrupted by ${sig}`;
-    report.exitCode = sig === 'SIGINT' ? 130 : 143;
-    writeJson();
-    process.exit(report.exitCode);
-  });
-}
-
 let results = [];
-const error = server.explain(await runWithBudget(async () => { results = await runTest(); }, TOTAL_BUDGET_MS, async (failure) => {
+const error = await test.run(async () => { results = await runTest(); }, TOTAL_BUDGET_MS, async (failure) => {
   if (report.phases.length) printTables(report.phases);
-  reportFailure(failure);
-  await cleanup();
-  notePresence(openPeers);
+  test.reportFailure(failure);
+  await test.cleanup();
+  notePresence(test.browsers);
   report.harnessError = failure.message;
   report.exitCode = 1;
   writeJson();
-}));
-if (interrupted) await new Promise(() => {}); // the signal handler cleans up and exits
+}, (sig, code) => {
+  report.harnessError = `interrupted by ${sig}`;
+  report.exitCode = code;
+  writeJson();
+});
 if (!results.length) results = report.phases; // the phases measured before a harness error
-notePresence(openPeers);
+notePresence(test.browsers);
 if (results.length) printTables(results);
 console.log('\nChromium reported (at any time in the run):');
 for (const [k, v] of Object.entries(report.statsPresent)) console.log(`  ${v ? 'yes' : 'no '} ${k}`);
@@ -977,11 +752,11 @@ console.log(`\nlossy: ${report.criteria.filter((c) => c.ok).length} criteria pas
 for (const c of failed) console.log(`  failed${c.enforced ? '' : ' (report only)'}: phase ${c.phase} ${c.name}: ${c.detail}`);
 if (error) {
   report.harnessError = error.message ?? String(error);
-  reportFailure(error);
+  test.reportFailure(error);
   console.error('lossy: HARNESS ERROR (the set-up is broken, the numbers above mean nothing for the server)');
-} else if (failedEnforced.length) reportFailure(new TestFailure('enforced pass criteria failed (see above)'));
-await cleanup();
+} else if (failedEnforced.length) test.reportFailure(new TestFailure('enforced pass criteria failed (see above)'));
+await test.cleanup();
 report.exitCode = error || failedEnforced.length ? 1 : 0;
 writeJson();
-console.log(`lossy: logs in ${tmpDir}`);
+console.log(`lossy: logs in ${test.tmpDir}`);
 process.exit(report.exitCode);

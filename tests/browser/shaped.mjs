@@ -24,11 +24,9 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ROOT, ServerProcess, TestFailure, runWithBudget, secs, serveClientFrom, sleep, tail,
+  NetnsTest, SAMPLE_MS, STEADY_OVER_MS, STEADY_TIMEOUT_MS, TestFailure, cpuCounters, cpuTicks, secs, sumOverNamespace,
 } from './lib.mjs';
 
 // ------------------------------------------------------------------ pass criteria
@@ -66,8 +64,6 @@ const PAUSE_WINDOW_MS = 20_000;
 
 // ------------------------------------------------------------------ harness
 
-const NETNS_ID = process.env.SHAPED_NETNS_ID;
-const NETNS_SH = process.env.SHAPED_NETNS_SH;
 const BROWSERS = Number(process.env.SHAPED_BROWSERS || 3);
 const REPORT_ONLY = process.env.SHAPED_REPORT_ONLY === '1';
 // SHAPED_ENFORCE=2,4: only these scenarios' criteria fail the run (the others are reported);
@@ -77,27 +73,15 @@ const ENFORCE = process.env.SHAPED_ENFORCE
   ? new Set(process.env.SHAPED_ENFORCE.split(',').map((x) => x.trim()))
   : null;
 const enforced = (scenario) => !REPORT_ONLY && (!ENFORCE || ENFORCE.has(String(scenario)));
-const CONFAB_BIN = path.resolve(ROOT, process.env.CONFAB_BIN || 'target/debug/confab');
-const CLIENT_DIR = process.env.CONFAB_E2E_CLIENT_DIR ? path.resolve(ROOT, process.env.CONFAB_E2E_CLIENT_DIR) : null;
-const SERVER_IP = '10.99.0.1';
-const BASE_URL = `http://${SERVER_IP}:8080`;
-const MEDIA_ADDR = `${SERVER_IP}:50000`;
-const browserIp = (k) => `10.99.0.1${k}`;
 /** Tiles must be large enough that a layer-selecting server sends full resolution: with 3 tiles
  * in a row, a 1600x900 window at device scale 2 shows each remote at about 1040 device px. */
 const VIEWPORT = { width: 1600, height: 900 };
 const DEVICE_SCALE = Number(process.env.SHAPED_DEVICE_SCALE || 2);
 
 const TOTAL_BUDGET_MS = 240_000;
-const HEALTH_TIMEOUT_MS = 30_000;
-/** Every page must decode a first frame from every other within this (else the harness fails). */
-const JOIN_TIMEOUT_MS = 30_000;
-/** Then the scenarios wait (up to this long after page.goto) until every page decodes every
- * other at MIN_FPS over STEADY_OVER_MS; if that never happens they run anyway. */
-const STEADY_TIMEOUT_MS = 45_000;
-const STEADY_OVER_MS = 2_000;
-const SAMPLE_MS = 500;
-const EVALUATE_TIMEOUT_MS = 5_000;
+// The join (lib.mjs): every page must decode both others within JOIN_TIMEOUT_MS (else the harness
+// fails); then the scenarios wait (up to STEADY_TIMEOUT_MS after page.goto) until every page
+// decodes both others at MIN_FPS over STEADY_OVER_MS; if that never happens they run anyway.
 /** Bytes on b's veth vs. RTP bytes b's page counts: at least this share must be on the wire. */
 const MIN_WIRE_SHARE = 0.9;
 /** Above this share of the machine's CPU in a window, its numbers get a warning. */
@@ -106,28 +90,17 @@ const CPU_WARN_SHARE = 0.95;
 const MIN_AUDIO_SAMPLES_PER_SEC = 8_000;
 
 const run = promisify(execFile);
-const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'confab-shaped-'));
-const serverLogPath = path.join(tmpDir, 'server.log');
-const startedAt = Date.now();
-const log = (msg) => console.log(`shaped [${secs(Date.now() - startedAt).padStart(8)}] ${msg}`);
-
-const server = new ServerProcess({
-  bin: CONFAB_BIN,
-  logPath: serverLogPath,
-  env: {
-    CONFAB_HTTP__BIND: `${SERVER_IP}:8080`,
-    CONFAB_MEDIA__BIND: MEDIA_ADDR,
-    RUST_LOG: process.env.SHAPED_RUST_LOG || 'info',
-  },
+// The scratch directory, the server, the browsers, the sampling and the clean-up (lib.mjs).
+const test = new NetnsTest({
+  name: 'shaped', netnsId: process.env.SHAPED_NETNS_ID, netnsSh: process.env.SHAPED_NETNS_SH, rustLog: process.env.SHAPED_RUST_LOG,
 });
+const NETNS_ID = test.netnsId;
+const log = (msg) => test.log(msg);
 
 /** @type {{scenario: string, what: string, ok: boolean, detail: string}[]} */
 const criteria = [];
 /** One line per scenario for the final summary. */
 const summary = [];
-/** Cap changes and phase starts, ms since the start (written to samples.json). */
-const events = [];
-const event = (what) => events.push({ t: Date.now() - startedAt, what });
 
 function criterion(scenario, what, ok, detail) {
   criteria.push({ scenario, what, ok, detail });
@@ -136,15 +109,11 @@ function criterion(scenario, what, ok, detail) {
 
 // ------------------------------------------------------------------ links (tc, ip)
 
-async function netns(...args) {
-  await run('bash', [NETNS_SH, ...args], { timeout: 10_000 });
-}
-
 /** @returns {Promise<number>} ms at which the new cap is in force */
 async function setCap(k, rate) {
-  if (rate) await netns('cap', NETNS_ID, String(k), rate);
-  else await netns('uncap', NETNS_ID, String(k));
-  event(`b${k} ${rate ? `capped at ${rate}` : 'uncapped'}`);
+  if (rate) await test.netns('cap', NETNS_ID, String(k), rate);
+  else await test.netns('uncap', NETNS_ID, String(k));
+  test.event(`b${k} ${rate ? `capped at ${rate}` : 'uncapped'}`);
   return Date.now();
 }
 
@@ -170,25 +139,6 @@ async function linkSnapshot() {
   return out;
 }
 
-/** Busy and total jiffies of the whole machine (/proc/stat). */
-function cpuCounters() {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - f[3] - (f[4] ?? 0), total };
-}
-
-/** Sums `read(pid)` over the processes running in a namespace (processes that exit meanwhile count 0). */
-async function sumOverNamespace(ns, read) {
-  const { stdout } = await run('ip', ['netns', 'pids', ns], { timeout: 5_000 });
-  let sum = 0;
-  for (const pid of stdout.split(/\s+/).filter(Boolean)) {
-    try {
-      sum += read(pid);
-    } catch { /* exited meanwhile */ }
-  }
-  return sum;
-}
-
 /** Proportional memory (PSS) of everything running in a namespace, in GiB. */
 async function namespacePss(ns) {
   const kib = await sumOverNamespace(ns, (pid) => Number(/^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0));
@@ -198,16 +148,12 @@ async function namespacePss(ns) {
 /** CPU time (user + system, in clock ticks of 1/100 s) of the server, of this node process and
  * of each browser (everything in its namespace). */
 async function namespaceCpu() {
-  const ticks = (pid) => {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return Number(f[11]) + Number(f[12]);
-  };
   const names = Array.from({ length: BROWSERS }, (_, i) => `b${i + 1}`);
-  const values = await Promise.all(names.map((n) => sumOverNamespace(`${NETNS_ID}-${n}`, ticks)));
+  const values = await Promise.all(names.map((n) => sumOverNamespace(`${NETNS_ID}-${n}`, cpuTicks)));
   const own = process.cpuUsage();
   let serverTicks = 0;
   try {
-    serverTicks = ticks(server.proc?.pid);
+    serverTicks = cpuTicks(test.server.proc?.pid);
   } catch { /* exited */ }
   return { server: serverTicks, node: (own.user + own.system) / 10_000, ...Object.fromEntries(names.map((n, i) => [n, values[i]])) };
 }
@@ -218,13 +164,12 @@ async function namespaceCpu() {
  * Runs in the page: session state, the selected ICE path, every inbound RTP stream (with its
  * publisher's display name) and each remote tile's size and bandwidth pause. Reads only
  * RTCPeerConnection.getStats() and the DOM, so it works with any client version that exposes
- * `window.confab.session`.
+ * `window.confab.session`; `window.__netns` is lib.mjs's netnsPageHelpers.
  */
 async function sampleInPage() {
-  const c = /** @type {any} */ (window).confab;
-  const s = c?.session;
+  const h = /** @type {any} */ (window).__netns;
+  const s = /** @type {any} */ (window).confab?.session;
   const pc = s?.pc;
-  const nameOf = (id) => (id && s?.participants.get(id)?.name) ?? null;
   const out = {
     state: s?.state ?? 'none',
     pcState: pc?.connectionState ?? 'none',
@@ -237,9 +182,7 @@ async function sampleInPage() {
   };
   if (pc) {
     const stats = await pc.getStats();
-    let pairId = null;
     stats.forEach((r) => {
-      if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
       if (r.type === 'outbound-rtp' && r.kind === 'video') {
         // What this page sends (one entry per simulcast layer): explains what the others get.
         out.outbound.push({
@@ -252,12 +195,10 @@ async function sampleInPage() {
           limited: r.qualityLimitationDurations ?? {},
         });
       }
-      if (r.type !== 'inbound-rtp' || (r.kind !== 'video' && r.kind !== 'audio')) return;
+      const stream = h.inbound(s, r);
+      if (!stream) return;
       out.inbound.push({
-        id: r.id,
-        kind: r.kind,
-        track: r.trackIdentifier,
-        owner: nameOf(s.participantForTrack(r.trackIdentifier)),
+        ...stream,
         bytes: r.bytesReceived ?? 0,
         packets: r.packetsReceived ?? 0,
         lost: r.packetsLost ?? 0,
@@ -270,13 +211,11 @@ async function sampleInPage() {
         samples: r.totalSamplesReceived ?? 0,
       });
     });
-    const pair = pairId && stats.get(pairId);
-    const local = pair && stats.get(pair.localCandidateId);
-    const remote = pair && stats.get(pair.remoteCandidateId);
-    if (local && remote) out.path = { local: local.address, remote: `${remote.address}:${remote.port}` };
+    const selected = h.path(stats);
+    if (selected) out.path = { local: selected.local, remote: selected.remote };
   }
   for (const tile of document.querySelectorAll('.tile:not(.local)')) {
-    const name = nameOf(/** @type {HTMLElement} */ (tile).dataset.participantId);
+    const name = h.nameOf(s, /** @type {HTMLElement} */ (tile).dataset.participantId);
     if (!name) continue;
     const video = tile.querySelector('video');
     out.tiles[name] = {
@@ -289,79 +228,8 @@ async function sampleInPage() {
   return out;
 }
 
-class Peer {
-  /** @param {number} k */
-  constructor(k) {
-    this.k = k;
-    this.name = `b${k}`;
-    this.ns = `${NETNS_ID}-b${k}`;
-    this.wrapper = path.join(tmpDir, `chromium-b${k}`);
-    /** @type {import('playwright-core').Browser | null} */
-    this.browser = null;
-    /** @type {import('playwright-core').Page | null} */
-    this.page = null;
-    /** @type {any[]} */
-    this.samples = [];
-    /** inbound stream's trackIdentifier → publisher name, kept when the SDK forgets it */
-    this.owners = new Map();
-    /** console errors and warnings, uncaught exceptions */
-    this.problems = /** @type {string[]} */ ([]);
-  }
-
-  async open() {
-    await netns('wrapper', NETNS_ID, String(this.k), CHROMIUM, this.wrapper);
-    this.browser = await chromium.launch({
-      executablePath: this.wrapper,
-      headless: true,
-      timeout: 30_000,
-      args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${BASE_URL}`],
-    });
-    const context = await this.browser.newContext({ viewport: VIEWPORT, deviceScaleFactor: DEVICE_SCALE });
-    if (CLIENT_DIR) await serveClientFrom(context, BASE_URL, CLIENT_DIR);
-    this.page = await context.newPage();
-    this.page.on('console', (m) => {
-      if (m.type() === 'error' || m.type() === 'warning') this.problems.push(`${m.type()}: ${m.text()}`);
-    });
-    this.page.on('pageerror', (e) => this.problems.push(`uncaught: ${e.message}`));
-  }
-
-  async goto(room) {
-    await this.page.goto(`${BASE_URL}/?room=${room}&name=${this.name}`, { waitUntil: 'domcontentloaded', timeout: 15_000 });
-  }
-
-  async sample() {
-    let timer;
-    const timeout = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${EVALUATE_TIMEOUT_MS} ms`)), EVALUATE_TIMEOUT_MS);
-    });
-    let s;
-    try {
-      s = await Promise.race([this.page.evaluate(sampleInPage), timeout]);
-    } catch (e) {
-      throw new TestFailure(`${this.name}: cannot read the page: ${e.message}`);
-    } finally {
-      clearTimeout(timer);
-    }
-    s.at = Date.now();
-    for (const r of s.inbound) {
-      if (r.owner) this.owners.set(r.track, r.owner);
-      else r.owner = this.owners.get(r.track) ?? null;
-    }
-    this.samples.push(s);
-    return s;
-  }
-
-  /** Samples taken in [from, to]. */
-  between(from, to) {
-    return this.samples.filter((s) => s.at >= from && s.at <= to);
-  }
-
-  async close() {
-    const b = this.browser;
-    this.browser = null;
-    if (b) await Promise.race([b.close().catch(() => {}), sleep(5_000)]);
-  }
-}
+/** How every page is opened and sampled (lib.mjs's NetnsChromium). */
+const PAGE = { viewport: VIEWPORT, deviceScale: DEVICE_SCALE, sampleInPage };
 
 const median = (xs) => {
   if (!xs.length) return NaN;
@@ -423,38 +291,6 @@ function remoteMetrics(samples, remote) {
   };
 }
 
-// ------------------------------------------------------------------ sampling loop
-
-let sampling = false;
-/** @type {Error | null} */
-let samplerError = null;
-
-async function sampler(peers) {
-  sampling = true;
-  while (sampling) {
-    const tick = Date.now();
-    try {
-      await Promise.all(peers.map((p) => p.sample()));
-    } catch (e) {
-      samplerError = e;
-      return;
-    }
-    await sleep(Math.max(0, SAMPLE_MS - (Date.now() - tick)));
-  }
-}
-
-/** Waits `ms` while the pages are sampled, failing early if the server or a page broke. */
-async function watch(ms) {
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    server.assertAlive();
-    if (samplerError) throw samplerError;
-    await sleep(Math.min(200, until - Date.now()));
-  }
-  server.assertAlive();
-  if (samplerError) throw samplerError;
-}
-
 // ------------------------------------------------------------------ reporting
 
 const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : 'n/a');
@@ -513,8 +349,8 @@ function senderLine(samples) {
 async function measureWindow(peers, title, windowMs) {
   const linksA = await linkSnapshot();
   const from = Date.now();
-  event(`window: ${title}`);
-  await watch(windowMs);
+  test.event(`window: ${title}`);
+  await test.watch(windowMs);
   const to = Date.now();
   const linksB = await linkSnapshot();
   /** @type {Record<string, Record<string, ReturnType<typeof remoteMetrics>>>} */
@@ -550,23 +386,15 @@ async function measureWindow(peers, title, windowMs) {
 // ------------------------------------------------------------------ the test
 
 async function runTest() {
-  if (!NETNS_ID || !NETNS_SH) throw new TestFailure('run me through tests/browser/shaped.sh (it makes the namespaces)');
-  log(`server ${CONFAB_BIN}${CLIENT_DIR ? `, web client from ${CLIENT_DIR}` : ''}; logs in ${tmpDir}`);
-  log(`machine: ${os.cpus().length} cores, load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at the start`);
-  const tbf = (await run('bash', [NETNS_SH, 'describe'], { timeout: 5_000 })).stdout.trim();
+  test.begin();
+  const tbf = (await run('bash', [test.netnsSh, 'describe'], { timeout: 5_000 })).stdout.trim();
   log(`namespaces ${NETNS_ID}-{s,b1..b${BROWSERS}}; caps use ${tbf} (netns.sh; SHAPED_TBF_BURST, SHAPED_TBF_LATENCY)`);
-  server.start();
-  await server.waitHealthy(BASE_URL, HEALTH_TIMEOUT_MS);
-  log('server healthy');
+  await test.startServer();
 
-  const peers = Array.from({ length: BROWSERS }, (_, i) => new Peer(i + 1));
-  openPeers = peers;
-  await Promise.all(peers.map((p) => p.open()));
+  const peers = Array.from({ length: BROWSERS }, (_, i) => test.browser(i + 1, `b${i + 1}`, PAGE));
+  await test.open(peers);
   log(`${peers.length} Chromium ${peers[0].browser.version()} processes launched, one per namespace`);
-  const room = `shaped-${process.pid}`;
-  const joinStart = Date.now();
-  await Promise.all(peers.map((p) => p.goto(room)));
-  const samplerDone = sampler(peers);
+  const joinStart = await test.join();
 
   // Everyone decodes everyone (harness check: fails even in report-only mode), then steadily.
   const decoding = (p, minFps, overMs) => {
@@ -578,40 +406,26 @@ async function runTest() {
       return m.frames > 0 && m.fps >= minFps;
     });
   };
-  const firstAt = new Map();
-  const steadyAt = new Map();
-  while (steadyAt.size < peers.length && Date.now() < joinStart + STEADY_TIMEOUT_MS) {
-    for (const p of peers) {
-      if (!firstAt.has(p.name) && decoding(p, 0, SAMPLE_MS)) firstAt.set(p.name, Date.now() - joinStart);
-      if (!steadyAt.has(p.name) && decoding(p, MIN_FPS, STEADY_OVER_MS)) steadyAt.set(p.name, Date.now() - joinStart);
-    }
-    if (firstAt.size < peers.length && Date.now() > joinStart + JOIN_TIMEOUT_MS) {
-      throw new TestFailure(`not every page decodes both others within ${JOIN_TIMEOUT_MS / 1000} s: `
-        + peers.filter((p) => !firstAt.has(p.name)).map((p) => p.name).join(', '));
-    }
-    await watch(SAMPLE_MS);
-  }
-  const joinTimes = (m) => peers.map((p) => `${p.name} ${m.has(p.name) ? secs(m.get(p.name)) : `> ${secs(STEADY_TIMEOUT_MS)}`}`).join(', ');
+  const { firstAt, steadyAt } = await test.waitForJoin(joinStart, {
+    first: (p) => decoding(p, 0, SAMPLE_MS),
+    steady: (p) => decoding(p, MIN_FPS, STEADY_OVER_MS),
+    whom: 'both others',
+  });
+  const joinTimes = (m) => test.joinTimes(m);
   log(`every page decodes both others; after page.goto (polled every ${SAMPLE_MS} ms), first frames of both: ${joinTimes(firstAt)}; `
     + `both at >= ${MIN_FPS} fps over ${secs(STEADY_OVER_MS)}: ${joinTimes(steadyAt)}`);
   const tile = Object.values(peers[0].samples.at(-1).tiles)[0];
   log(`remote tiles are ${tile?.cssWidth}x${tile?.cssHeight} CSS px at device scale ${DEVICE_SCALE} (viewport ${VIEWPORT.width}x${VIEWPORT.height})`);
   if (steadyAt.size < peers.length) log(`WARNING: not every page decodes steadily after ${secs(STEADY_TIMEOUT_MS)}; measuring anyway`);
   summary.push(['0 join', 'every viewer', `both remotes steady after ${joinTimes(steadyAt)}`]);
-  for (const p of peers) {
-    const pathNow = p.samples.at(-1).path;
-    if (!pathNow || pathNow.local !== browserIp(p.k) || pathNow.remote !== MEDIA_ADDR) {
-      throw new TestFailure(`${p.name}'s selected ICE pair is ${JSON.stringify(pathNow)}, not ${browserIp(p.k)} -> ${MEDIA_ADDR}: media would bypass its veth`);
-    }
-  }
-  log(`ICE paths: ${peers.map((p) => `${p.name} ${p.samples.at(-1).path.local} -> ${p.samples.at(-1).path.remote}`).join(', ')}`);
+  test.checkIcePaths();
 
   const b1 = peers[0];
   const others = peers.slice(1);
   const remotesOf = (p) => peers.filter((o) => o !== p).map((o) => o.name);
 
   // 1. Baseline.
-  await watch(BASELINE_SETTLE_MS);
+  await test.watch(BASELINE_SETTLE_MS);
   const s1 = await measureWindow(peers, 'scenario 1: uncapped baseline', BASELINE_WINDOW_MS);
   for (const p of peers) {
     // Harness check: what the page received crossed its veth (so a cap on the veth applies).
@@ -647,7 +461,7 @@ async function runTest() {
   // 2. b1 capped at CAP_LOW.
   await setCap(1, CAP_LOW);
   log(`b1's downlink capped at ${CAP_LOW}`);
-  await watch(CAPPED_SETTLE_MS);
+  await test.watch(CAPPED_SETTLE_MS);
   const s2 = await measureWindow(peers, `scenario 2: b1's downlink capped at ${CAP_LOW}`, CAPPED_WINDOW_MS);
   for (const r of remotesOf(b1)) {
     const m = s2.result.b1[r];
@@ -672,7 +486,7 @@ async function runTest() {
   const recovered = new Map();
   const recoveryDeadline = liftedAt + RECOVERY_TIMEOUT_MS;
   while (recovered.size < remotesOf(b1).length && Date.now() < recoveryDeadline) {
-    await watch(SAMPLE_MS);
+    await test.watch(SAMPLE_MS);
     const last = b1.samples.at(-1);
     const older = b1.samples.findLast((s) => s.at <= last.at - RECOVERY_FPS_WINDOW_MS && s.at >= liftedAt);
     if (!older) continue;
@@ -694,7 +508,7 @@ async function runTest() {
   // 4. b1 capped at CAP_PAUSE: its video should pause, its audio stay clean, the others unharmed.
   await setCap(1, CAP_PAUSE);
   log(`b1's downlink capped at ${CAP_PAUSE}`);
-  await watch(PAUSE_SETTLE_MS);
+  await test.watch(PAUSE_SETTLE_MS);
   const s4 = await measureWindow(peers, `scenario 4: b1's downlink capped at ${CAP_PAUSE}`, PAUSE_WINDOW_MS);
   await setCap(1, null);
   for (const r of remotesOf(b1)) {
@@ -717,8 +531,7 @@ async function runTest() {
 
   const memEnd = await Promise.all(peers.map((p) => namespacePss(p.ns)));
   log(`memory (PSS) at the end: ${peers.map((p, i) => `${p.name} ${memEnd[i].toFixed(2)} GiB`).join(', ')}`);
-  sampling = false;
-  await samplerDone;
+  await test.stopSampling();
 }
 
 /** Worst values over the given viewers' remotes: min fps, min median width, max freezes, max concealment. */
@@ -734,35 +547,6 @@ function summarize(result, viewers) {
 
 // ------------------------------------------------------------------ lifecycle
 
-/** @type {Peer[]} */
-let openPeers = [];
-let cleaning = null;
-
-function cleanup() {
-  cleaning ??= (async () => {
-    sampling = false;
-    try {
-      // Every sample of every page, for a closer look (ms since the start, raw counters).
-      const dump = Object.fromEntries(openPeers.map((p) => [p.name, p.samples.map((x) => ({ ...x, t: x.at - startedAt }))]));
-      fs.writeFileSync(path.join(tmpDir, 'samples.json'), JSON.stringify({ events, samples: dump }));
-    } catch { /* best effort */ }
-    await Promise.all(openPeers.map((p) => p.close()));
-    await server.stop();
-  })();
-  return cleaning;
-}
-
-function reportFailure(error) {
-  if (interrupted) return;
-  console.error(`\nshaped FAILED: ${error instanceof TestFailure ? error.message : error?.stack ?? error}`);
-  for (const p of openPeers) {
-    const last = p.samples.at(-1);
-    console.error(`\n--- ${p.name}: last sample ${last ? JSON.stringify({ state: last.state, pc: last.pcState, path: last.path, tiles: last.tiles }) : '(none)'}`);
-    console.error(p.problems.length ? p.problems.slice(-20).join('\n') : '(no console errors)');
-  }
-  console.error(`\n--- server log (last 60 distinct lines of ${serverLogPath}) ---\n${tail(serverLogPath, 60, { distinct: true })}\n`);
-}
-
 function printSummary() {
   if (!summary.length) return;
   const w0 = Math.max(...summary.map((r) => r[0].length));
@@ -777,26 +561,13 @@ function printSummary() {
   }
 }
 
-/** Set on SIGINT/SIGTERM: the run is being stopped, so what breaks meanwhile is not a finding. */
-let interrupted = false;
-
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, async () => {
-    interrupted = true;
-    console.error(`shaped: ${sig}, cleaning up`);
-    await cleanup();
-    process.exit(sig === 'SIGINT' ? 130 : 143);
-  });
-}
-
-const error = server.explain(await runWithBudget(runTest, TOTAL_BUDGET_MS, async (failure) => {
-  reportFailure(failure);
-  await cleanup();
-}));
-if (interrupted) await new Promise(() => {}); // the signal handler cleans up and exits
+const error = await test.run(runTest, TOTAL_BUDGET_MS, async (failure) => {
+  test.reportFailure(failure);
+  await test.cleanup();
+});
 printSummary();
 const criteriaFailed = criteria.some((c) => !c.ok && enforced(c.scenario));
-if (error || criteriaFailed) reportFailure(error ?? new TestFailure('pass criteria failed (see above)'));
-await cleanup();
-console.log(`shaped: logs in ${tmpDir}`);
+if (error || criteriaFailed) test.reportFailure(error ?? new TestFailure('pass criteria failed (see above)'));
+await test.cleanup();
+console.log(`shaped: logs in ${test.tmpDir}`);
 process.exit(error || criteriaFailed ? 1 : 0);

@@ -11,45 +11,10 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
-NETNS=tests/browser/netns.sh
+. tests/browser/netns-run.sh
 BROWSERS=3
 
-[ "$(id -u)" = 0 ] || { echo "shaped.sh: needs root (ip netns, tc)" >&2; exit 2; }
-for cmd in ip tc node; do
-  command -v "$cmd" >/dev/null || { echo "shaped.sh: '$cmd' not found (iproute2, node)" >&2; exit 2; }
-done
-[ -x /usr/bin/chromium ] || { echo "shaped.sh: /usr/bin/chromium not found (apt-get install chromium)" >&2; exit 2; }
-
-bash "$NETNS" stale
-# The namespaces carry this shell's pid, so parallel runs do not collide and `netns.sh stale`
-# can tell leftovers of dead runs.
-export SHAPED_NETNS_ID=confab-shaped-$$
-export SHAPED_NETNS_SH=$PWD/$NETNS
+netns_require shaped 'ip netns, tc' 'iproute2, node' ip tc node
 export SHAPED_BROWSERS=$BROWSERS
-
-child=
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
-    # shaped.mjs closes its browsers and the server on SIGTERM; give it a moment.
-    kill -TERM "$child" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$child" 2>/dev/null || break; sleep 0.2; done
-  fi
-  bash "$NETNS" down "$SHAPED_NETNS_ID"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-bash "$NETNS" up "$SHAPED_NETNS_ID" "$BROWSERS"
-# Node runs beside the server in S (it reaches /healthz over S's own addresses); each browser is
-# launched through a wrapper that enters its own namespace. Node runs in the background so a
-# signal reaches the traps at once instead of after node ends.
-ip netns exec "$SHAPED_NETNS_ID-s" node tests/browser/shaped.mjs "$@" &
-child=$!
-rc=0
-wait "$child" || rc=$?
-child=
-exit "$rc"
+# Exports SHAPED_NETNS_ID and SHAPED_NETNS_SH, runs shaped.mjs in the server's namespace.
+netns_run shaped "$BROWSERS" tests/browser/shaped.mjs "$@"

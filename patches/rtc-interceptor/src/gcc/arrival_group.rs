@@ -165,6 +165,7 @@ mod tests {
             departure,
             arrival: Some(Duration::from_millis(arrival_ms)),
             ecn: Ecn::default(),
+            acknowledged: true,
         }
     }
 

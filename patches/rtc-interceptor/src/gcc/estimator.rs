@@ -153,6 +153,7 @@ mod tests {
             departure,
             arrival: arrival_ms.map(Duration::from_millis),
             ecn: Ecn::default(),
+            acknowledged: true,
         }
     }
 

@@ -79,6 +79,9 @@ pub struct PacketReport {
     pub arrival: Option<Duration>,
     /// The ECN marking the receiver observed.
     pub ecn: Ecn,
+    /// Whether feedback named this packet at all. `false`: its fate is unknown (the feedback that
+    /// would have covered it was itself lost) and `arrived: false` only means "not heard of".
+    pub acknowledged: bool,
 }
 
 /// A batch of packet reports, with the round trip time they imply.

@@ -77,6 +77,7 @@ impl History {
                 departure,
                 arrival: None,
                 ecn: Ecn::NotEct,
+                acknowledged: false,
             },
         );
 
@@ -120,6 +121,7 @@ impl History {
         packet.arrived = acknowledgement.arrived;
         packet.arrival = acknowledgement.arrival;
         packet.ecn = acknowledgement.ecn;
+        packet.acknowledged = true;
 
         if packet.arrived {
             self.highest_acknowledged = Some(match self.highest_acknowledged {
