@@ -213,7 +213,13 @@ impl DownTrack {
         }
         let pt = self.last_pt?;
         let (seq, ts) = self.munger.padding()?;
-        Some(Packet {
+        self.sent.record_padding(seq, ts);
+        Some(self.padding_with(pt, seq, ts))
+    }
+
+    /// A padding-only packet with these numbers (a probe, or a lost probe sent again).
+    fn padding_with(&self, pt: u8, seq: u16, ts: u32) -> Packet {
+        Packet {
             header: Header {
                 version: 2,
                 padding: true,
@@ -224,7 +230,12 @@ impl DownTrack {
                 ..Default::default()
             },
             payload: bytes::Bytes::new(),
-        })
+        }
+    }
+
+    /// A lost padding probe, sent again as it was (it carries nothing to cache).
+    pub fn padding_again(&self, out_seq: u16, out_ts: u32) -> Option<Packet> {
+        Some(self.padding_with(self.last_pt?, out_seq, out_ts))
     }
 
     /// Whether a padding probe may go on this leg now: it is open and has a stream, and it is

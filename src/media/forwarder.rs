@@ -467,6 +467,17 @@ impl Forwarder {
                     continue;
                 }
             };
+            if origin.padding {
+                if let Some(packet) = d.padding_again(seq, origin.out_ts) {
+                    counts.sent += 1;
+                    out.push(Outgoing {
+                        subscriber,
+                        sender: d.sender,
+                        packet,
+                    });
+                }
+                continue;
+            }
             let cached = match t
                 .layers
                 .get(origin.layer)
@@ -1147,6 +1158,13 @@ mod tests {
         out.clear();
         f.probe_packets(PeerKey(2), 2, &mut out);
         assert_eq!(out.len(), 2, "a paused leg carries probes");
+        // A lost probe is asked for like media: it goes again, the same number, as padding.
+        let lost = out[0].packet.header.sequence_number;
+        let mut again = Vec::new();
+        let c = f.retransmit(tk, PeerKey(2), &[lost], t0, &mut again);
+        assert_eq!(c.sent, 1);
+        assert_eq!(again[0].packet.header.sequence_number, lost);
+        assert!(again[0].packet.header.padding && again[0].packet.payload.is_empty());
     }
 
     #[test]

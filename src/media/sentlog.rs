@@ -26,6 +26,8 @@ struct Entry {
     out_ts: u32,
     sent_again: u8,
     last_sent: Option<Instant>,
+    /// A padding probe (no input packet behind it).
+    padding: bool,
 }
 
 /// Where a retransmission of one output sequence number comes from.
@@ -37,6 +39,9 @@ pub struct Origin {
     pub in_seq: u16,
     /// The output timestamp it carried.
     pub out_ts: u32,
+    /// It was a padding probe: it goes again as padding (the receiver counts a lost one as lost
+    /// media, and asks for it like any other).
+    pub padding: bool,
 }
 
 /// Why a NACKed packet is not sent again.
@@ -85,7 +90,17 @@ impl SentLog {
             out_ts,
             sent_again: 0,
             last_sent: None,
+            padding: false,
         };
+    }
+
+    /// Records that output `out_seq` was a padding probe stamped `out_ts`.
+    pub fn record_padding(&mut self, out_seq: u16, out_ts: u32) {
+        self.record(out_seq, 0, 0, out_ts);
+        let i = self.index(out_seq);
+        if let Some(e) = self.entries.get_mut(i) {
+            e.padding = true;
+        }
     }
 
     /// Where output `out_seq` came from, if it may be sent again at `now` (and counts it).
@@ -110,6 +125,7 @@ impl SentLog {
             layer: e.layer,
             in_seq: e.in_seq,
             out_ts: e.out_ts,
+            padding: e.padding,
         })
     }
 }
@@ -170,7 +186,8 @@ mod tests {
             Ok(Origin {
                 layer: 1,
                 in_seq: 9000,
-                out_ts: 123_000
+                out_ts: 123_000,
+                padding: false,
             })
         );
         assert_eq!(log.resend(501, t0), Err(Refusal::Unknown));
