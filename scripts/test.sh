@@ -81,3 +81,5 @@ echo "== browser end-to-end (headless Chromium)"
 bash tests/browser/run.sh
 echo "== browser test under shaped links (network namespaces, tc tbf; enforces scenario 2: fps, audio)"
 SHAPED_ENFORCE=2 bash tests/browser/shaped.sh
+echo "== browser test under lossy links (nftables drops down- and uplink; enforces residual video loss, audio, lip sync)"
+LOSSY_ENFORCE=video,audio,sync LOSSY_PHASE_MS=20000 bash tests/browser/lossy.sh

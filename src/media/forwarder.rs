@@ -1132,6 +1132,40 @@ mod tests {
     }
 
     #[test]
+    fn sender_reports_carry_the_publishers_clock_into_each_legs_timestamps() {
+        let (mut f, tk) = rtx_room();
+        let t0 = Instant::now();
+        let mut sent = Vec::new();
+        for seq in 1000..1003u16 {
+            sent.extend(fwd(&mut f, tk, &packet(96, seq, seq == 1000, None), t0));
+        }
+        let mut reports = Vec::new();
+        f.sender_reports(t0, &mut reports);
+        assert!(reports.is_empty(), "no publisher clock yet");
+        // The publisher says: RTP 1002 * 3000 is NTP 100 s.
+        f.on_sender_report(PeerKey(1), 0xabc, 100 << 32, 1002 * 3000, t0);
+        f.sender_reports(t0 + Duration::from_millis(500), &mut reports);
+        assert_eq!(reports.len(), 2, "one per leg");
+        for (sub, _, sr) in &reports {
+            let last = sent
+                .iter()
+                .filter(|(s, _)| *s == sub.0)
+                .map(|(_, p)| p)
+                .last()
+                .expect("leg sent");
+            assert_eq!(sr.ssrc, last.header.ssrc);
+            assert_eq!(
+                sr.ntp_time,
+                (100 << 32) + (1 << 31),
+                "carried forward 500 ms"
+            );
+            // The leg's RTP time for that instant: its own timestamp of input 1002, + 45000.
+            assert_eq!(sr.rtp_time, last.header.timestamp.wrapping_add(45_000));
+            assert_eq!(sr.packet_count, 3);
+        }
+    }
+
+    #[test]
     fn padding_probes_go_between_frames_never_inside_one() {
         let (mut f, tk) = rtx_room();
         let t0 = Instant::now();

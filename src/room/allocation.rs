@@ -32,6 +32,9 @@ pub const SWITCH_PATIENCE: Duration = Duration::from_secs(2);
 pub const PAUSE_AFTER: u8 = 2;
 
 /// A subscriber's view of one track it receives, gathered for the allocator.
+/// How much an active speaker's video outranks a tile of the same size.
+const SPEAKER_PRIORITY: u64 = 4;
+
 struct Leg {
     track: TrackKey,
     kind: TrackKind,
@@ -188,7 +191,14 @@ impl Room {
                 red: t.codec.mime_type.eq_ignore_ascii_case("audio/red"),
                 demand: (t.kind == TrackKind::Video).then(|| VideoDemand {
                     track: tk,
-                    priority: u64::from(d.view.width) * u64::from(d.view.height),
+                    // By the size it is shown at; an active speaker's video goes first.
+                    priority: u64::from(d.view.width)
+                        * u64::from(d.view.height)
+                        * if self.speakers.is_speaking(t.publisher) {
+                            SPEAKER_PRIORITY
+                        } else {
+                            1
+                        },
                     view: d.view,
                     layers: offers,
                     current: target.or(current),
