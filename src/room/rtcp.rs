@@ -65,12 +65,14 @@ impl Room {
                     ssrc,
                     fraction_lost,
                 } => {
-                    if self
+                    if let Some(p) = self
                         .peers
-                        .get(&key)
-                        .is_some_and(|p| p.down_track_of(ssrc).is_some())
+                        .get_mut(&key)
+                        .filter(|p| p.down_track_of(ssrc).is_some())
                     {
-                        METRICS.leg_loss.observe(f64::from(fraction_lost) / 256.0);
+                        let fraction = f64::from(fraction_lost) / 256.0;
+                        p.on_reported_loss(fraction);
+                        METRICS.leg_loss.observe(fraction);
                     }
                 }
             }
