@@ -107,9 +107,6 @@ pub fn wanted_bps(demands: &[VideoDemand]) -> u64 {
 /// Share of a RED audio stream's rate its primary blocks take (one redundant block of about
 /// the same size, plus the block headers).
 pub const RED_PRIMARY_SHARE: f64 = 0.55;
-/// Reported loss (0..1) at which a subscriber keeps audio redundancy whatever it costs: RED is
-/// what turns a lost Opus packet into no gap at all.
-pub const REDUNDANCY_LOSS: f64 = 0.01;
 /// Headroom beyond audio with redundancy and the lowest layer of every shown video that keeps
 /// redundancy on.
 pub const REDUNDANCY_MARGIN_BPS: u64 = 100_000;

@@ -78,11 +78,7 @@ impl Room {
 
     /// Splits one subscriber's estimate over its open legs and applies the result.
     fn allocate_for(&mut self, key: PeerKey, now: Instant) {
-        let Some((estimate, loss)) = self
-            .peers
-            .get(&key)
-            .map(|p| (p.estimate(), p.reported_loss()))
-        else {
+        let Some(estimate) = self.peers.get(&key).map(|p| p.estimate()) else {
             return;
         };
         METRICS.subscriber_estimate.observe(estimate as f64);
@@ -90,10 +86,9 @@ impl Room {
         let red_audio_bps: u64 = legs.iter().map(|l| l.audio_bps).sum();
         let video: Vec<&Leg> = legs.iter().filter(|l| l.kind == TrackKind::Video).collect();
         let demands: Vec<VideoDemand> = video.iter().filter_map(|l| l.demand.clone()).collect();
-        // Audio redundancy while it fits beside the lowest video layers, and always on a link
-        // that loses packets (that is what it is for); primary blocks only otherwise.
-        let redundancy = loss >= allocator::REDUNDANCY_LOSS
-            || allocator::redundancy_fits(estimate, red_audio_bps, &demands);
+        // Audio redundancy while it fits beside the lowest video layers; primary blocks only
+        // otherwise.
+        let redundancy = allocator::redundancy_fits(estimate, red_audio_bps, &demands);
         let audio_bps: u64 = legs
             .iter()
             .map(|l| match (l.red, redundancy) {

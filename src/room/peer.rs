@@ -112,8 +112,6 @@ pub struct Peer {
     queued: Option<Drain>,
     /// The latest REMB this peer sent (its own estimate of what it can receive), bits/s.
     remb_bps: Option<u64>,
-    /// Loss this participant reports on the legs it receives (receiver reports, smoothed).
-    reported_loss: f64,
     /// Probing this peer's downlink upward.
     prober: Prober,
 }
@@ -310,7 +308,6 @@ impl Peer {
             timeout_stale: true,
             queued: None,
             remb_bps: None,
-            reported_loss: 0.0,
             prober: Prober::default(),
         })
     }
@@ -323,17 +320,6 @@ impl Peer {
     /// When this peer's probe next needs packets sent.
     pub fn probe_deadline(&self, now: Instant) -> Option<Instant> {
         self.prober.next_deadline(now)
-    }
-
-    /// A receiver report on one of its legs: `fraction` lost (0..1) since its last one. Kept
-    /// as the larger of the new figure and a decaying memory of the old ones.
-    pub fn on_reported_loss(&mut self, fraction: f64) {
-        self.reported_loss = fraction.max(self.reported_loss * 0.9);
-    }
-
-    /// The loss this participant has been reporting lately (0..1).
-    pub fn reported_loss(&self) -> f64 {
-        self.reported_loss
     }
 
     /// Records a REMB from this peer.

@@ -65,14 +65,12 @@ impl Room {
                     ssrc,
                     fraction_lost,
                 } => {
-                    if let Some(p) = self
+                    if self
                         .peers
-                        .get_mut(&key)
-                        .filter(|p| p.down_track_of(ssrc).is_some())
+                        .get(&key)
+                        .is_some_and(|p| p.down_track_of(ssrc).is_some())
                     {
-                        let fraction = f64::from(fraction_lost) / 256.0;
-                        p.on_reported_loss(fraction);
-                        METRICS.leg_loss.observe(fraction);
+                        METRICS.leg_loss.observe(f64::from(fraction_lost) / 256.0);
                     }
                 }
             }
