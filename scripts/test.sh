@@ -81,8 +81,9 @@ echo "== browser end-to-end (headless Chromium)"
 bash tests/browser/run.sh
 echo "== browser test under shaped links (network namespaces, tc tbf; enforces scenario 2: fps, audio)"
 SHAPED_ENFORCE=2 bash tests/browser/shaped.sh
-# Enforced: audio concealment and lip sync (wide margins: 0.0-0.3 % against 1-2 %, 4-19 ms
-# against 80 ms). Residual video loss (0.00-0.13 % measured against 0.3 %, i.e. a few packets
-# in a 20 s window) and freezes are printed: a window with one unlucky keyframe would fail CI.
-echo "== browser test under lossy links (nftables drops down- and uplink; enforces audio concealment and lip sync)"
-LOSSY_ENFORCE=audio,sync LOSSY_PHASE_MS=20000 bash tests/browser/lossy.sh
+# Enforced: lip sync (4-19 ms measured against 80 ms) and a working set-up (joins, media, drops
+# really applied). Printed, not enforced: residual video loss (0.00-0.13 % against 0.3 %, a few
+# packets per 20 s window), audio concealment at 5 % loss (0.12-0.27 %, once 0.99 %, against
+# 1 %) and freezes: margins too thin for a gate on a shared 2-core machine.
+echo "== browser test under lossy links (nftables drops down- and uplink; enforces lip sync)"
+LOSSY_ENFORCE=sync LOSSY_PHASE_MS=20000 bash tests/browser/lossy.sh
