@@ -143,11 +143,6 @@ impl RtpMap {
     pub fn audio_level_id(&self) -> Option<u8> {
         Some(self.ext_id[0]).filter(|&id| id != 0)
     }
-
-    /// For an RTX payload type on this leg, the payload type it repairs (`apt`).
-    pub fn repaired_payload_type(&self, rtx_pt: u8) -> Option<u8> {
-        rtx_apt(self.codec(rtx_pt)?)
-    }
 }
 
 /// Whether this is RED (RFC 2198).

@@ -105,7 +105,11 @@ impl Room {
             }
         }
         let choices = allocator::allocate(estimate, audio_bps, &demands);
-        if let Some(p) = self.peers.get(&key) {
+        if let Some(p) = self
+            .peers
+            .get(&key)
+            .filter(|_| tracing::enabled!(tracing::Level::DEBUG))
+        {
             // Per video leg: (forwarded layer, target layer, packets the leg sent so far).
             let state: Vec<_> = video
                 .iter()
