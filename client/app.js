@@ -21,6 +21,12 @@
  * The tile of each active speaker (the server's `active-speakers`; the self-view tile when our
  * own id is listed) gets the class `speaking`, the loudest one also `dominant`, and its
  * accessible name says "(speaking)"; nothing is announced as the list changes.
+ *
+ * While the session recovers, a banner (`#conn-banner`) says why and what happens next: the
+ * socket line for `reconnecting` ("Reconnecting in 3 s: …", counting down; "the call continues"
+ * while the session is resumed), cleared once `connected` again; the media line for
+ * `media-reconnecting` (its `reason`, e.g. that UDP may be blocked), cleared on
+ * `media-connected`. `state.banner` holds its text; `state.recovery` the session's counters.
  */
 import { Session } from './confab.js';
 
@@ -39,6 +45,9 @@ import { Session } from './confab.js';
  *           (our own id too while we speak)
  * @property {{type: string, at: number, detail?: unknown}[]} events  recent session events
  * @property {{code: string, message: string, fatal: boolean}[]} errors
+ * @property {string | null} banner    the recovery banner's text as shown (null: hidden)
+ * @property {{reconnects: number, resumes: number, iceRestarts: number}} recovery  the session's
+ *           counters (`Session.reconnects`, `resumes`, `iceRestarts`), as of its last event
  */
 
 /** @type {AppState} */
@@ -54,6 +63,8 @@ const state = {
   speakers: [],
   events: [],
   errors: [],
+  banner: null,
+  recovery: { reconnects: 0, resumes: 0, iceRestarts: 0 },
 };
 
 /** @type {{session: Session | null, state: AppState}} */
@@ -116,6 +127,9 @@ const ui = {
   status: el('status', HTMLElement),
   statusText: el('status-text', HTMLElement),
   notice: el('notice', HTMLElement),
+  banner: el('conn-banner', HTMLElement),
+  bannerSocket: el('conn-banner-socket', HTMLElement),
+  bannerMedia: el('conn-banner-media', HTMLElement),
   tiles: el('tiles', HTMLElement),
   btnMic: el('btn-mic', HTMLButtonElement),
   btnCam: el('btn-cam', HTMLButtonElement),
@@ -126,6 +140,74 @@ const ui = {
 function showNotice(text) {
   ui.notice.textContent = text ?? '';
   ui.notice.hidden = !text;
+}
+
+// ------------------------------------------------------------------ recovery banner
+
+/**
+ * What the banner says: the socket line (a reconnect in progress: why, and when the next try
+ * is) and the media line (an ICE restart in progress: why).
+ * @type {{socket: {reason: string, at: number, resuming: boolean} | null, media: string | null}}
+ */
+const banner = { socket: null, media: null };
+/** @type {ReturnType<typeof setInterval> | null} */
+let bannerTick = null;
+
+/** @param {string} text */
+function capitalize(text) {
+  return text ? text[0].toUpperCase() + text.slice(1) : text;
+}
+
+function renderBanner() {
+  const { socket, media } = banner;
+  /** @type {string | null} */
+  let socketText = null;
+  if (socket) {
+    const left = Math.ceil((socket.at - Date.now()) / 1000);
+    const lead = socket.resuming ? 'Reconnecting to the server' : 'Reconnecting';
+    const countdown = `${lead}${left > 0 ? ` in ${left} s` : ''}`;
+    const rest = `: ${socket.reason}${socket.resuming ? ' (the call continues meanwhile)' : ''}`;
+    // The countdown ticks every second, hidden from screen readers; they read the line once.
+    const spoken = `${lead}${rest}`;
+    if (ui.bannerSocket.dataset.spoken !== spoken) {
+      const ticking = document.createElement('span');
+      ticking.setAttribute('aria-hidden', 'true');
+      const hidden = document.createElement('span');
+      hidden.className = 'visually-hidden';
+      hidden.textContent = lead;
+      ui.bannerSocket.replaceChildren(ticking, hidden, document.createTextNode(rest));
+      ui.bannerSocket.dataset.spoken = spoken;
+    }
+    /** @type {HTMLElement} */ (ui.bannerSocket.firstElementChild).textContent = countdown;
+    socketText = `${countdown}${rest}`;
+    if (left <= 0 && bannerTick) {
+      clearInterval(bannerTick);
+      bannerTick = null;
+    }
+  } else if (ui.bannerSocket.dataset.spoken !== undefined) {
+    ui.bannerSocket.replaceChildren();
+    delete ui.bannerSocket.dataset.spoken;
+  }
+  const mediaText = media ? capitalize(media) : null;
+  if (ui.bannerMedia.textContent !== (mediaText ?? '')) ui.bannerMedia.textContent = mediaText ?? '';
+  ui.bannerSocket.hidden = !socketText;
+  ui.bannerMedia.hidden = !mediaText;
+  ui.banner.hidden = !socketText && !mediaText;
+  state.banner = [socketText, mediaText].filter(Boolean).join('\n') || null;
+}
+
+/** @param {{reason: string, at: number, resuming: boolean} | null} socket */
+function setSocketBanner(socket) {
+  banner.socket = socket;
+  if (bannerTick) clearInterval(bannerTick);
+  bannerTick = socket && socket.at > Date.now() ? setInterval(renderBanner, 1000) : null;
+  renderBanner();
+}
+
+/** @param {string | null} media */
+function setMediaBanner(media) {
+  banner.media = media;
+  renderBanner();
 }
 
 function renderStatus() {
@@ -428,17 +510,45 @@ function wireSession(session) {
     fn(detail);
   });
 
+  const counters = () => {
+    state.recovery = { reconnects: session.reconnects, resumes: session.resumes, iceRestarts: session.iceRestarts };
+  };
   on('connection-state', (/** @type {import('./confab.js').ConnectionStateDetail} */ d) => {
     state.connectionState = d.state;
-    if (d.state !== 'connected') state.mediaState = 'new';
+    // A resume keeps the PeerConnection (media may still flow); a rejoin starts a new one.
+    state.mediaState = session.pc ? session.pc.connectionState : 'new';
+    if (d.state === 'connected' || d.state === 'failed' || d.state === 'disconnected') setSocketBanner(null);
+    if (!session.pc) setMediaBanner(null);
     renderStatus();
   });
   on('media-state', (/** @type {import('./confab.js').MediaStateDetail} */ d) => {
     state.mediaState = d.state;
     renderStatus();
   });
+  on('reconnecting', (/** @type {import('./confab.js').ReconnectingDetail} */ d) => {
+    setSocketBanner({ reason: d.reason, at: Date.now() + d.delayMs, resuming: d.resuming });
+    counters();
+  });
+  on('resumed', () => {
+    setSocketBanner(null);
+    if (ui.notice.textContent?.startsWith('The server')) showNotice(null);
+    syncParticipants();
+    renderAllSpeaking();
+    counters();
+  });
+  on('media-reconnecting', (/** @type {import('./confab.js').MediaReconnectingDetail} */ d) => {
+    setMediaBanner(d.reason);
+    counters();
+  });
+  on('media-connected', () => {
+    setMediaBanner(null);
+    counters();
+  });
   on('joined', (/** @type {import('./confab.js').JoinedDetail} */ d) => {
     mark('confab:joined');
+    setSocketBanner(null);
+    setMediaBanner(null); // a new PeerConnection
+    counters();
     state.participantId = d.participantId;
     state.sendingLayers = {}; // a new PeerConnection sends every layer
     if (ui.notice.textContent?.startsWith('The server')) showNotice(null);
@@ -529,6 +639,8 @@ function endCall(message) {
   localStream = null;
   resizeObserver.disconnect();
   intersectionObserver.disconnect();
+  banner.media = null;
+  setSocketBanner(null);
   ui.tiles.replaceChildren();
   state.participants = {};
   state.sendingLayers = {};

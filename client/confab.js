@@ -9,9 +9,30 @@
  *   answer, and `negotiationneeded` fires again so we re-offer.
  * - Remote ICE candidates are queued until a remote description is set.
  * - A ping every 10 s; 30 s without any server frame means the socket is dead.
- * - If the socket drops (not after `leave()`), the session closes its PeerConnection, reports
- *   `reconnecting`, and re-joins with jittered backoff, re-publishing the same local stream.
- *   The server hands out a new participant id on every join.
+ * - **Session resume.** `joined` and `resumed` carry a `resume_token` (each `resumed` a new one)
+ *   and `resume_grace_ms`. If the socket drops while joined (not after `leave()`), the session
+ *   keeps its PeerConnection, local and remote tracks and member list (media keeps flowing),
+ *   reports `reconnecting` (`resuming: true`) and opens a new socket (first after
+ *   `resumeRetryMs`, then doubling up to `resumeRetryMaxMs`) whose first message is
+ *   `{type: 'resume', room, participant_id, token: <resume token>}`. On `resumed` it reconciles
+ *   the member list (events only for what changed), re-sends what the server may have missed
+ *   (an outstanding offer of ours, candidates, track views) and emits `resumed`; the
+ *   participant id stays the same and `joined` is not emitted again.
+ * - **Full rejoin.** If resuming is impossible (no token, `error {code: 'resume-failed'}`, the
+ *   grace period since the socket was lost is over, or the server `removed` us), the session
+ *   closes its PeerConnection, removes every member (with `participant-left`), and joins
+ *   afresh (on the same socket after `resume-failed`, else on a new one after an exponential,
+ *   jittered backoff: `backoffBaseMs` × 2^attempt up to `backoffMaxMs`, ±`backoffJitter`),
+ *   re-publishing the same local stream. The server hands out a new participant id on every
+ *   join. The attempt counter is reset only once media has flowed after a join (the
+ *   PeerConnection reached `connected`), not on `joined`. `rate_limited` in reply to a join
+ *   backs off for at least the error's `retry_after_ms`.
+ * - **ICE restart.** When the PeerConnection fails, or stays `disconnected` for
+ *   `iceDisconnectedMs`, the session calls `pc.restartIce()` on the same PeerConnection (the
+ *   new offer goes out the usual way), emits `media-reconnecting`, and, while it is still not
+ *   `connected`, restarts again after `iceRestartBaseMs` × 2^n (up to `iceRestartMaxMs`,
+ *   ±`iceRestartJitter`). Same session, same participant id: the others see no leave or join.
+ *   `media-connected` follows once it is `connected` again.
  * - Camera video is published as three simulcast layers (rids `q`, `h`, `f`; see
  *   `SIMULCAST_LAYERS`) unless the session was made with `simulcast: false`. The server turns
  *   layers on and off with `publish-layers` (dynacast); the session applies that to the sender.
@@ -24,7 +45,8 @@
  * Events (all `CustomEvent`s; see the typedefs below for each `detail`):
  * `joined`, `participant-joined`, `participant-left`, `track-published`, `track-unpublished`,
  * `track`, `track-ended`, `track-muted`, `track-unmuted`, `track-paused`, `track-resumed`,
- * `publish-layers`, `active-speakers`, `connection-state`, `media-state`, `error`, `going-away`.
+ * `publish-layers`, `active-speakers`, `connection-state`, `media-state`, `error`, `going-away`,
+ * `reconnecting`, `resumed`, `media-reconnecting`, `media-connected`.
  */
 
 /**
@@ -68,6 +90,20 @@
  * @typedef {{reason: string}} GoingAwayDetail
  * @typedef {{speakers: ActiveSpeaker[]}} ActiveSpeakersDetail  the new list, loudest first;
  *            emitted when it changes (also to `[]` when the socket drops)
+ * @typedef {{attempt: number, delayMs: number, reason: string, resuming: boolean}} ReconnectingDetail
+ *            a new socket is opened in `delayMs` (0: a `join` goes out on the open socket now);
+ *            `resuming`: it will ask to resume the same session (same participant id, no
+ *            leave/join for anyone) rather than join afresh; `attempt` counts from 1 (resume
+ *            attempts and full rejoins are counted separately); `reason` is why, for people
+ * @typedef {{participantId: string, room: string}} ResumedDetail  the session survived a lost
+ *            socket; member changes meanwhile were emitted just before as the usual events
+ * @typedef {{attempt: number, delayMs: number, reason: string}} MediaReconnectingDetail
+ *            `pc.restartIce()` was just called (`attempt` counts from 1 since the media was
+ *            last connected); if the PeerConnection is not `connected` within `delayMs`, the
+ *            next restart follows; `reason` is a sentence for people ("media connection
+ *            failed; …; UDP may be blocked by the network")
+ * @typedef {{restarts: number}} MediaConnectedDetail  the PeerConnection reached `connected`;
+ *            `restarts`: ICE restarts it took since it was last connected (0 on first connect)
  */
 
 /**
@@ -83,13 +119,25 @@
  * @property {string} room       room name (1–64 chars of `[A-Za-z0-9_.-]`)
  * @property {string} name       display name (1–64 chars)
  * @property {string} [token]    optional auth token for deployments with auth
- * @property {boolean} [reconnect=true]        re-join automatically when the socket drops
- * @property {number} [maxReconnectAttempts=Infinity]  consecutive failed attempts before `failed`
- * @property {number[]} [backoffMs=[500,1000,2000,4000]] reconnect delays; the last one repeats;
- *           each is jittered by ±50 %
+ * @property {boolean} [reconnect=true]        resume or re-join automatically when the socket drops
+ * @property {number} [maxReconnectAttempts=Infinity]  consecutive full rejoins (without media
+ *           connecting in between) before `failed`
+ * @property {number} [backoffBaseMs=500]      delay before the first full rejoin; doubles per attempt
+ * @property {number} [backoffMaxMs=30000]     cap of the full-rejoin delay
+ * @property {number} [backoffJitter=0.5]      ± fraction of random jitter on each full-rejoin delay
+ * @property {number[]} [backoffMs]  legacy: explicit full-rejoin delays (the last one repeats, each
+ *           jittered by ±50 %); when given it replaces `backoffBaseMs`/`backoffMaxMs`
+ * @property {number} [resumeRetryMs=250]      delay before the first resume attempt; doubles per attempt
+ * @property {number} [resumeRetryMaxMs=4000]  cap of the resume delay (all within the grace period)
+ * @property {number} [iceDisconnectedMs=1500] how long the PeerConnection may stay `disconnected`
+ *           before an ICE restart (`failed` restarts at once)
+ * @property {number} [iceRestartBaseMs=1000]  wait after the first ICE restart before the next; doubles
+ * @property {number} [iceRestartMaxMs=30000]  cap of that wait
+ * @property {number} [iceRestartJitter=0.3]   ± fraction of random jitter on it
+ * @property {() => number} [random=Math.random]  source of jitter in [0, 1) (tests pass a fixed one)
  * @property {number} [pingIntervalMs=10000]
  * @property {number} [deadAfterMs=30000]     silence after which the socket is considered dead
- * @property {number} [joinTimeoutMs=10000]   no `joined` within this time: drop and retry
+ * @property {number} [joinTimeoutMs=10000]   no `joined` (or `resumed`) within this time: drop and retry
  * @property {boolean} [red=true]  publish the microphone as RED (RFC 2198: each packet also
  *   carries the previous one, so a lost packet is rebuilt from the next) where the browser can
  * @property {boolean} [simulcast=true]  publish camera video as the layers of
@@ -173,8 +221,84 @@ export const SIMULCAST_LAYERS = Object.freeze([
 /** Error codes after which the server closes the socket and retrying cannot help. */
 const FATAL_CODES = new Set(['room_full', 'server_full', 'unauthorized', 'invalid_room', 'invalid_name']);
 
-/** Error codes after which the server closes the socket but a fresh join may succeed. */
-const CLOSING_CODES = new Set(['negotiation_timeout', 'internal']);
+/** Error codes after which the server closes the socket and ends the session, but a fresh join
+ * may succeed (so there is nothing to resume). */
+const CLOSING_CODES = new Set(['negotiation_timeout', 'internal', 'removed']);
+
+/** Errors in reply to `resume` that mean the server will not resume this session (an older
+ * server does not know `resume` at all): join afresh. Compared with `-` read as `_`. */
+const RESUME_REFUSED_CODES = new Set(['resume_failed', 'unknown_type', 'bad_message', 'not_joined']);
+
+/** Grace period assumed when the server's `joined` names none. */
+const DEFAULT_RESUME_GRACE_MS = 15_000;
+
+/** At most this many of our ICE candidates are kept while the socket is down. */
+const MAX_UNSENT_CANDIDATES = 64;
+
+/**
+ * The delay before retry number `attempt` (0 for the first): `baseMs` × 2^attempt, capped at
+ * `maxMs`, then jittered by ±`jitter` (a fraction; 0.5 = ±50 %) and capped at `maxMs` again.
+ * `random` returns a number in [0, 1); 0.5 gives the exact unjittered value. Never negative.
+ * @param {number} attempt
+ * @param {{baseMs: number, maxMs: number, jitter?: number}} opts
+ * @param {() => number} [random=Math.random]
+ * @returns {number} milliseconds, rounded
+ */
+export function backoffDelay(attempt, { baseMs, maxMs, jitter = 0 }, random = Math.random) {
+  const n = Math.max(0, Math.floor(Number.isFinite(attempt) ? attempt : 0));
+  const raw = Math.min(maxMs, baseMs * 2 ** Math.min(n, 52));
+  const factor = 1 + jitter * (2 * random() - 1);
+  return Math.max(0, Math.round(Math.min(maxMs, raw * factor)));
+}
+
+/**
+ * What changed between the member list a session knows and the one the server sends with
+ * `resumed`: members gone, members new, and per remaining member the track ids added and
+ * removed (in the server's order). Pure; `next` entries are wire participants or `Participant`s.
+ * @param {ReadonlyMap<string, {tracks: WireTrack[]}>} current
+ * @param {readonly {id: string, tracks: WireTrack[]}[]} next
+ * @returns {{left: string[], joined: string[], published: {participantId: string, track: WireTrack}[],
+ *            unpublished: {participantId: string, trackId: string}[]}}
+ */
+export function diffParticipants(current, next) {
+  const ids = new Set(next.map((p) => p.id));
+  /** @type {ReturnType<typeof diffParticipants>} */
+  const out = { left: [], joined: [], published: [], unpublished: [] };
+  for (const id of current.keys()) if (!ids.has(id)) out.left.push(id);
+  for (const p of next) {
+    const known = current.get(p.id);
+    if (!known) {
+      out.joined.push(p.id);
+      continue;
+    }
+    const before = new Set(known.tracks.map((t) => t.track_id));
+    const after = new Set(p.tracks.map((t) => t.track_id));
+    for (const t of known.tracks) {
+      if (!after.has(t.track_id)) out.unpublished.push({ participantId: p.id, trackId: t.track_id });
+    }
+    for (const t of p.tracks) if (!before.has(t.track_id)) out.published.push({ participantId: p.id, track: t });
+  }
+  return out;
+}
+
+/**
+ * The sentence `media-reconnecting` carries: what happened, what happens next, and (once it keeps
+ * failing) the likely cause.
+ * @param {string} cause            e.g. 'media connection failed'
+ * @param {number} attempt          the restart just made, from 1
+ * @param {number} delayMs          until the next one if this does not help
+ * @param {boolean} everConnected   whether this PeerConnection was ever connected
+ */
+export function describeMediaFailure(cause, attempt, delayMs, everConnected) {
+  const secs = Math.max(1, Math.round(delayMs / 1000));
+  let text = `${cause}; reconnecting (attempt ${attempt}), retrying in ${secs} s if that does not help`;
+  if (attempt >= 2) {
+    text += everConnected
+      ? ' — the network may be unstable, or UDP is blocked by the network'
+      : ' — UDP may be blocked by the network (firewall or VPN), and no relay over TCP is reachable';
+  }
+  return text;
+}
 
 /** Thrown by `join()` when the server refuses the join for good, or when `leave()` was called. */
 export class JoinError extends Error {
@@ -190,7 +314,7 @@ export class JoinError extends Error {
 }
 
 export class Session extends EventTarget {
-  /** @type {Required<Omit<SessionOptions, 'token'>> & {token?: string}} */
+  /** @type {Required<Omit<SessionOptions, 'token' | 'backoffMs'>> & {token?: string, backoffMs?: number[]}} */
   #opts;
   /** @type {WebSocket | null} */
   #ws = null;
@@ -241,8 +365,39 @@ export class Session extends EventTarget {
 
   #left = false;
   #everJoined = false;
+  /** Full rejoins since media last connected after a join (drives the rejoin backoff). */
   #reconnectAttempt = 0;
   #reconnects = 0;
+  /** What the current socket waits for: the reply to our `join` or `resume`, or nothing.
+   * @type {'join' | 'resume' | null} */
+  #awaiting = null;
+  /** The token the next `resume` sends (from the last `joined`/`resumed`). @type {string | null} */
+  #resumeToken = null;
+  #resumeGraceMs = DEFAULT_RESUME_GRACE_MS;
+  /** Between losing the socket and `resumed` (or giving up on resuming). */
+  #resumePending = false;
+  /** Sockets opened (or scheduled) for the pending resume. */
+  #resumeAttempt = 0;
+  /** Ends the pending resume when the grace period is over. @type {ReturnType<typeof setTimeout> | null} */
+  #graceTimer = null;
+  #resumes = 0;
+  /** Our ICE candidates gathered while the socket was down, for the resumed socket.
+   * @type {Record<string, unknown>[]} */
+  #unsentCandidates = [];
+  /** ICE restarts since the media was last connected. */
+  #iceAttempt = 0;
+  #iceRestarts = 0;
+  /** The next ICE restart if the media is still down then. @type {ReturnType<typeof setTimeout> | null} */
+  #iceTimer = null;
+  /** `disconnected` for `iceDisconnectedMs` means restart. @type {ReturnType<typeof setTimeout> | null} */
+  #disconnectedTimer = null;
+  /** A restart that waits for signaling (the socket was down): its cause. @type {string | null} */
+  #iceRestartDeferred = null;
+  /** The current PeerConnection is `connected`, and has been at some point. */
+  #mediaUp = false;
+  #mediaEverUp = false;
+  /** No `restartIce()` in this browser: the next offer asks for an ICE restart itself. */
+  #iceRestartOffer = false;
   /** @type {ReturnType<typeof setTimeout> | null} */
   #reconnectTimer = null;
   /** @type {ReturnType<typeof setInterval> | null} */
@@ -265,7 +420,16 @@ export class Session extends EventTarget {
     this.#opts = {
       reconnect: true,
       maxReconnectAttempts: Infinity,
-      backoffMs: [500, 1000, 2000, 4000],
+      backoffBaseMs: 500,
+      backoffMaxMs: 30_000,
+      backoffJitter: 0.5,
+      resumeRetryMs: 250,
+      resumeRetryMaxMs: 4_000,
+      iceDisconnectedMs: 1_500,
+      iceRestartBaseMs: 1_000,
+      iceRestartMaxMs: 30_000,
+      iceRestartJitter: 0.3,
+      random: Math.random,
       pingIntervalMs: 10_000,
       deadAfterMs: 30_000,
       joinTimeoutMs: 10_000,
@@ -278,18 +442,23 @@ export class Session extends EventTarget {
 
   // ---------------------------------------------------------------- public state
 
-  /** The current RTCPeerConnection (null before `joined` and while reconnecting). */
+  /** The current RTCPeerConnection (null before `joined` and while re-joining; kept while
+   * resuming). */
   get pc() { return this.#pc; }
   /** @returns {ConnectionState} */
   get state() { return this.#state; }
-  /** Our participant id for the current join (changes on every reconnect). */
+  /** Our participant id for the current join (kept by a resume, new after a full rejoin). */
   get participantId() { return this.#participantId; }
   /** The other members of the room, keyed by participant id. Read-only view. */
   get participants() { return /** @type {ReadonlyMap<string, Participant>} */ (this.#participants); }
   /** The stream passed to `publish()`, if any. */
   get localStream() { return this.#localStream; }
-  /** Successful re-joins after a dropped connection. */
+  /** Successful full re-joins (new participant id) after a dropped connection. */
   get reconnects() { return this.#reconnects; }
+  /** Successful resumes (same participant id) after a dropped socket. */
+  get resumes() { return this.#resumes; }
+  /** `restartIce()` calls made on this session's PeerConnections. */
+  get iceRestarts() { return this.#iceRestarts; }
   get room() { return this.#opts.room; }
   get name() { return this.#opts.name; }
 
@@ -474,9 +643,11 @@ export class Session extends EventTarget {
     return true;
   }
 
-  /** @param {string} trackId @param {TrackView} view */
+  /** Sends a view and remembers it (also while the socket is down: a resumed socket re-sends
+   * every view remembered, a full rejoin forgets them). @param {string} trackId @param {TrackView} view */
   #sendView(trackId, view) {
-    if (this.#send({ type: 'track-view', track_id: trackId, ...view })) this.#sentViews.set(trackId, view);
+    if (this.#signalingReady()) this.#send({ type: 'track-view', track_id: trackId, ...view });
+    this.#sentViews.set(trackId, view);
   }
 
   /** @param {string} trackId */
@@ -521,8 +692,7 @@ export class Session extends EventTarget {
     this.#left = true;
     if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = null;
-    const ws = this.#ws;
-    if (ws && ws.readyState === WebSocket.OPEN && this.#participantId) {
+    if (this.#signalingReady()) {
       // Queued frames are flushed before the close frame, so the server sees `leave` first.
       this.#send({ type: 'leave' });
     }
@@ -545,19 +715,26 @@ export class Session extends EventTarget {
       return;
     }
     this.#ws = ws;
+    this.#awaiting = null;
     const current = () => generation === this.#generation && !this.#left;
 
     ws.onopen = () => {
       if (!current()) return;
       this.#lastRx = Date.now();
-      /** @type {Record<string, unknown>} */
-      const join = { type: 'join', room: this.#opts.room, name: this.#opts.name };
-      if (this.#opts.token) join.token = this.#opts.token;
-      this.#send(join);
+      if (this.#resumePending && this.#resumeToken && this.#participantId) {
+        // The first message asks for the same session back; the access token is not needed.
+        this.#awaiting = 'resume';
+        this.#send({
+          type: 'resume',
+          room: this.#opts.room,
+          participant_id: this.#participantId,
+          token: this.#resumeToken,
+        });
+      } else {
+        this.#sendJoin();
+      }
       this.#startPing();
-      this.#joinTimer = setTimeout(() => {
-        if (current() && !this.#participantId) this.#onSocketLost('join timed out');
-      }, this.#opts.joinTimeoutMs);
+      this.#armReplyTimer();
     };
     ws.onmessage = (ev) => {
       if (!current()) return;
@@ -575,17 +752,37 @@ export class Session extends EventTarget {
     };
     ws.onclose = (ev) => {
       if (!current()) return;
-      this.#onSocketLost(`socket closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`);
+      this.#onSocketLost(`connection to the server closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ''})`);
     };
     // `error` is always followed by `close`; nothing to do here.
     ws.onerror = () => {};
+  }
+
+  /** Sends `join` on the open socket and waits for `joined`. */
+  #sendJoin() {
+    /** @type {Record<string, unknown>} */
+    const join = { type: 'join', room: this.#opts.room, name: this.#opts.name };
+    if (this.#opts.token) join.token = this.#opts.token;
+    this.#awaiting = 'join';
+    this.#send(join);
+  }
+
+  /** No `joined`/`resumed` within `joinTimeoutMs`: the socket is as good as lost. */
+  #armReplyTimer() {
+    if (this.#joinTimer) clearTimeout(this.#joinTimer);
+    const generation = this.#generation;
+    this.#joinTimer = setTimeout(() => {
+      this.#joinTimer = null;
+      if (generation !== this.#generation || this.#left || !this.#awaiting) return;
+      this.#onSocketLost(`no reply to ${this.#awaiting} within ${Math.round(this.#opts.joinTimeoutMs / 1000)} s`);
+    }, this.#opts.joinTimeoutMs);
   }
 
   #startPing() {
     this.#stopPing();
     this.#pingTimer = setInterval(() => {
       if (Date.now() - this.#lastRx > this.#opts.deadAfterMs) {
-        this.#onSocketLost('no server frame for 30 s');
+        this.#onSocketLost(`no frame from the server for ${Math.round(this.#opts.deadAfterMs / 1000)} s`);
         return;
       }
       this.#send({ type: 'ping' });
@@ -597,10 +794,28 @@ export class Session extends EventTarget {
     this.#pingTimer = null;
   }
 
-  /** The socket is gone (closed, dead, or the server ended the session): recover if we may.
-   * @param {string} why */
-  #onSocketLost(why) {
+  /** Joined (or resumed) on the current socket: offers, answers, candidates and views may go. */
+  #signalingReady() {
+    const ws = this.#ws;
+    return !!ws && ws.readyState === WebSocket.OPEN && this.#awaiting === null && this.#participantId !== null;
+  }
+
+  /**
+   * The socket is gone (closed, dead, no reply, or the server ended the session): resume the
+   * session on a new socket if we may, else join afresh with backoff.
+   * @param {string} why
+   * @param {number} [minDelayMs=0]  wait at least this long before the next socket
+   */
+  #onSocketLost(why, minDelayMs = 0) {
     if (this.#left) return;
+    if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    const canResume = this.#opts.reconnect && this.#resumeToken !== null && this.#participantId !== null
+      && this.#pc !== null && this.#awaiting !== 'join';
+    if (canResume) {
+      this.#scheduleResume(why, minDelayMs);
+      return;
+    }
     this.#teardown(why);
     if (!this.#opts.reconnect) {
       this.#left = true;
@@ -608,26 +823,128 @@ export class Session extends EventTarget {
       this.#setState('disconnected');
       return;
     }
+    this.#scheduleRejoin(why, minDelayMs);
+  }
+
+  /**
+   * Drops the socket but keeps the session (PeerConnection, tracks, members) and opens a new
+   * socket to resume it; gives up once the grace period since the socket was lost is over.
+   * @param {string} why @param {number} minDelayMs
+   */
+  #scheduleResume(why, minDelayMs) {
+    this.#dropSocket(why);
+    // Nobody tells us who speaks meanwhile; a stale list would light tiles up for nothing.
+    this.#setSpeakers([]);
+    if (!this.#resumePending) {
+      this.#resumePending = true;
+      this.#resumeAttempt = 0;
+      const grace = this.#resumeGraceMs;
+      this.#graceTimer = setTimeout(() => {
+        this.#graceTimer = null;
+        if (!this.#resumePending || this.#left) return;
+        if (this.#awaiting === 'resume') {
+          // A `resume` is in flight: its reply decides (`resumed`, or `resume-failed` and a join
+          // on this socket); if none comes, the reply timer ends the socket and, with the token
+          // gone, the session joins afresh. Dropping it now could leave a resumed ghost behind.
+          this.#resumeToken = null;
+          return;
+        }
+        const reason = `could not resume the session within ${Math.round(grace / 1000)} s (${why})`;
+        this.#giveUpResume();
+        this.#onSocketLost(reason);
+      }, grace);
+    }
+    const delayMs = Math.max(minDelayMs, backoffDelay(this.#resumeAttempt,
+      { baseMs: this.#opts.resumeRetryMs, maxMs: this.#opts.resumeRetryMaxMs, jitter: 0.2 }, this.#opts.random));
+    this.#resumeAttempt += 1;
+    this.#setState('reconnecting');
+    this.#emit('reconnecting', /** @type {ReconnectingDetail} */ ({
+      attempt: this.#resumeAttempt, delayMs, reason: why, resuming: true,
+    }));
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      if (!this.#left) this.#connect();
+    }, delayMs);
+  }
+
+  /** The pending resume (if any) will not happen: forget the token. */
+  #giveUpResume() {
+    this.#resumePending = false;
+    this.#resumeAttempt = 0;
+    this.#resumeToken = null;
+    if (this.#graceTimer) clearTimeout(this.#graceTimer);
+    this.#graceTimer = null;
+  }
+
+  /**
+   * Everything of the session is gone (see `#teardown`): join afresh on a new socket after the
+   * rejoin backoff, or fail once `maxReconnectAttempts` rejoins brought no media.
+   * @param {string} why @param {number} minDelayMs
+   */
+  #scheduleRejoin(why, minDelayMs) {
     if (this.#reconnectAttempt >= this.#opts.maxReconnectAttempts) {
       this.#fail('reconnect_failed', `giving up after ${this.#reconnectAttempt} attempts: ${why}`);
       return;
     }
-    const steps = this.#opts.backoffMs;
-    const base = steps[Math.min(this.#reconnectAttempt, steps.length - 1)];
-    const delay = base * (0.5 + Math.random()); // ±50 % jitter
+    const delayMs = Math.max(minDelayMs, this.#rejoinDelay(this.#reconnectAttempt));
     this.#reconnectAttempt += 1;
     this.#setState('reconnecting');
+    this.#emit('reconnecting', /** @type {ReconnectingDetail} */ ({
+      attempt: this.#reconnectAttempt, delayMs, reason: why, resuming: false,
+    }));
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = null;
       if (!this.#left) this.#connect();
-    }, delay);
+    }, delayMs);
+  }
+
+  /** The delay before full rejoin number `attempt` (from 0). @param {number} attempt */
+  #rejoinDelay(attempt) {
+    const steps = this.#opts.backoffMs;
+    if (Array.isArray(steps) && steps.length) {
+      const base = steps[Math.min(attempt, steps.length - 1)];
+      return Math.round(base * (0.5 + this.#opts.random())); // legacy: ±50 % jitter
+    }
+    return backoffDelay(attempt, {
+      baseMs: this.#opts.backoffBaseMs, maxMs: this.#opts.backoffMaxMs, jitter: this.#opts.backoffJitter,
+    }, this.#opts.random);
+  }
+
+  /**
+   * The server will not resume this session (`resume-failed`): drop it and join afresh, on the
+   * same socket when this is the first rejoin since media last flowed, else after backoff.
+   * @param {string} why
+   */
+  #resumeRefused(why) {
+    this.#giveUpResume();
+    const ws = this.#ws;
+    if (this.#reconnectAttempt === 0 && ws && ws.readyState === WebSocket.OPEN && this.#opts.reconnect) {
+      this.#dropSession();
+      this.#reconnectAttempt += 1;
+      this.#setState('reconnecting');
+      this.#emit('reconnecting', /** @type {ReconnectingDetail} */ ({
+        attempt: this.#reconnectAttempt, delayMs: 0, reason: why, resuming: false,
+      }));
+      this.#sendJoin();
+      this.#armReplyTimer();
+      return;
+    }
+    this.#awaiting = null;
+    this.#onSocketLost(why);
   }
 
   /** Drops the socket, the PeerConnection and everything learned from the server. Emits
    * `participant-left` for every known member so a UI can rebuild from events alone.
    * @param {string} why */
   #teardown(why) {
+    this.#dropSocket(why);
+    this.#dropSession();
+  }
+
+  /** Closes the socket (if any) and silences its callbacks. @param {string} why */
+  #dropSocket(why) {
     this.#generation += 1; // silence callbacks of the old socket
+    this.#awaiting = null;
     this.#stopPing();
     if (this.#joinTimer) clearTimeout(this.#joinTimer);
     this.#joinTimer = null;
@@ -637,6 +954,12 @@ export class Session extends EventTarget {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       try { ws.close(1000, why.slice(0, 100)); } catch { /* already closed */ }
     }
+  }
+
+  /** Drops the session on the server side of things: PeerConnection, members (with events),
+   * our participant id, views, and any resume. */
+  #dropSession() {
+    this.#giveUpResume();
     this.#closePc();
     // Before the members go (one event, not one per member); the next join has a new
     // participant id, and the server tells that session who speaks.
@@ -653,14 +976,24 @@ export class Session extends EventTarget {
     this.#pc = null;
     this.#queue = Promise.resolve();
     this.#pendingCandidates = [];
+    this.#unsentCandidates = [];
+    this.#clearIceTimers();
+    this.#iceAttempt = 0;
+    this.#iceRestartDeferred = null;
+    this.#iceRestartOffer = false;
+    this.#mediaUp = false;
+    this.#mediaEverUp = false;
     if (!pc) return;
-    pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = pc.onconnectionstatechange = null;
+    pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = null;
+    pc.onconnectionstatechange = pc.oniceconnectionstatechange = null;
     pc.close();
   }
 
   /** @param {string} code @param {string} message */
   #fail(code, message) {
     this.#left = true;
+    if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
     this.#teardown(code);
     this.#emitError(code, message, true);
     this.#rejectJoin(new JoinError(code, message));
@@ -680,6 +1013,7 @@ export class Session extends EventTarget {
   #dispatch(msg) {
     switch (msg.type) {
       case 'joined': return this.#onJoined(msg);
+      case 'resumed': return this.#onResumed(msg);
       case 'offer': return this.#enqueue(() => this.#onServerOffer(String(msg.sdp)));
       case 'answer': return this.#enqueue(() => this.#onServerAnswer(String(msg.sdp)));
       case 'candidate': return this.#onServerCandidate(msg.candidate);
@@ -691,7 +1025,7 @@ export class Session extends EventTarget {
       case 'track-resumed': return this.#onTrackResumed(msg);
       case 'publish-layers': return this.#onPublishLayers(msg);
       case 'active-speakers': return this.#onActiveSpeakers(msg);
-      case 'error': return this.#onServerError(String(msg.code), String(msg.message ?? ''));
+      case 'error': return this.#onServerError(String(msg.code), String(msg.message ?? ''), msg);
       case 'going-away':
         this.#emit('going-away', /** @type {GoingAwayDetail} */ ({ reason: String(msg.reason ?? '') }));
         return;
@@ -700,12 +1034,22 @@ export class Session extends EventTarget {
     }
   }
 
+  /** Stores the resume token and grace period of a `joined` or `resumed`. @param {any} msg */
+  #takeResumeToken(msg) {
+    this.#resumeToken = typeof msg.resume_token === 'string' && msg.resume_token ? msg.resume_token : null;
+    const grace = Number(msg.resume_grace_ms);
+    this.#resumeGraceMs = Number.isFinite(grace) && grace > 0 ? grace : DEFAULT_RESUME_GRACE_MS;
+  }
+
   /** @param {any} msg */
   #onJoined(msg) {
+    if (this.#awaiting !== 'join') return; // not in reply to a join of ours
     if (this.#joinTimer) clearTimeout(this.#joinTimer);
     this.#joinTimer = null;
+    this.#awaiting = null;
     const reconnected = this.#everJoined;
     this.#participantId = String(msg.participant_id);
+    this.#takeResumeToken(msg);
     this.#iceServers = toIceServers(msg.ice_servers);
     for (const p of Array.isArray(msg.participants) ? msg.participants : []) {
       this.#participants.set(String(p.id), toParticipant(p));
@@ -713,7 +1057,8 @@ export class Session extends EventTarget {
     this.#createPc();
     if (reconnected) this.#reconnects += 1;
     this.#everJoined = true;
-    this.#reconnectAttempt = 0;
+    // Not `#reconnectAttempt = 0`: a join whose media never connects must not reset the rejoin
+    // backoff (that made a client whose media always failed rejoin every 0.5 s forever).
     this.#setState('connected');
     /** @type {JoinedDetail} */
     const detail = {
@@ -729,6 +1074,87 @@ export class Session extends EventTarget {
     const w = this.#joinWaiter;
     this.#joinWaiter = null;
     w?.resolve(detail);
+  }
+
+  /**
+   * The server resumed our session on this socket: same participant id, same PeerConnection.
+   * Brings the member list up to date with events for the differences only, then re-sends what
+   * the server may have missed while the socket was down.
+   * @param {any} msg
+   */
+  #onResumed(msg) {
+    if (this.#awaiting !== 'resume') return;
+    if (this.#joinTimer) clearTimeout(this.#joinTimer);
+    this.#joinTimer = null;
+    this.#awaiting = null;
+    this.#resumePending = false;
+    this.#resumeAttempt = 0;
+    if (this.#graceTimer) clearTimeout(this.#graceTimer);
+    this.#graceTimer = null;
+    this.#takeResumeToken(msg);
+    if (typeof msg.participant_id === 'string' && msg.participant_id) this.#participantId = msg.participant_id;
+    const pc = this.#pc;
+    if (pc && Array.isArray(msg.ice_servers)) {
+      this.#iceServers = toIceServers(msg.ice_servers);
+      try {
+        pc.setConfiguration({ ...pc.getConfiguration(), iceServers: this.#iceServers });
+      } catch (e) {
+        this.#emitError('client', `setConfiguration: ${e}`, false);
+      }
+    }
+    if (Array.isArray(msg.participants)) this.#reconcileParticipants(msg.participants);
+    this.#resumes += 1;
+    this.#setState('connected');
+    /** @type {ResumedDetail} */
+    const detail = { participantId: /** @type {string} */ (this.#participantId), room: String(msg.room ?? this.#opts.room) };
+    this.#emit('resumed', detail);
+
+    // What the server may have missed while the socket was down.
+    for (const c of this.#unsentCandidates.splice(0)) this.#send(c);
+    for (const [trackId, view] of this.#sentViews) {
+      if (this.#receivesVideo(trackId)) this.#send({ type: 'track-view', track_id: trackId, ...view });
+    }
+    this.#enqueue(async () => {
+      const now = this.#pc;
+      if (!now || !this.#signalingReady()) return;
+      const desc = now.localDescription;
+      if (now.signalingState === 'have-local-offer' && desc) {
+        // Our offer may never have arrived; an answer to it may have been lost. Offer it again.
+        this.#send({ type: 'offer', sdp: desc.sdp });
+      } else {
+        await this.#offerIfNeeded();
+      }
+    });
+    const deferred = this.#iceRestartDeferred;
+    this.#iceRestartDeferred = null;
+    if (!pc) return;
+    if (deferred && pc.connectionState !== 'connected') this.#restartIce(deferred);
+    else this.#onMediaStateChange(pc);
+  }
+
+  /** `resumed` named these members: emit `participant-left`, `participant-joined`,
+   * `track-unpublished` and `track-published` for the differences. @param {any[]} list */
+  #reconcileParticipants(list) {
+    const next = list.filter((p) => p && p.id != null).map(toParticipant);
+    const diff = diffParticipants(this.#participants, next);
+    for (const id of diff.left) this.#removeParticipant(id);
+    for (const { participantId, trackId } of diff.unpublished) {
+      this.#onTrackUnpublished({ participant_id: participantId, track_id: trackId });
+    }
+    for (const { participantId, track } of diff.published) {
+      this.#onTrackPublished({ participant_id: participantId, track_id: track.track_id, kind: track.kind });
+    }
+    for (const p of next) {
+      const known = this.#participants.get(p.id);
+      if (known) {
+        known.name = p.name;
+        known.tracks = p.tracks;
+      }
+    }
+    for (const id of diff.joined) {
+      const p = next.find((q) => q.id === id);
+      if (p) this.#onParticipantJoined(p);
+    }
   }
 
   /** @param {any} wire */
@@ -891,8 +1317,21 @@ export class Session extends EventTarget {
     return undefined;
   }
 
-  /** @param {string} code @param {string} message */
-  #onServerError(code, message) {
+  /** @param {string} code @param {string} message @param {any} msg */
+  #onServerError(code, message, msg) {
+    const key = code.replace(/-/g, '_');
+    if (this.#awaiting === 'resume' && RESUME_REFUSED_CODES.has(key)) {
+      this.#emitError(code, message, false);
+      this.#resumeRefused(`the server could not resume the session${message ? ` (${message})` : ''}`);
+      return;
+    }
+    if (key === 'rate_limited' && this.#awaiting) {
+      // Refused our join (or resume) for now: back off, at least as long as the server asks.
+      this.#emitError(code, message, false);
+      const after = Number(msg?.retry_after_ms);
+      this.#onSocketLost('the server is limiting connection attempts', Number.isFinite(after) && after > 0 ? after : 0);
+      return;
+    }
     if (FATAL_CODES.has(code)) {
       // Before `joined` these refuse the join; the server may or may not close the socket.
       this.#fail(code, message);
@@ -920,9 +1359,14 @@ export class Session extends EventTarget {
       });
       return;
     }
-    const closing = CLOSING_CODES.has(code);
+    const closing = CLOSING_CODES.has(key);
     this.#emitError(code, message, false);
-    if (closing) this.#onSocketLost(`server error ${code}`);
+    if (closing) {
+      // The server ends the session with these: nothing to resume, join afresh.
+      this.#resumeToken = null;
+      this.#giveUpResume();
+      this.#onSocketLost(key === 'removed' ? `removed by the server${message ? ` (${message})` : ''}` : `server error ${code}`);
+    }
   }
 
   // ---------------------------------------------------------------- negotiation
@@ -948,7 +1392,7 @@ export class Session extends EventTarget {
       if (this.#pc !== pc) return;
       const c = ev.candidate;
       // Chrome signals end-of-candidates with `null` (an empty candidate string means the same).
-      this.#send({
+      const msg = {
         type: 'candidate',
         candidate: c && c.candidate
           ? {
@@ -958,20 +1402,105 @@ export class Session extends EventTarget {
             username_fragment: c.usernameFragment,
           }
           : null,
-      });
+      };
+      if (this.#signalingReady()) this.#send(msg);
+      else if (this.#unsentCandidates.length < MAX_UNSENT_CANDIDATES) this.#unsentCandidates.push(msg);
     };
     pc.ontrack = (ev) => this.#onTrack(pc, ev);
     pc.onconnectionstatechange = () => {
       if (this.#pc !== pc) return;
       this.#emit('media-state', /** @type {MediaStateDetail} */ ({ state: pc.connectionState }));
-      if (pc.connectionState === 'failed') {
-        // ICE restarts are not part of the protocol: start over with a fresh join.
-        this.#emitError('media_failed', 'the media connection failed', false);
-        this.#onSocketLost('media connection failed');
-      }
+      this.#onMediaStateChange(pc);
+    };
+    pc.oniceconnectionstatechange = () => {
+      if (this.#pc === pc) this.#onMediaStateChange(pc);
     };
     this.#attachLocalTracks(pc);
     if (this.#receiveOnly) this.#ensureReceiving(pc);
+  }
+
+  // ---------------------------------------------------------------- ICE restarts
+
+  /** Reacts to the PeerConnection's (or its ICE transport's) state. @param {RTCPeerConnection} pc */
+  #onMediaStateChange(pc) {
+    if (this.#pc !== pc) return;
+    const conn = pc.connectionState;
+    const ice = pc.iceConnectionState;
+    if (conn === 'connected') {
+      this.#onMediaConnected();
+    } else if (conn === 'failed' || ice === 'failed') {
+      this.#mediaUp = false;
+      if (this.#disconnectedTimer) clearTimeout(this.#disconnectedTimer);
+      this.#disconnectedTimer = null;
+      // A restart under way has its own next step (`#iceTimer`): let it run its course.
+      if (!this.#iceTimer) this.#restartIce('media connection failed');
+    } else if (conn === 'disconnected' || ice === 'disconnected') {
+      this.#mediaUp = false;
+      if (this.#iceTimer || this.#disconnectedTimer) return;
+      this.#disconnectedTimer = setTimeout(() => {
+        this.#disconnectedTimer = null;
+        if (this.#pc === pc && pc.connectionState !== 'connected' && !this.#iceTimer) {
+          this.#restartIce(`media connection lost for ${(this.#opts.iceDisconnectedMs / 1000).toFixed(1)} s`);
+        }
+      }, this.#opts.iceDisconnectedMs);
+    }
+  }
+
+  /** Media flows (again): the ICE restarts and the rejoin backoff start over. */
+  #onMediaConnected() {
+    this.#clearIceTimers();
+    this.#iceRestartDeferred = null;
+    // Only now did the last join work: the next rejoin starts from the shortest delay.
+    this.#reconnectAttempt = 0;
+    if (this.#mediaUp) return;
+    this.#mediaUp = true;
+    this.#mediaEverUp = true;
+    const restarts = this.#iceAttempt;
+    this.#iceAttempt = 0;
+    this.#emit('media-connected', /** @type {MediaConnectedDetail} */ ({ restarts }));
+  }
+
+  #clearIceTimers() {
+    if (this.#iceTimer) clearTimeout(this.#iceTimer);
+    this.#iceTimer = null;
+    if (this.#disconnectedTimer) clearTimeout(this.#disconnectedTimer);
+    this.#disconnectedTimer = null;
+  }
+
+  /**
+   * Restarts ICE on the same PeerConnection (the offer follows through `negotiationneeded`),
+   * and again after a growing delay while it is still not `connected`. Waits for the socket
+   * while it is down: the new offer needs it.
+   * @param {string} cause
+   */
+  #restartIce(cause) {
+    const pc = this.#pc;
+    if (!pc || this.#left) return;
+    if (this.#disconnectedTimer) clearTimeout(this.#disconnectedTimer);
+    this.#disconnectedTimer = null;
+    if (!this.#signalingReady()) {
+      this.#iceRestartDeferred = cause; // `resumed` restarts it
+      return;
+    }
+    const attempt = ++this.#iceAttempt;
+    this.#iceRestarts += 1;
+    if (typeof pc.restartIce === 'function') {
+      pc.restartIce();
+    } else {
+      this.#iceRestartOffer = true;
+      this.#offerWanted = true;
+      this.#enqueue(() => this.#offerIfNeeded());
+    }
+    const delayMs = backoffDelay(attempt - 1, {
+      baseMs: this.#opts.iceRestartBaseMs, maxMs: this.#opts.iceRestartMaxMs, jitter: this.#opts.iceRestartJitter,
+    }, this.#opts.random);
+    this.#iceTimer = setTimeout(() => {
+      this.#iceTimer = null;
+      if (this.#pc === pc && pc.connectionState !== 'connected') this.#restartIce('media connection still down');
+    }, delayMs);
+    this.#emit('media-reconnecting', /** @type {MediaReconnectingDetail} */ ({
+      attempt, delayMs, reason: describeMediaFailure(cause, attempt, delayMs, this.#mediaEverUp),
+    }));
   }
 
   /** Set by `receiveOnly()`. */
@@ -1053,8 +1582,12 @@ export class Session extends EventTarget {
     // Not stable: our offer is outstanding (its answer comes next). Once stable again, Chrome
     // re-fires `negotiationneeded` if a change is still unsent.
     if (pc.signalingState !== 'stable') return;
+    // No socket (resuming): offer once it is back (`#onResumed`).
+    if (!this.#signalingReady()) return;
     this.#offerWanted = false;
-    const offer = await pc.createOffer();
+    const iceRestart = this.#iceRestartOffer;
+    this.#iceRestartOffer = false;
+    const offer = await pc.createOffer(iceRestart ? { iceRestart: true } : undefined);
     await pc.setLocalDescription({ type: 'offer', sdp: fixBundleExtmapCollisions(offer.sdp ?? '') });
     const desc = pc.localDescription;
     // A server offer handled meanwhile may have rolled this offer back already.

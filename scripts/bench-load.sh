@@ -40,7 +40,7 @@ fi
 run_scenario() {
   local name=$1; shift
   echo "== scenario $name: $*" >&2
-  CONFAB_HTTP__BIND=$HTTP CONFAB_MEDIA__BIND=127.0.0.1:15000 RUST_LOG=warn \
+  CONFAB_HTTP__BIND=$HTTP CONFAB_MEDIA__BIND=127.0.0.1:15000 CONFAB_MEDIA__TCP_BIND=127.0.0.1:15000 RUST_LOG=warn \
     CONFAB_LIMITS__JOINS_PER_SECOND_PER_IP=0 \
     "${server_cpu[@]}" "$BIN" serve >"$OUT/$name.server.log" 2>&1 &
   local pid=$!

@@ -93,6 +93,8 @@ pub struct Grant {
     pub can_subscribe: bool,
     /// May publish data.
     pub can_publish_data: bool,
+    /// When the access token expires (Unix seconds); `None` in open mode.
+    pub expires_at: Option<u64>,
 }
 
 impl Grant {
@@ -104,6 +106,7 @@ impl Grant {
             can_publish: true,
             can_subscribe: true,
             can_publish_data: true,
+            expires_at: None,
         }
     }
 }
@@ -223,6 +226,7 @@ impl Auth {
             can_publish: v.can_publish.unwrap_or(true),
             can_subscribe: v.can_subscribe.unwrap_or(true),
             can_publish_data: v.can_publish_data.unwrap_or(true),
+            expires_at: Some(claims.exp),
         })
     }
 

@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// STUN/TURN servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServer>,
+    /// A TURN server sharing a secret with Confab (short-lived credentials per participant).
+    pub turn: TurnConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -107,6 +109,10 @@ pub struct LimitsConfig {
     pub ws_messages_per_second: u32,
     /// `join`s per second per client IP (bursts of four times that are allowed).
     pub joins_per_second_per_ip: u32,
+    /// `join`s per minute of one participant identity (the token's identity; without tokens,
+    /// the name from one IP), bursts of half that: a client in a reconnect loop is slowed down
+    /// with `rate_limited`. 0: unlimited.
+    pub joins_per_minute_per_identity: u32,
 }
 
 impl Default for LimitsConfig {
@@ -117,6 +123,7 @@ impl Default for LimitsConfig {
             max_tracks_per_participant: 8,
             ws_messages_per_second: 50,
             joins_per_second_per_ip: 5,
+            joins_per_minute_per_identity: 20,
         }
     }
 }
@@ -130,6 +137,17 @@ pub struct MediaConfig {
     /// IP put in the host candidate clients connect to. Empty: the bind IP (which must then not
     /// be unspecified). Set it to the public IP when binding `0.0.0.0` behind NAT.
     pub advertise_ip: Option<IpAddr>,
+    /// More IPs announced beside `advertise_ip` (dual stack, several interfaces, a 1:1 NAT's
+    /// public and private address), each as a candidate on the same ports.
+    pub advertise_ips: Vec<IpAddr>,
+    /// ICE over TCP (RFC 6544, passive, RFC 4571 framing): one TCP listener for every peer
+    /// connection, demultiplexed by ufrag like UDP; for clients whose UDP is blocked. `"off"`
+    /// (or `""`) turns it off.
+    #[serde(with = "addr_or_off")]
+    pub tcp_bind: Option<SocketAddr>,
+    /// Learn the public IP at start from this STUN server (`host:port`) and announce it too.
+    /// Off by default; contacted once at start, never in tests.
+    pub stun_discover: Option<String>,
     /// How long a peer connection may stay `disconnected` before the participant is removed.
     #[serde(with = "humantime_serde")]
     pub disconnect_timeout: Duration,
@@ -151,6 +169,9 @@ impl Default for MediaConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 50000)),
             advertise_ip: None,
+            advertise_ips: Vec::new(),
+            tcp_bind: Some(SocketAddr::from(([127, 0, 0, 1], 50000))),
+            stun_discover: None,
             disconnect_timeout: Duration::from_secs(10),
             pli_throttle: Duration::from_millis(500),
             negotiation_timeout: Duration::from_secs(10),
@@ -173,12 +194,42 @@ impl MediaConfig {
 pub struct SignalingConfig {
     /// Largest accepted WebSocket message, in bytes.
     pub max_message_bytes: usize,
+    /// A participant whose WebSocket drops stays in the room this long (media flowing) for the
+    /// client to `resume`; the others see no leave unless it does not come back.
+    #[serde(with = "humantime_serde")]
+    pub resume_grace: Duration,
 }
 
 impl Default for SignalingConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: 64 * 1024,
+            resume_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+/// A TURN server (e.g. coturn with `use-auth-secret`) sharing `secret` with Confab: each
+/// participant gets its own credentials in `joined` (the TURN REST API scheme: username
+/// `<expiry unix time>:<participant id>`, password base64(HMAC-SHA1(secret, username))).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// `turn:`/`turns:` URLs handed to clients. Empty: off.
+    pub urls: Vec<String>,
+    /// The shared secret (coturn's `static-auth-secret`).
+    pub secret: Option<String>,
+    /// How long minted credentials are valid (capped by the access token's expiry).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret: None,
+            ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -233,6 +284,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// An address, or `"off"` / `""` for none (so a default that is on can be turned off).
+mod addr_or_off {
+    use std::net::SocketAddr;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.trim() {
+            "" | "off" => Ok(None),
+            t => t.parse().map(Some).map_err(D::Error::custom),
+        }
+    }
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -246,6 +319,9 @@ pub enum ConfigError {
     /// Only one of `http.tls_cert` / `http.tls_key` is set.
     #[error("http.tls_cert and http.tls_key must be set together")]
     TlsPair,
+    /// `turn.urls` without `turn.secret` (or the other way round).
+    #[error("turn.urls and turn.secret must be set together")]
+    TurnPair,
 }
 
 impl Config {
@@ -283,6 +359,9 @@ impl Config {
         if self.http.tls_cert.is_some() != self.http.tls_key.is_some() {
             return Err(ConfigError::TlsPair);
         }
+        if self.turn.urls.is_empty() != self.turn.secret.is_none() {
+            return Err(ConfigError::TurnPair);
+        }
         Ok(())
     }
 }
@@ -307,6 +386,21 @@ mod tests {
             let cfg = Config::load(None).unwrap();
             assert_eq!(cfg.media.bind.port(), 40000);
             assert_eq!(cfg.media.disconnect_timeout, Duration::from_secs(3));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn ice_tcp_is_on_by_default_and_can_be_turned_off() {
+        figment::Jail::expect_with(|jail| {
+            assert!(Config::load(None).unwrap().media.tcp_bind.is_some());
+            jail.set_env("CONFAB_MEDIA__TCP_BIND", "off");
+            assert_eq!(Config::load(None).unwrap().media.tcp_bind, None);
+            jail.set_env("CONFAB_MEDIA__TCP_BIND", "127.0.0.1:4443");
+            assert_eq!(
+                Config::load(None).unwrap().media.tcp_bind,
+                Some(SocketAddr::from(([127, 0, 0, 1], 4443)))
+            );
             Ok(())
         });
     }

@@ -1,5 +1,6 @@
-//! Composes the server: binds the media port and the HTTP(S) listener, starts the UDP receive
-//! task and axum, and drains both on shutdown.
+//! Composes the server: binds the media ports (UDP, and ICE-TCP when on) and the HTTP(S)
+//! listener, learns the public address when asked, starts the receive tasks and axum, and
+//! drains them on shutdown.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::room::registry::Rooms;
-use crate::room::RoomContext;
-use crate::signal::session::{join_limiter, SessionContext};
+use crate::room::{Advertised, RoomContext};
+use crate::signal::session::{identity_limiter, join_limiter, SessionContext};
+use crate::transport::tcp::TcpTransport;
 use crate::transport::udp::UdpTransport;
 
 /// Why the server could not start or stopped abnormally.
@@ -47,6 +49,8 @@ pub struct Server {
     pub tls: bool,
     /// Media UDP address actually bound.
     pub media_addr: SocketAddr,
+    /// ICE-TCP address actually bound (`None`: off).
+    pub tcp_addr: Option<SocketAddr>,
     /// The room directory.
     pub rooms: Arc<Rooms>,
     shutdown: CancellationToken,
@@ -54,6 +58,7 @@ pub struct Server {
     http_handle: axum_server::Handle<SocketAddr>,
     http: tokio::task::JoinHandle<Result<(), std::io::Error>>,
     udp: tokio::task::JoinHandle<()>,
+    tcp: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A self-signed certificate for `localhost`, loopback and the given IPs (PEM cert, PEM key).
@@ -108,15 +113,46 @@ impl Server {
                     source,
                 })?;
         let media_addr = udp.tx.local_addr();
-        let advertised = SocketAddr::new(config.media.advertised_ip(), media_addr.port());
+        let mut ips = vec![config.media.advertised_ip()];
+        ips.extend(config.media.advertise_ips.iter().copied());
+        if let Some(server) = &config.media.stun_discover {
+            match udp.discover_mapped_address(server).await {
+                Ok(mapped) => {
+                    info!(%mapped, stun = %server, "public address learned from STUN");
+                    ips.push(mapped.ip());
+                }
+                Err(e) => warn!(%e, "could not learn the public address; not announcing one"),
+            }
+        }
+        let tcp = match config.media.tcp_bind {
+            Some(addr) => {
+                Some(
+                    TcpTransport::bind(addr)
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            what: "ICE-TCP",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let tcp_addr = tcp.as_ref().map(|t| t.local_addr());
+        if let Some(a) = tcp_addr.filter(|a| !a.ip().is_unspecified() && !ips.contains(&a.ip())) {
+            warn!(tcp_bind = %a, announced = ?ips, "media.tcp_bind listens on an address that is not announced; ICE-TCP works only if the announced IPs reach it (NAT)");
+        }
+        let advertised = Advertised::new(&ips, media_addr.port(), tcp_addr.map(|a| a.port()));
         let udp_task = udp.spawn_receiver(shutdown.clone());
+        let tcp_task = tcp.map(|t| t.spawn(udp.demux.tcp_routes(), shutdown.clone()));
         let rooms = Arc::new(Rooms::new(RoomContext {
             udp: udp.tx.clone(),
             demux: udp.demux.clone(),
-            advertised,
+            advertised: advertised.clone(),
             media: config.media.clone(),
             ice_servers: config.ice_servers.clone(),
             limits: config.limits.clone(),
+            resume_grace: config.signaling.resume_grace,
         }));
         let auth = Auth::new(config.auth.keys.clone().into_iter().collect());
         if !auth.enabled() {
@@ -139,7 +175,10 @@ impl Server {
                 auth,
                 messages_per_second: config.limits.ws_messages_per_second,
                 join_limiter: join_limiter(config.limits.joins_per_second_per_ip),
+                identity_limiter: identity_limiter(config.limits.joins_per_minute_per_identity),
                 ice_servers: config.ice_servers.clone(),
+                turn: config.turn.clone(),
+                resume_grace: config.signaling.resume_grace,
                 max_message_bytes: config.signaling.max_message_bytes,
                 shutdown: shutdown.clone(),
             }),
@@ -162,19 +201,21 @@ impl Server {
                 tokio::spawn(server.serve(app))
             }
         };
-        info!(%http_addr, tls = is_tls, %media_addr, %advertised, "confab listening");
+        info!(%http_addr, tls = is_tls, %media_addr, tcp = ?tcp_addr, candidates = ?advertised, "confab listening");
         let scheme = if is_tls { "https" } else { "http" };
         info!("open {scheme}://{http_addr}/?room=standup&name=alice to join a call");
         Ok(Self {
             http_addr,
             tls: is_tls,
             media_addr,
+            tcp_addr,
             rooms,
             shutdown,
             drain_timeout: config.server.drain_timeout,
             http_handle: handle,
             http,
             udp: udp_task,
+            tcp: tcp_task,
         })
     }
 
@@ -215,6 +256,9 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.http).await;
         self.http.abort();
         let _ = self.udp.await;
+        if let Some(tcp) = self.tcp.take() {
+            let _ = tcp.await;
+        }
         info!("stopped");
         Ok(())
     }

@@ -14,6 +14,9 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+
+/// Label values of `confab_ice_tcp_closed_total`.
+pub const TCP_CLOSE_REASONS: [&str; 6] = ["eof", "error", "unrouted", "bad_frame", "idle", "full"];
 use crate::ids::TrackKind;
 use crate::signal::protocol::ErrorCode;
 
@@ -152,6 +155,18 @@ pub struct Metrics {
     pub ws_connections: IntGauge,
     /// `join` received → `joined` sent.
     pub join_duration: Histogram,
+    /// Sessions taken back with a resume token after their socket dropped.
+    pub session_resumes: IntCounter,
+    /// ICE restarts accepted (a client offer with new ICE credentials).
+    pub ice_restarts: IntCounter,
+    /// ICE-TCP connections open on the media TCP port.
+    pub tcp_connections: IntGauge,
+    /// ICE-TCP connections closed, by why (`eof`, `error`, `unrouted`, `bad_frame`, `idle`, `full`).
+    pub tcp_closed: IntCounterVec,
+    /// Frames received / sent on ICE-TCP connections.
+    pub tcp_rx_frames: IntCounter,
+    /// Frames sent on ICE-TCP connections.
+    pub tcp_tx_frames: IntCounter,
     /// UDP datagrams received on the media port.
     pub udp_rx_datagrams: IntCounter,
     /// UDP datagrams sent on the media port.
@@ -323,6 +338,40 @@ impl Metrics {
                 .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14).expect("valid"))
             )
             .expect("valid metric")),
+            session_resumes: reg!(counter(
+                "confab_session_resumes_total",
+                "Sessions taken back with a resume token after their WebSocket dropped"
+            )),
+            ice_restarts: reg!(counter(
+                "confab_ice_restarts_total",
+                "ICE restarts accepted (client offers with new ICE credentials)"
+            )),
+            tcp_connections: reg!(gauge(
+                "confab_ice_tcp_connections",
+                "ICE-TCP connections open on the media TCP port"
+            )),
+            tcp_closed: {
+                let v = reg!(IntCounterVec::new(
+                    Opts::new(
+                        "confab_ice_tcp_closed_total",
+                        "ICE-TCP connections closed, by reason"
+                    ),
+                    &["reason"]
+                )
+                .expect("valid metric"));
+                for r in TCP_CLOSE_REASONS {
+                    v.with_label_values(&[r]);
+                }
+                v
+            },
+            tcp_rx_frames: reg!(counter(
+                "confab_ice_tcp_rx_frames_total",
+                "RFC 4571 frames received on ICE-TCP connections"
+            )),
+            tcp_tx_frames: reg!(counter(
+                "confab_ice_tcp_tx_frames_total",
+                "RFC 4571 frames sent on ICE-TCP connections"
+            )),
             udp_rx_datagrams: reg!(counter(
                 "confab_udp_rx_datagrams_total",
                 "Datagrams received on the media port"

@@ -18,6 +18,7 @@ fn config() -> Config {
     let mut c = Config::default();
     c.http.bind = "127.0.0.1:0".parse().unwrap();
     c.media.bind = "127.0.0.1:0".parse().unwrap();
+    c.media.tcp_bind = Some("127.0.0.1:0".parse().unwrap());
     c
 }
 

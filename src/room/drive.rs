@@ -21,7 +21,7 @@ use rtc::sansio::Protocol;
 use tracing::{debug, trace};
 
 use super::peer::{ConnectionChange, Drain};
-use super::state::Room;
+use super::state::{push_transmit, Room};
 use crate::ids::PeerKey;
 use crate::ids::TrackKind;
 use crate::media::forwarder::TrackKey;
@@ -72,7 +72,7 @@ impl Room {
         if peer.start_drive() == Drain::Writes {
             // Only forwarded RTP went in: its datagrams are ready, nothing else changed.
             while let Some(t) = peer.pc().poll_transmit() {
-                self.transmits.push((t.transport.peer_addr, t.message));
+                push_transmit(&mut self.transmits, &mut self.tcp_transmits, t);
             }
             return 0;
         }
@@ -96,7 +96,7 @@ impl Room {
         }
         if let Some(peer) = self.peers.get_mut(&key) {
             while let Some(t) = peer.pc().poll_write() {
-                self.transmits.push((t.transport.peer_addr, t.message));
+                push_transmit(&mut self.transmits, &mut self.tcp_transmits, t);
             }
         }
         forwarded
@@ -118,6 +118,7 @@ impl Room {
                     ConnectionChange::OpenAnswered(generation) => {
                         self.open_answered(key, generation, now)
                     }
+                    ConnectionChange::Reconnected => self.refresh_subscriber(key, now),
                     ConnectionChange::Lost => self.remove_peer(
                         key,
                         Some((ErrorCode::Removed, "media connection failed")),
@@ -160,6 +161,22 @@ impl Room {
     pub(super) fn request_keyframe(&mut self, tk: TrackKey, layer: LayerIndex, now: Instant) {
         if let Some(request) = self.forwarder.request_keyframe(tk, layer, now) {
             self.send_pli(request, now);
+        }
+    }
+
+    /// Asks for a keyframe of every video track `subscriber` receives (its connection came
+    /// back after a restart or an outage: its decoders lost packets meanwhile).
+    pub(super) fn refresh_subscriber(&mut self, subscriber: PeerKey, now: Instant) {
+        let tracks: Vec<TrackKey> = self
+            .forwarder
+            .tracks()
+            .filter(|(_, t)| t.downs.iter().any(|d| d.subscriber == subscriber))
+            .map(|(k, _)| k)
+            .collect();
+        for tk in tracks {
+            if let Some(request) = self.forwarder.request_keyframe_for(tk, subscriber, now) {
+                self.send_pli(request, now);
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::drive::pc_state_index;
 use super::peer::Peer;
-use super::state::Room;
+use super::state::{push_transmit, Room};
 use super::{JoinAccepted, JoinError, ParticipantSnapshot, RoomSnapshot, TrackSnapshot};
 use crate::auth::Grant;
 use crate::ids::{DisplayName, ParticipantId, PeerKey};
@@ -59,7 +59,7 @@ impl Room {
             name,
             grant,
             signal,
-            self.settings.advertised,
+            &self.settings.advertised,
             now,
         )
         .map_err(|e| JoinError::PeerConnection(e.to_string()))?;
@@ -79,6 +79,7 @@ impl Room {
             self.attach(tk, &mut peer);
         }
         let participants = self.participant_infos(None);
+        let resume_token = peer.presence().token().as_str().to_owned();
         let info = ParticipantInfo {
             id: id.clone(),
             name: peer.name().as_str().to_owned(),
@@ -89,11 +90,14 @@ impl Room {
         self.by_id.insert(id, key);
         self.mark_dirty(key);
         self.broadcast(key, ServerMsg::ParticipantJoined { participant: info }, now);
-        Ok(JoinAccepted { participants })
+        Ok(JoinAccepted {
+            participants,
+            resume_token,
+        })
     }
 
     /// Members as others see them (optionally excluding one).
-    fn participant_infos(&self, except: Option<PeerKey>) -> Vec<ParticipantInfo> {
+    pub(super) fn participant_infos(&self, except: Option<PeerKey>) -> Vec<ParticipantInfo> {
         let mut list: Vec<ParticipantInfo> = self
             .peers
             .values()
@@ -184,7 +188,7 @@ impl Room {
         }
         peer.close();
         while let Some(t) = peer.pc().poll_write() {
-            self.transmits.push((t.transport.peer_addr, t.message));
+            push_transmit(&mut self.transmits, &mut self.tcp_transmits, t);
         }
         METRICS.peer_connections[pc_state_index(peer.state())].dec();
         METRICS.participants.dec();

@@ -9,6 +9,7 @@
 //! - [`tracks`]: publish, attach, unpublish.
 //! - [`negotiation`]: the offer/answer state machine and the room's handling of SDP.
 //! - [`drive`]: the drain contract and the packet path (forwarder → egress).
+//! - [`resume`]: a participant whose socket dropped, kept for the grace period, and resume.
 //! - [`peer`]: one participant's peer connection.
 
 pub mod allocation;
@@ -18,6 +19,7 @@ pub mod membership;
 pub mod negotiation;
 pub mod peer;
 pub mod registry;
+pub mod resume;
 pub mod rtcp;
 pub mod speakers;
 pub mod state;
@@ -25,6 +27,7 @@ pub mod task;
 pub mod tracks;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -43,23 +46,66 @@ pub struct RoomContext {
     pub udp: UdpTx,
     /// Routing-table handle.
     pub demux: DemuxHandle,
-    /// Address put in the host candidate.
-    pub advertised: SocketAddr,
+    /// The server's host candidates.
+    pub advertised: Advertised,
     /// Media settings.
     pub media: MediaConfig,
     /// ICE servers for clients.
     pub ice_servers: Vec<IceServer>,
     /// Capacity limits.
     pub limits: LimitsConfig,
+    /// How long a participant whose socket dropped waits for a resume.
+    pub resume_grace: Duration,
 }
 
 impl RoomContext {
     /// What a room's state needs (no socket).
     pub fn settings(&self) -> RoomSettings {
         RoomSettings {
-            advertised: self.advertised,
+            advertised: self.advertised.clone(),
             media: self.media.clone(),
             limits: self.limits.clone(),
+            resume_grace: self.resume_grace,
+        }
+    }
+}
+
+/// The server's ICE host candidates: every address clients may send media to. The first UDP
+/// one is the socket's own; more are the same port on other advertised IPs (one socket bound
+/// to all of them). TCP ones are the ICE-TCP listener (passive).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Advertised {
+    /// UDP candidates (at least one).
+    pub udp: Vec<SocketAddr>,
+    /// ICE-TCP candidates (none when ICE-TCP is off).
+    pub tcp: Vec<SocketAddr>,
+}
+
+impl Advertised {
+    /// One UDP candidate, no TCP.
+    pub fn udp_only(addr: SocketAddr) -> Self {
+        Self {
+            udp: vec![addr],
+            tcp: Vec::new(),
+        }
+    }
+
+    /// Every `ip` on the UDP port and, when given, the TCP port (duplicates dropped).
+    pub fn new(ips: &[std::net::IpAddr], udp_port: u16, tcp_port: Option<u16>) -> Self {
+        let mut unique: Vec<std::net::IpAddr> = Vec::new();
+        for ip in ips {
+            if !unique.contains(ip) {
+                unique.push(*ip);
+            }
+        }
+        Self {
+            udp: unique
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, udp_port))
+                .collect(),
+            tcp: tcp_port
+                .map(|p| unique.iter().map(|ip| SocketAddr::new(*ip, p)).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -67,12 +113,14 @@ impl RoomContext {
 /// What a room's state machine needs to know: no sockets, no channels.
 #[derive(Clone, Debug)]
 pub struct RoomSettings {
-    /// Address put in the host candidate.
-    pub advertised: SocketAddr,
+    /// The server's host candidates.
+    pub advertised: Advertised,
     /// Media settings.
     pub media: MediaConfig,
     /// Capacity limits.
     pub limits: LimitsConfig,
+    /// How long a participant whose socket dropped waits for a resume.
+    pub resume_grace: Duration,
 }
 
 /// A join the room accepted.
@@ -80,6 +128,8 @@ pub struct RoomSettings {
 pub struct JoinAccepted {
     /// The other members at the time of joining.
     pub participants: Vec<ParticipantInfo>,
+    /// The first resume token.
+    pub resume_token: String,
 }
 
 /// Why a room did not take a join.
@@ -163,10 +213,26 @@ pub enum RoomCmd {
         /// Visibility and rendered size.
         view: View,
     },
-    /// The participant leaves (or its socket closed).
+    /// The participant leaves.
     Leave {
         /// Who.
         id: ParticipantId,
+    },
+    /// The participant's socket dropped without `leave`: it may resume within the grace period.
+    Detach {
+        /// Who.
+        id: ParticipantId,
+    },
+    /// A new socket takes a detached (or half-open) session back.
+    Resume {
+        /// Who.
+        id: ParticipantId,
+        /// The resume token it presents.
+        token: String,
+        /// Where the room sends its signaling from now on.
+        signal: mpsc::Sender<ServerMsg>,
+        /// The outcome.
+        reply: oneshot::Sender<Result<resume::ResumeAccepted, resume::ResumeError>>,
     },
     /// Report the room's state (room API).
     Snapshot {

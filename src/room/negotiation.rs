@@ -9,12 +9,14 @@
 use std::time::{Duration, Instant};
 
 use rtc::peer_connection::transport::RTCIceCandidateInit;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::peer::PeerError;
 use super::state::Room;
 use crate::ids::{ParticipantId, PeerKey};
 use crate::signal::protocol::{CandidateInit, ErrorCode, ServerMsg};
+use crate::telemetry::METRICS;
+use crate::transport::udp::Route;
 
 /// One peer connection's offer/answer state. Its gates are methods, so the room asks instead of
 /// reading flags.
@@ -66,6 +68,13 @@ impl Negotiation {
         generation
     }
 
+    /// The outstanding offer was sent again (a resumed session): its timeout restarts.
+    pub fn offer_resent(&mut self, now: Instant) {
+        if let Some((_, sent)) = self.in_flight.as_mut() {
+            *sent = now;
+        }
+    }
+
     /// The generation of the outstanding server offer.
     pub fn in_flight(&self) -> Option<u64> {
         self.in_flight.map(|(g, _)| g)
@@ -109,7 +118,25 @@ impl Room {
             return;
         }
         let reply = match peer.apply_offer(sdp, now) {
-            Ok(answer) => ServerMsg::Answer { sdp: answer },
+            Ok(applied) => {
+                if let Some(old) = applied.restarted_from {
+                    // The new generation's checks carry the new ufrag; the old one is retired
+                    // with the addresses learned under it.
+                    info!(old_ufrag = %old, "ICE restart");
+                    METRICS.ice_restarts.inc();
+                    self.demux.register(
+                        peer.ufrag().to_owned(),
+                        Route {
+                            inbox: self.inbox.clone(),
+                            peer: key,
+                        },
+                    );
+                    self.demux.unregister(old);
+                }
+                ServerMsg::Answer {
+                    sdp: applied.answer,
+                }
+            }
             Err(PeerError::BadSdp(e)) => {
                 ServerMsg::error(ErrorCode::BadSdp, format!("offer rejected: {e}"))
             }

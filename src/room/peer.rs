@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::tcp_type::TcpType;
 use rtc::interceptor::{Registry, Slot};
 
 /// Where a subscriber's congestion controller starts, and its floor and ceiling (bits/s). The
@@ -46,6 +47,8 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 
 use super::negotiation::Negotiation;
+use super::resume::Presence;
+use super::Advertised;
 use crate::auth::Grant;
 use crate::ids::TrackKind;
 use crate::ids::{random_alnum, DisplayName, ParticipantId, PeerKey, TrackId};
@@ -88,10 +91,14 @@ pub struct Peer {
     /// connection events (not per packet).
     span: tracing::Span,
     pc: RTCPeerConnection,
-    /// The address of our host candidate. Datagrams are fed to the ICE agent as arriving on
-    /// it (not on the socket's bind address): the agent only accepts STUN on a known local
-    /// candidate, and behind NAT the bind address (private, or 0.0.0.0) is not the candidate.
-    candidate_addr: SocketAddr,
+    /// The address of our first UDP host candidate. UDP datagrams are fed to the ICE agent as
+    /// arriving on it (not on the socket's bind address): the agent only accepts STUN on a
+    /// known local candidate, and behind NAT the bind address (private, or 0.0.0.0) is not the
+    /// candidate. One socket serves every advertised IP, so which one a datagram was sent to
+    /// is not known; the pair's remote side is what matters for the answer.
+    udp_addr: SocketAddr,
+    /// Likewise the first ICE-TCP candidate, for frames from ICE-TCP connections.
+    tcp_addr: Option<SocketAddr>,
     /// The offer/answer state machine.
     negotiation: Negotiation,
     /// Published tracks by the receiver's track id (as the core reports RTP).
@@ -114,6 +121,12 @@ pub struct Peer {
     remb_bps: Option<u64>,
     /// Probing this peer's downlink upward.
     prober: Prober,
+    /// Whether a signaling socket is attached, and the token that takes the session back.
+    presence: Presence,
+    /// The client's current ICE ufrag (a change in an offer is an ICE restart).
+    remote_ufrag: Option<String>,
+    /// The SDP of the outstanding server offer (sent again on resume).
+    offer_sdp: Option<String>,
 }
 
 /// How a queued peer connection is drained.
@@ -124,6 +137,23 @@ pub enum Drain {
     Writes,
     /// Anything else touched it: events, reads, then writes (`poll_write`).
     Full,
+}
+
+/// A client offer the peer connection took.
+#[derive(Debug)]
+pub struct OfferApplied {
+    /// The server's answer.
+    pub answer: String,
+    /// The offer restarted ICE: the ufrag of the previous generation (no longer valid).
+    pub restarted_from: Option<String>,
+}
+
+/// The ICE ufrag of an SDP (its first `a=ice-ufrag`, session or media level; with BUNDLE every
+/// section carries the same one).
+fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::trim)
 }
 
 /// Where the media connection is, and what waits for it.
@@ -137,6 +167,8 @@ struct Connection {
     media_ready: bool,
     /// The newest answered offer generation whose legs wait for `media_ready` to open.
     answered_unopened: Option<u64>,
+    /// ICE restarted since the connection was last `connected`.
+    restarted: bool,
 }
 
 /// What a connection-state change means for the room.
@@ -146,6 +178,9 @@ pub enum ConnectionChange {
     None,
     /// Media can flow now: open the legs of this answered offer generation.
     OpenAnswered(u64),
+    /// Connected again after an ICE restart or a disconnection: the subscriber's decoders
+    /// lost packets meanwhile and need keyframes.
+    Reconnected,
     /// The connection failed or closed: remove the participant.
     Lost,
 }
@@ -233,15 +268,29 @@ fn opus_codec() -> RTCRtpCodecParameters {
 
 /// The UDP host candidate for `addr` (the shared socket's advertised address).
 pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, PeerError> {
+    candidate(addr, "udp", TcpType::Unspecified)
+}
+
+/// A passive ICE-TCP host candidate (RFC 6544) for the TCP listener at `addr`. Its priority is
+/// below the UDP candidate's (TCP's local preference), so clients use it only without UDP.
+pub fn tcp_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, PeerError> {
+    candidate(addr, "tcp", TcpType::Passive)
+}
+
+fn candidate(
+    addr: SocketAddr,
+    network: &str,
+    tcp_type: TcpType,
+) -> Result<RTCIceCandidateInit, PeerError> {
     let host = CandidateHostConfig {
         base_config: CandidateConfig {
-            network: "udp".to_owned(),
+            network: network.to_owned(),
             address: addr.ip().to_string(),
             port: addr.port(),
             component: 1,
             ..Default::default()
         },
-        ..Default::default()
+        tcp_type,
     }
     .new_candidate_host()?;
     Ok(RTCIceCandidate::from(&host).to_json()?)
@@ -258,7 +307,7 @@ impl Peer {
         name: DisplayName,
         grant: Grant,
         signal: mpsc::Sender<ServerMsg>,
-        advertised: SocketAddr,
+        advertised: &Advertised,
         now: Instant,
     ) -> Result<Self, PeerError> {
         let ufrag = random_alnum(16);
@@ -280,8 +329,17 @@ impl Peer {
             .with_media_engine(me)
             .with_interceptor_registry(registry)
             .build(now)?;
-        pc.add_local_candidate(host_candidate(advertised)?)?;
-        // End of gathering: the host candidate is all there is.
+        let udp_addr = *advertised
+            .udp
+            .first()
+            .ok_or(rtc::shared::error::Error::ErrNoCandidatePairs)?;
+        for addr in &advertised.udp {
+            pc.add_local_candidate(host_candidate(*addr)?)?;
+        }
+        for addr in &advertised.tcp {
+            pc.add_local_candidate(tcp_candidate(*addr)?)?;
+        }
+        // End of gathering: the host candidates are all there is.
         pc.add_local_candidate(RTCIceCandidateInit::default())?;
         Ok(Self {
             span: tracing::info_span!("participant", id = %id),
@@ -293,7 +351,8 @@ impl Peer {
             signal,
             joined_at: now,
             pc,
-            candidate_addr: advertised,
+            udp_addr,
+            tcp_addr: advertised.tcp.first().copied(),
             negotiation: Negotiation::default(),
             published: HashMap::new(),
             seen_receivers: HashSet::new(),
@@ -303,12 +362,16 @@ impl Peer {
                 disconnected_since: None,
                 media_ready: false,
                 answered_unopened: None,
+                restarted: false,
             },
             next_timeout: None,
             timeout_stale: true,
             queued: None,
             remb_bps: None,
             prober: Prober::default(),
+            presence: Presence::default(),
+            remote_ufrag: None,
+            offer_sdp: None,
         })
     }
 
@@ -393,11 +456,15 @@ impl Peer {
                 ConnectionChange::None
             }
             RTCPeerConnectionState::Connected => {
+                let resumed = c.media_ready
+                    && (std::mem::take(&mut c.restarted) || c.disconnected_since.is_some());
                 c.disconnected_since = None;
                 c.media_ready = true;
-                c.answered_unopened
-                    .take()
-                    .map_or(ConnectionChange::None, ConnectionChange::OpenAnswered)
+                match c.answered_unopened.take() {
+                    Some(generation) => ConnectionChange::OpenAnswered(generation),
+                    None if resumed => ConnectionChange::Reconnected,
+                    None => ConnectionChange::None,
+                }
             }
             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                 ConnectionChange::Lost
@@ -508,32 +575,56 @@ impl Peer {
         &mut self.pc
     }
 
-    /// Feeds one datagram from the shared socket.
+    /// Feeds one datagram from the shared UDP socket, or one frame from an ICE-TCP connection
+    /// (`tcp`).
     pub fn handle_datagram(
         &mut self,
         from: SocketAddr,
         data: BytesMut,
+        tcp: bool,
         now: Instant,
     ) -> Result<(), PeerError> {
+        let (local_addr, transport_protocol) = match (tcp, self.tcp_addr) {
+            (true, Some(addr)) => (addr, TransportProtocol::TCP),
+            // ICE-TCP frames for a peer built without a TCP candidate: the agent refuses them.
+            (true, None) => (self.udp_addr, TransportProtocol::TCP),
+            (false, _) => (self.udp_addr, TransportProtocol::UDP),
+        };
         self.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.candidate_addr,
+                local_addr,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol,
             },
             message: data,
         })?;
         Ok(())
     }
 
-    /// Applies the client's offer and returns the server's answer SDP.
-    pub fn apply_offer(&mut self, sdp: String, now: Instant) -> Result<String, PeerError> {
+    /// Applies the client's offer and returns the server's answer SDP. An offer with new ICE
+    /// credentials is an ICE restart (the client's network changed, or its connection failed):
+    /// the server then answers with a new ufrag of its own — the old one is returned in
+    /// [`OfferApplied::restarted_from`] for the room to unroute — and DTLS, SRTP, tracks and
+    /// subscriptions carry on over whatever pair the restarted checks select.
+    pub fn apply_offer(&mut self, sdp: String, now: Instant) -> Result<OfferApplied, PeerError> {
+        let remote_ufrag = ice_ufrag(&sdp).map(str::to_owned);
+        let restart = self.remote_ufrag.is_some() && remote_ufrag != self.remote_ufrag;
+        let new_ufrag = restart.then(|| random_alnum(16));
+        if let Some(ufrag) = &new_ufrag {
+            self.pc
+                .set_ice_restart_credentials(ufrag.clone(), random_alnum(32));
+        }
         let offer = RTCSessionDescription::offer(sdp).map_err(PeerError::BadSdp)?;
         self.pc
             .set_remote_description(now, offer)
             .map_err(PeerError::BadSdp)?;
+        self.remote_ufrag = remote_ufrag;
+        let restarted_from = new_ufrag.map(|u| {
+            self.connection.restarted = true;
+            std::mem::replace(&mut self.ufrag, u)
+        });
         let answer = self.pc.create_answer(None)?;
         self.pc.set_local_description(now, answer)?;
         self.negotiation.client_offered();
@@ -541,7 +632,10 @@ impl Peer {
             .pc
             .local_description()
             .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?;
-        Ok(local.sdp)
+        Ok(OfferApplied {
+            answer: local.sdp,
+            restarted_from,
+        })
     }
 
     /// Creates and applies a server offer; returns its generation and SDP.
@@ -553,6 +647,7 @@ impl Peer {
             .local_description()
             .ok_or(rtc::shared::error::Error::ErrNoRemoteDescription)?
             .sdp;
+        self.offer_sdp = Some(sdp.clone());
         Ok((self.negotiation.offer_sent(now), sdp))
     }
 
@@ -711,8 +806,40 @@ impl Peer {
 
     /// Sends a signaling message; `false` when the session cannot take it (gone or too slow),
     /// in which case the room removes the participant.
+    /// While the socket is away (closed, not yet resumed) messages are dropped and `true` is
+    /// returned: a resume sends the room as it is then, and the grace period ends the wait.
     pub fn send(&self, msg: ServerMsg) -> bool {
-        self.signal.try_send(msg).is_ok()
+        match self.signal.try_send(msg) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+        }
+    }
+
+    /// Whether the signaling session is gone (closed its end of the channel).
+    pub fn signal_closed(&self) -> bool {
+        self.signal.is_closed()
+    }
+
+    /// Attaches a new signaling session (resume).
+    pub fn set_signal(&mut self, signal: mpsc::Sender<ServerMsg>) {
+        self.signal = signal;
+    }
+
+    /// Signaling presence and resume token.
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    /// Signaling presence and resume token, to change.
+    pub fn presence_mut(&mut self) -> &mut Presence {
+        &mut self.presence
+    }
+
+    /// The outstanding server offer's SDP, to send again; its answer timeout restarts at `now`.
+    pub fn resend_offer(&mut self, now: Instant) -> Option<String> {
+        self.negotiation.in_flight()?;
+        self.negotiation.offer_resent(now);
+        self.offer_sdp.clone()
     }
 
     /// Closes the peer connection.
@@ -731,14 +858,21 @@ mod fuzz {
 
     fn peer() -> Peer {
         let (tx, _rx) = mpsc::channel(8);
-        let addr = SocketAddr::from(([127, 0, 0, 1], 50000));
+        let advertised = Advertised::new(
+            &[
+                "127.0.0.1".parse().expect("ip"),
+                "10.0.0.7".parse().expect("ip"),
+            ],
+            50000,
+            Some(50001),
+        );
         Peer::new(
             PeerKey(1),
             ParticipantId::mint(),
             DisplayName::parse("fuzz").expect("valid"),
             Grant::open(),
             tx,
-            addr,
+            &advertised,
             Instant::now(),
         )
         .expect("peer")
@@ -798,9 +932,72 @@ mod fuzz {
     #[test]
     fn a_valid_offer_is_answered() {
         let mut p = peer();
-        let answer = p.apply_offer(seed_offer(), Instant::now()).expect("answer");
+        let applied = p.apply_offer(seed_offer(), Instant::now()).expect("answer");
+        let answer = applied.answer;
         assert!(answer.contains("a=ice-lite"), "{answer}");
         assert!(answer.contains("127.0.0.1 50000 typ host"), "{answer}");
+        assert!(applied.restarted_from.is_none());
+    }
+
+    #[test]
+    fn every_advertised_address_is_a_candidate_and_tcp_is_passive() {
+        let mut p = peer();
+        let answer = p
+            .apply_offer(seed_offer(), Instant::now())
+            .expect("answer")
+            .answer;
+        assert!(
+            answer.contains(" 1 udp 2130706431 127.0.0.1 50000 typ host"),
+            "{answer}"
+        );
+        assert!(answer.contains("10.0.0.7 50000 typ host"), "{answer}");
+        let tcp: Vec<&str> = answer.lines().filter(|l| l.contains(" 1 tcp ")).collect();
+        assert_eq!(tcp.len(), 2, "{answer}");
+        for l in tcp {
+            assert!(l.contains("tcptype passive"), "{l}");
+        }
+        // UDP ranks above TCP (clients use ICE-TCP only without UDP).
+        let priority = |needle: &str| -> u64 {
+            let line = answer.lines().find(|l| l.contains(needle)).expect(needle);
+            line.split_whitespace()
+                .nth(3)
+                .and_then(|p| p.parse().ok())
+                .expect("priority")
+        };
+        assert!(priority("127.0.0.1 50000 typ host") > priority("127.0.0.1 50001 typ host"));
+    }
+
+    #[test]
+    fn an_offer_with_new_ice_credentials_restarts_ice_with_a_new_ufrag() {
+        let mut p = peer();
+        let first = seed_offer();
+        p.apply_offer(first.clone(), Instant::now())
+            .expect("answer");
+        let old = p.ufrag().to_owned();
+        // The same offer again (a renegotiation): no restart.
+        let again = p
+            .apply_offer(first.clone(), Instant::now())
+            .expect("answer");
+        assert!(again.restarted_from.is_none());
+        assert_eq!(p.ufrag(), old);
+        // New credentials: a restart, answered with a new ufrag of ours.
+        let remote = ice_ufrag(&first).expect("ufrag").to_owned();
+        let restarted = first.replace(&format!("a=ice-ufrag:{remote}"), "a=ice-ufrag:newfrag1");
+        let pwd_line = restarted
+            .lines()
+            .find(|l| l.starts_with("a=ice-pwd:"))
+            .expect("pwd")
+            .to_owned();
+        let restarted = restarted.replace(&pwd_line, "a=ice-pwd:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+        let applied = p.apply_offer(restarted, Instant::now()).expect("answer");
+        assert_eq!(applied.restarted_from.as_deref(), Some(old.as_str()));
+        assert_ne!(p.ufrag(), old);
+        assert_eq!(
+            ice_ufrag(&applied.answer),
+            Some(p.ufrag()),
+            "{}",
+            applied.answer
+        );
     }
 
     proptest! {
@@ -836,7 +1033,7 @@ mod fuzz {
             let mut data = BytesMut::from(&bytes[..]);
             if !data.is_empty() { data[0] = first; }
             let from = SocketAddr::from(([127, 0, 0, 1], 40000));
-            let _ = p.handle_datagram(from, data, Instant::now());
+            let _ = p.handle_datagram(from, data, false, Instant::now());
             while p.pc().poll_write().is_some() {}
             while p.pc().poll_event().is_some() {}
             while p.pc().poll_read().is_some() {}

@@ -12,6 +12,7 @@ use tracing::error;
 
 use super::lease::DirectoryLease;
 pub use super::lease::{RoomHandle, RoomsMap};
+use super::resume::{ResumeAccepted, ResumeError};
 use super::state::Room;
 use super::{task, JoinAccepted, JoinError, RoomCmd, RoomContext, RoomSnapshot};
 use crate::auth::Grant;
@@ -115,6 +116,35 @@ impl Rooms {
             .ok()
     }
 
+    /// Takes back the session of `id` in `room` with its resume token.
+    pub async fn resume(
+        &self,
+        room: &RoomName,
+        id: ParticipantId,
+        token: &str,
+        signal: mpsc::Sender<ServerMsg>,
+    ) -> Result<(RoomHandle, ResumeAccepted), ResumeError> {
+        let handle = self
+            .map
+            .get(room)
+            .map(|e| e.value().clone())
+            .ok_or(ResumeError::UnknownSession)?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let cmd = RoomCmd::Resume {
+            id,
+            token: token.to_owned(),
+            signal,
+            reply: reply_tx,
+        };
+        handle
+            .cmds
+            .send(cmd)
+            .await
+            .map_err(|_| ResumeError::Closing)?;
+        let accepted = reply_rx.await.map_err(|_| ResumeError::Closing)??;
+        Ok((handle, accepted))
+    }
+
     /// Joins `room` (creating it if needed). Returns the room's handle and what the room said.
     pub async fn join(
         &self,
@@ -176,9 +206,10 @@ mod tests {
         let ctx = RoomContext {
             udp: udp.tx.clone(),
             demux: udp.demux.clone(),
-            advertised: udp.tx.local_addr(),
+            advertised: crate::room::Advertised::udp_only(udp.tx.local_addr()),
             media: MediaConfig::default(),
             ice_servers: vec![],
+            resume_grace: Duration::from_secs(15),
             limits: LimitsConfig {
                 max_rooms: 2,
                 max_participants_per_room: 1,

@@ -22,10 +22,26 @@ use crate::media::forwarder::{Forwarder, Outgoing};
 use crate::media::speaker::SpeakerObserver;
 use crate::signal::protocol::{ErrorCode, ServerMsg};
 use crate::telemetry::{kind_index, DropReason, LocalCounters, METRICS};
+use crate::transport::tcp::TcpLinks;
 use crate::transport::udp::{Datagram, DemuxHandle, RoomInbox};
 
 /// Housekeeping period when nothing else is due (rates, counters flushed to the metrics).
 pub const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+/// Queues what a peer connection produced for the socket (`udp`) or ICE-TCP connection
+/// (`tcp`) it belongs to. Takes the two queues, not the room, so it can be called while a peer
+/// is borrowed.
+pub(super) fn push_transmit(
+    udp: &mut Vec<(SocketAddr, BytesMut)>,
+    tcp: &mut Vec<(SocketAddr, BytesMut)>,
+    t: rtc::shared::TaggedBytesMut,
+) {
+    if t.transport.transport_protocol == rtc::shared::TransportProtocol::TCP {
+        tcp.push((t.transport.peer_addr, t.message));
+    } else {
+        udp.push((t.transport.peer_addr, t.message));
+    }
+}
 
 /// One room: its peers, its forwarding plane, what it wants sent.
 pub struct Room {
@@ -45,6 +61,10 @@ pub struct Room {
     pub(super) dirty: Vec<PeerKey>,
     /// Datagrams to send, batched per wake-up (one `sendmmsg`).
     pub(super) transmits: Vec<(SocketAddr, BytesMut)>,
+    /// Packets for peers on ICE-TCP, sent through `tcp_links` per wake-up.
+    pub(super) tcp_transmits: Vec<(SocketAddr, BytesMut)>,
+    /// The ICE-TCP connections of this room's peers.
+    pub(super) tcp_links: TcpLinks,
     /// Read time of the oldest datagram whose forwarded packets are in `transmits`.
     pub(super) oldest_forwarded: Option<Instant>,
     /// Hot-path counters, added to the shared metrics on the housekeeping tick.
@@ -86,6 +106,8 @@ impl Room {
             next_key: 1,
             dirty: Vec::with_capacity(16),
             transmits: Vec::with_capacity(256),
+            tcp_transmits: Vec::new(),
+            tcp_links: TcpLinks::default(),
             oldest_forwarded: None,
             counters: LocalCounters::default(),
             negotiate_due: false,
@@ -105,6 +127,14 @@ impl Room {
     /// Datagrams the room wants sent; the caller sends (or discards) and clears them.
     pub fn transmits_mut(&mut self) -> &mut Vec<(SocketAddr, BytesMut)> {
         &mut self.transmits
+    }
+
+    /// Hands the packets for ICE-TCP peers to their connections (non-blocking: a connection
+    /// that cannot keep up drops, counted).
+    pub fn send_tcp(&mut self) {
+        if !self.tcp_transmits.is_empty() {
+            self.tcp_links.send_all(&mut self.tcp_transmits);
+        }
     }
 
     /// Read time of the oldest datagram forwarded since the last call (for the latency metric).
@@ -131,6 +161,7 @@ impl Room {
             let timers = [
                 p.next_timeout(),
                 p.negotiation().deadline(media.negotiation_timeout),
+                p.presence().deadline(self.settings.resume_grace),
             ];
             for t in timers.into_iter().flatten() {
                 deadline = deadline.min(t);
@@ -174,7 +205,9 @@ impl Room {
             | RoomCmd::Answer { id, .. }
             | RoomCmd::Candidate { id, .. }
             | RoomCmd::TrackView { id, .. }
-            | RoomCmd::Leave { id } => self.span_of(id),
+            | RoomCmd::Leave { id }
+            | RoomCmd::Detach { id }
+            | RoomCmd::Resume { id, .. } => self.span_of(id),
             _ => tracing::Span::none(),
         };
         let _entered = span.entered();
@@ -202,6 +235,16 @@ impl Room {
                     self.remove_peer(key, None, now);
                 }
             }
+            RoomCmd::Detach { id } => self.detach(&id, now),
+            RoomCmd::Resume {
+                id,
+                token,
+                signal,
+                reply,
+            } => {
+                let result = self.resume(&id, &token, signal, now);
+                let _ = reply.send(result);
+            }
             RoomCmd::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot(now));
             }
@@ -220,7 +263,10 @@ impl Room {
             METRICS.count_drop(DropReason::UnknownPeer, 1);
             return;
         };
-        if let Err(e) = peer.handle_datagram(d.from, d.data, now) {
+        if let Some(link) = &d.tcp {
+            self.tcp_links.learn(d.from, link);
+        }
+        if let Err(e) = peer.handle_datagram(d.from, d.data, d.tcp.is_some(), now) {
             METRICS.count_drop(DropReason::BadDatagram, 1);
             tracing::trace!(%e, "datagram rejected");
         }
@@ -239,7 +285,14 @@ impl Room {
             if peer.handle_timeout(now) && peer.mark_queued(Drain::Full) {
                 self.dirty.push(*key);
             }
-            if peer.negotiation().overdue(now, media.negotiation_timeout) {
+            if peer.signal_closed() {
+                // The session ended without saying so (its `Detach` may still be queued).
+                peer.presence_mut().detach(now);
+            }
+            // An answer cannot come while the socket is away: the grace period rules then.
+            if !peer.presence().is_detached()
+                && peer.negotiation().overdue(now, media.negotiation_timeout)
+            {
                 to_remove.push((
                     *key,
                     ErrorCode::NegotiationTimeout,
@@ -251,6 +304,7 @@ impl Room {
         }
         self.forwarder.update_rates(now);
         self.counters.flush();
+        self.tcp_links.prune();
         self.allocate_if_due(now);
         self.send_probes(now);
         self.send_reports_if_due(now);
@@ -259,6 +313,7 @@ impl Room {
             self.send_pli(request, now);
         }
         self.flush(now);
+        self.expire_detached(now);
         for (key, code, why) in to_remove {
             let span = self
                 .peers

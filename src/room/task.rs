@@ -69,6 +69,7 @@ pub async fn run(
                 room.on_timeout(now);
             }
             udp.send_batch(room.transmits_mut());
+            room.send_tcp();
             if let Some(t) = room.take_oldest_forwarded() {
                 METRICS.forward_latency.observe(t.elapsed().as_secs_f64());
             }

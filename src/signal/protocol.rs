@@ -36,6 +36,16 @@ pub enum ClientMsg {
         #[serde(default)]
         token: Option<String>,
     },
+    /// Take back a session whose socket dropped, within its grace period; first message on a
+    /// new socket, instead of `join`.
+    Resume {
+        /// Room name.
+        room: String,
+        /// The participant id `joined` gave.
+        participant_id: ParticipantId,
+        /// The latest `resume_token` (`joined` or `resumed`); each works once.
+        token: String,
+    },
     /// The client's offer.
     Offer {
         /// Session description.
@@ -107,6 +117,27 @@ pub enum ServerMsg {
         participants: Vec<ParticipantInfo>,
         /// ICE servers for the client's RTCPeerConnection.
         ice_servers: Vec<IceServer>,
+        /// Presented in `resume` after the socket drops, to take the session back.
+        resume_token: String,
+        /// How long after the socket drops the session waits for a `resume`.
+        resume_grace_ms: u64,
+    },
+    /// A `resume` was accepted: the same participant, its peer connection, tracks and
+    /// subscriptions; the others saw nothing. Messages missed while away are not replayed:
+    /// `participants` is the room now (and an outstanding server offer is sent again).
+    Resumed {
+        /// The participant's id (unchanged).
+        participant_id: ParticipantId,
+        /// Room name.
+        room: String,
+        /// The other members now.
+        participants: Vec<ParticipantInfo>,
+        /// ICE servers (fresh TURN credentials).
+        ice_servers: Vec<IceServer>,
+        /// The next resume token (the one presented is spent).
+        resume_token: String,
+        /// As in `joined`.
+        resume_grace_ms: u64,
     },
     /// A server offer.
     Offer {
@@ -181,6 +212,9 @@ pub enum ServerMsg {
         code: ErrorCode,
         /// Human-readable explanation.
         message: String,
+        /// For `rate_limited`: when to try again, in milliseconds.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// Reply to `ping`.
     Pong,
@@ -197,6 +231,16 @@ impl ServerMsg {
         ServerMsg::Error {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// A `rate_limited` error saying when to try again.
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        ServerMsg::Error {
+            code: ErrorCode::RateLimited,
+            message: message.into(),
+            retry_after_ms: Some(retry_after.as_millis().try_into().unwrap_or(u64::MAX)),
         }
     }
 
@@ -204,6 +248,7 @@ impl ServerMsg {
     pub fn type_name(&self) -> &'static str {
         match self {
             ServerMsg::Joined { .. } => "joined",
+            ServerMsg::Resumed { .. } => "resumed",
             ServerMsg::Offer { .. } => "offer",
             ServerMsg::Answer { .. } => "answer",
             ServerMsg::ParticipantJoined { .. } => "participant-joined",
@@ -279,11 +324,14 @@ pub enum ErrorCode {
     Removed,
     /// A server fault.
     Internal,
+    /// A `resume` that cannot be honoured (unknown or expired session, wrong or spent token):
+    /// join afresh.
+    ResumeFailed,
 }
 
 impl ErrorCode {
     /// Every code (for pre-creating metric labels).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
         ErrorCode::MessageTooLarge,
@@ -302,6 +350,7 @@ impl ErrorCode {
         ErrorCode::NegotiationTimeout,
         ErrorCode::Removed,
         ErrorCode::Internal,
+        ErrorCode::ResumeFailed,
     ];
 
     /// The wire name, also used as a metrics label.
@@ -325,6 +374,7 @@ impl ErrorCode {
             ErrorCode::NegotiationTimeout => "negotiation_timeout",
             ErrorCode::Removed => "removed",
             ErrorCode::Internal => "internal",
+            ErrorCode::ResumeFailed => "resume_failed",
         }
     }
 }
@@ -332,6 +382,7 @@ impl ErrorCode {
 /// Every client message `type` (also the `confab_signaling_messages_total` labels).
 pub const CLIENT_MSG_TYPES: &[&str] = &[
     "join",
+    "resume",
     "offer",
     "answer",
     "candidate",

@@ -17,10 +17,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
 use super::protocol::{parse_client_msg, ClientMsg, ErrorCode, ServerMsg};
+use super::turn;
 use crate::auth::Auth;
-use crate::config::IceServer;
+use crate::config::{IceServer, TurnConfig};
 use crate::ids::{DisplayName, ParticipantId, RoomName};
 use crate::room::registry::{RoomHandle, Rooms};
+use crate::room::resume::refused;
 use crate::room::{RoomCmd, View};
 use crate::telemetry::METRICS;
 
@@ -31,6 +33,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Per-IP join limiter.
 pub type JoinLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+/// Per-identity join limiter (keys: the token's identity, or name@IP without tokens).
+pub type IdentityLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// Builds the per-identity join limiter (`None`: unlimited): `per_minute` joins a minute,
+/// bursts of half that (at least one).
+pub fn identity_limiter(per_minute: u32) -> Option<IdentityLimiter> {
+    let rate = NonZeroU32::new(per_minute)?;
+    let burst = NonZeroU32::new((per_minute / 2).max(1))?;
+    Some(governor::RateLimiter::keyed(
+        Quota::per_minute(rate).allow_burst(burst),
+    ))
+}
 
 /// Builds the per-IP join limiter (`None`: unlimited).
 pub fn join_limiter(per_second: u32) -> Option<JoinLimiter> {
@@ -60,8 +75,14 @@ pub struct SessionContext {
     pub messages_per_second: u32,
     /// Joins per second per IP.
     pub join_limiter: Option<JoinLimiter>,
+    /// Joins per minute per participant identity.
+    pub identity_limiter: Option<IdentityLimiter>,
     /// ICE servers handed out in `joined`.
     pub ice_servers: Vec<IceServer>,
+    /// TURN server with a shared secret: per-participant credentials added to `ice_servers`.
+    pub turn: TurnConfig,
+    /// How long a dropped session may be resumed.
+    pub resume_grace: Duration,
     /// Largest accepted text message.
     pub max_message_bytes: usize,
     /// Cancelled when the server drains.
@@ -76,7 +97,17 @@ struct Joined {
 
 enum Flow {
     Continue,
+    /// The session ends; the participant leaves the room.
     Close(&'static str),
+}
+
+/// How the session ended, for the participant's room: a client that said `leave` (or was
+/// removed, or the server is draining) is gone; one whose socket simply dropped may resume.
+fn ends_membership(reason: &str) -> bool {
+    !matches!(
+        reason,
+        "connection closed" | "idle timeout" | "send failed" | "client closed"
+    )
 }
 
 /// Runs one session until either side closes.
@@ -168,7 +199,12 @@ where
         }
     };
     if let Some(j) = joined.take() {
-        let _ = j.room.cmds.send(RoomCmd::Leave { id: j.id }).await;
+        let cmd = if ends_membership(close_reason) {
+            RoomCmd::Leave { id: j.id }
+        } else {
+            RoomCmd::Detach { id: j.id }
+        };
+        let _ = j.room.cmds.send(cmd).await;
     }
     let _ = tx
         .send(Message::Close(Some(CloseFrame {
@@ -198,6 +234,7 @@ const MAX_VIEW_PIXELS: u32 = 16_384;
 fn type_name(m: &ClientMsg) -> &'static str {
     match m {
         ClientMsg::Join { .. } => "join",
+        ClientMsg::Resume { .. } => "resume",
         ClientMsg::Offer { .. } => "offer",
         ClientMsg::Answer { .. } => "answer",
         ClientMsg::Candidate { .. } => "candidate",
@@ -223,7 +260,7 @@ async fn handle<S: Sink<Message> + Unpin>(
             let _ = send(tx, &ServerMsg::Pong).await;
             return Flow::Continue;
         }
-        (ClientMsg::Join { .. }, Some(_)) => {
+        (ClientMsg::Join { .. } | ClientMsg::Resume { .. }, Some(_)) => {
             reply_error(
                 tx,
                 ErrorCode::AlreadyJoined,
@@ -236,6 +273,14 @@ async fn handle<S: Sink<Message> + Unpin>(
             let token = token.or_else(|| conn.token.clone());
             return join(tx, ctx, conn, joined, &room, &name, token.as_deref()).await;
         }
+        (
+            ClientMsg::Resume {
+                room,
+                participant_id,
+                token,
+            },
+            None,
+        ) => return resume(tx, ctx, joined, &room, participant_id, &token).await,
         (_, None) => {
             reply_error(tx, ErrorCode::NotJoined, "send join first").await;
             return Flow::Continue;
@@ -331,6 +376,7 @@ async fn join<S: Sink<Message> + Unpin>(
         }
     };
     let name = grant.name.as_deref().unwrap_or(name);
+    let grant_expiry = grant.expires_at;
     let Some(display) = DisplayName::parse(name) else {
         reply_error(
             tx,
@@ -340,6 +386,31 @@ async fn join<S: Sink<Message> + Unpin>(
         .await;
         return Flow::Continue;
     };
+    // A client in a reconnect loop (one identity joining again and again) is slowed down: each
+    // join is a leave + join + renegotiation for everyone else in the room.
+    let identity = grant
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("{}@{}", display.as_str(), conn.ip));
+    if let Some(limiter) = &ctx.identity_limiter {
+        if let Err(not_until) = limiter.check_key(&identity) {
+            use governor::clock::Clock;
+            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+            METRICS.signaling_error(ErrorCode::RateLimited);
+            let msg = ServerMsg::rate_limited(
+                format!(
+                    "this participant joins too often; retry in {:.1} s",
+                    wait.as_secs_f64()
+                ),
+                wait,
+            );
+            let _ = send(tx, &msg).await;
+            return Flow::Continue;
+        }
+        if limiter.len() > 10_000 {
+            limiter.retain_recent();
+        }
+    }
     let id = ParticipantId::mint();
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
     match ctx
@@ -349,10 +420,12 @@ async fn join<S: Sink<Message> + Unpin>(
     {
         Ok((handle, accepted)) => {
             let msg = ServerMsg::Joined {
+                ice_servers: ice_servers(ctx, &id, grant_expiry),
                 participant_id: id.clone(),
                 room: room_name.to_string(),
                 participants: accepted.participants,
-                ice_servers: ctx.ice_servers.clone(),
+                resume_token: accepted.resume_token,
+                resume_grace_ms: grace_ms(ctx),
             };
             if send(tx, &msg).await.is_err() {
                 let _ = handle.cmds.send(RoomCmd::Leave { id }).await;
@@ -373,4 +446,66 @@ async fn join<S: Sink<Message> + Unpin>(
             Flow::Continue
         }
     }
+}
+
+/// The ICE servers for one participant: the configured ones, plus TURN credentials of its own.
+fn ice_servers(ctx: &SessionContext, id: &ParticipantId, expiry: Option<u64>) -> Vec<IceServer> {
+    let mut servers = ctx.ice_servers.clone();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    servers.extend(turn::credentials(&ctx.turn, id.as_str(), now, expiry));
+    servers
+}
+
+fn grace_ms(ctx: &SessionContext) -> u64 {
+    ctx.resume_grace.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// A new socket takes a dropped session back (see `room::resume`).
+async fn resume<S: Sink<Message> + Unpin>(
+    tx: &mut S,
+    ctx: &SessionContext,
+    joined: &mut Option<Joined>,
+    room: &str,
+    id: ParticipantId,
+    token: &str,
+) -> Flow {
+    if ctx.shutdown.is_cancelled() {
+        reply_error(tx, ErrorCode::ServerFull, "the server is shutting down").await;
+        return Flow::Close("draining");
+    }
+    let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
+    let result = match RoomName::parse(room) {
+        Some(name) => ctx.rooms.resume(&name, id.clone(), token, signal_tx).await,
+        None => Err(crate::room::resume::ResumeError::UnknownSession),
+    };
+    match result {
+        Ok((handle, accepted)) => {
+            METRICS.session_resumes.inc();
+            let msg = ServerMsg::Resumed {
+                // The access token's expiry is not known here; TURN credentials get the TTL.
+                ice_servers: ice_servers(ctx, &id, None),
+                participant_id: id.clone(),
+                room: room.to_owned(),
+                participants: accepted.participants,
+                resume_token: accepted.resume_token,
+                resume_grace_ms: grace_ms(ctx),
+            };
+            if send(tx, &msg).await.is_err() {
+                let _ = handle.cmds.send(RoomCmd::Detach { id }).await;
+                return Flow::Close("send failed");
+            }
+            *joined = Some(Joined {
+                id,
+                room: handle,
+                signal_rx,
+            });
+        }
+        Err(e) => {
+            METRICS.signaling_error(ErrorCode::ResumeFailed);
+            let _ = send(tx, &refused(e)).await;
+        }
+    }
+    Flow::Continue
 }

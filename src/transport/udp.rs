@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::demux::{Demuxer, Unrouted};
+use super::tcp::{TcpLink, TcpRoutes};
 use crate::ids::PeerKey;
 use crate::telemetry::DropReason;
 use crate::telemetry::METRICS;
@@ -36,6 +37,8 @@ pub struct Datagram {
     pub data: BytesMut,
     /// When it was read (forward latency is measured from here).
     pub at: Instant,
+    /// The ICE-TCP connection it came on (`None`: the UDP port).
+    pub tcp: Option<TcpLink>,
 }
 
 /// A room's datagram queue.
@@ -59,10 +62,12 @@ pub enum DemuxCmd {
     Unregister(String),
 }
 
-/// Handle rooms use to register peers with the receive task.
+/// Handle rooms use to register peers with the receive task (and the ICE-TCP listener).
 #[derive(Clone, Debug)]
 pub struct DemuxHandle {
     tx: mpsc::UnboundedSender<DemuxCmd>,
+    /// The same routes for ICE-TCP connections, read once per new connection.
+    tcp: TcpRoutes,
 }
 
 impl DemuxHandle {
@@ -70,18 +75,36 @@ impl DemuxHandle {
     /// receive task (tests, benchmarks).
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<DemuxCmd>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, rx)
+        (
+            Self {
+                tx,
+                tcp: TcpRoutes::default(),
+            },
+            rx,
+        )
+    }
+
+    /// The route table the ICE-TCP listener reads.
+    pub fn tcp_routes(&self) -> TcpRoutes {
+        self.tcp.clone()
     }
 
     /// Routes `ufrag` to `route`. Takes effect before any later-read datagram is routed.
     pub fn register(&self, ufrag: String, route: Route) {
+        self.tcp_table().insert(ufrag.clone(), route.clone());
         // The receiver only goes away at shutdown, when nothing needs routing any more.
         let _ = self.tx.send(DemuxCmd::Register(ufrag, route));
     }
 
     /// Stops routing `ufrag`.
     pub fn unregister(&self, ufrag: String) {
+        self.tcp_table().remove(&ufrag);
         let _ = self.tx.send(DemuxCmd::Unregister(ufrag));
+    }
+
+    fn tcp_table(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Route>> {
+        // Poisoned only by a panic inside one insert/remove: the map is still consistent.
+        self.tcp.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -209,15 +232,27 @@ impl UdpTransport {
         raw.bind(&addr.into())?;
         let socket = Arc::new(UdpSocket::from_std(raw.into())?);
         let local = socket.local_addr()?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (demux, rx) = DemuxHandle::channel();
         Ok(Self {
             tx: UdpTx {
                 socket: socket.clone(),
                 local,
             },
-            demux: DemuxHandle { tx },
+            demux,
             receiver: Some((socket, rx)),
         })
+    }
+
+    /// Asks a STUN server which address this socket's packets come from (before the receive
+    /// task starts: it reads the answer itself).
+    pub async fn discover_mapped_address(
+        &self,
+        server: &str,
+    ) -> Result<SocketAddr, super::stun_discover::DiscoverError> {
+        let Some((socket, _)) = &self.receiver else {
+            return Err(io::Error::other("the receive task already owns the socket").into());
+        };
+        super::stun_discover::mapped_address(socket, server).await
     }
 
     /// Spawns the receive task; it ends when `shutdown` is cancelled.
@@ -436,6 +471,7 @@ fn route_one(demux: &mut Demuxer<Route>, data: BytesMut, from: SocketAddr) {
         from,
         data,
         at: Instant::now(),
+        tcp: None,
     };
     match route.inbox.try_send(dgram) {
         Ok(()) => {}

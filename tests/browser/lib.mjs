@@ -298,6 +298,7 @@ export class NetnsTest {
       env: {
         CONFAB_HTTP__BIND: `${NETNS_SERVER_IP}:8080`,
         CONFAB_MEDIA__BIND: NETNS_MEDIA_ADDR,
+        CONFAB_MEDIA__TCP_BIND: NETNS_MEDIA_ADDR,
         RUST_LOG: rustLog || 'info',
       },
     });

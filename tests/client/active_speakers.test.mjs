@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 
 import { parseActiveSpeakers, sameSpeakers, Session } from '../../client/confab.js';
+import { FakePeerConnection, FakeWebSocket } from './fakes.mjs';
 
 describe('parseActiveSpeakers', () => {
   test('converts entries and keeps the server order (loudest first)', () => {
@@ -88,69 +89,6 @@ describe('sameSpeakers', () => {
 
 // ------------------------------------------------------------------ Session, with fakes
 
-class FakeWebSocket {
-  static CONNECTING = 0;
-  static OPEN = 1;
-  static CLOSING = 2;
-  static CLOSED = 3;
-  /** @type {FakeWebSocket[]} */
-  static all = [];
-
-  /** @param {string} url */
-  constructor(url) {
-    this.url = url;
-    this.readyState = FakeWebSocket.CONNECTING;
-    /** @type {any[]} */
-    this.sent = [];
-    /** @type {((ev?: any) => void) | null} */
-    this.onopen = null;
-    /** @type {((ev: any) => void) | null} */
-    this.onmessage = null;
-    /** @type {((ev: any) => void) | null} */
-    this.onclose = null;
-    /** @type {((ev?: any) => void) | null} */
-    this.onerror = null;
-    FakeWebSocket.all.push(this);
-  }
-
-  /** @param {string} data */
-  send(data) { this.sent.push(JSON.parse(data)); }
-
-  close() { this.readyState = FakeWebSocket.CLOSED; }
-
-  /** Test side: the socket opens. */
-  open() {
-    this.readyState = FakeWebSocket.OPEN;
-    this.onopen?.();
-  }
-
-  /** Test side: a server frame (an object is sent as JSON, a string as is). @param {unknown} msg */
-  serverSays(msg) {
-    this.onmessage?.({ data: typeof msg === 'string' ? msg : JSON.stringify(msg) });
-  }
-
-  /** Test side: the server closes the socket. */
-  drop() {
-    this.readyState = FakeWebSocket.CLOSED;
-    this.onclose?.({ code: 1006, reason: '' });
-  }
-}
-
-class FakePeerConnection {
-  constructor() {
-    this.connectionState = 'new';
-    this.signalingState = 'stable';
-    this.localDescription = null;
-    this.remoteDescription = null;
-  }
-
-  getTransceivers() { return []; }
-
-  getSenders() { return []; }
-
-  close() { this.connectionState = 'closed'; }
-}
-
 const globals = /** @type {any} */ (globalThis);
 const saved = { WebSocket: globals.WebSocket, RTCPeerConnection: globals.RTCPeerConnection };
 /** @type {Session[]} */
@@ -161,6 +99,7 @@ afterEach(() => {
   globals.WebSocket = saved.WebSocket;
   globals.RTCPeerConnection = saved.RTCPeerConnection;
   FakeWebSocket.all = [];
+  FakePeerConnection.all = [];
 });
 
 const SELF = 'pself000000';

@@ -15,7 +15,7 @@ use confab::ids::{DisplayName, ParticipantId, PeerKey, RoomName};
 use confab::media::rtcp_tap::{keyframe_request, RtcpTap};
 use confab::room::peer::host_candidate;
 use confab::room::state::Room;
-use confab::room::{RoomCmd, RoomSettings};
+use confab::room::{Advertised, RoomCmd, RoomSettings};
 use confab::signal::protocol::ServerMsg;
 use confab::transport::udp::{Datagram, DemuxCmd, DemuxHandle};
 use rtc::ice::mdns::MulticastDnsMode;
@@ -126,7 +126,8 @@ impl Harness {
         let (demux, demux_rx) = DemuxHandle::channel();
         let (inbox_tx, _inbox_rx) = mpsc::channel(16);
         let settings = RoomSettings {
-            advertised: SERVER,
+            advertised: Advertised::udp_only(SERVER),
+            resume_grace: std::time::Duration::from_secs(15),
             media,
             limits: LimitsConfig {
                 max_participants_per_room: max_participants,
@@ -290,6 +291,7 @@ impl Harness {
                 from: c.addr,
                 data: t.message,
                 at: now,
+                tcp: None,
             };
             let is_rtp = d.data.first().is_some_and(|b| b >> 6 == 2)
                 && d.data.get(1).is_some_and(|b| !(192..=223).contains(b));
@@ -326,6 +328,7 @@ impl Harness {
                     from: c.addr,
                     data: t.message,
                     at: now,
+                    tcp: None,
                 });
             }
         }

@@ -124,7 +124,7 @@ async fn prometheus_scrapes_participants_and_forwarded_packets() {
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("prometheus log"))
         .spawn()
         .expect("start prometheus");
     let prom: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -132,7 +132,8 @@ async fn prometheus_scrapes_participants_and_forwarded_packets() {
     let (a, b) = short_call(&ws_url(&server), "scrape").await;
     let query = |q: &'static str| async move {
         let path = format!("/api/v1/query?query={q}");
-        let (status, text) = http_get(prom, &path, "").await;
+        // Prometheus takes a moment to listen after it is spawned (seconds on a cold machine).
+        let (status, text) = try_http_get(prom, &path, "").await.ok()?;
         if status != 200 {
             return None;
         }
@@ -148,6 +149,10 @@ async fn prometheus_scrapes_participants_and_forwarded_packets() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let (mut participants, mut forwarded) = (None, None);
     while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+            panic!("prometheus exited early ({status}):\n{log}");
+        }
         participants = query("confab_participants").await;
         forwarded = query("sum(confab_rtp_packets_total%7Bdirection%3D%22out%22%7D)").await;
         if participants.unwrap_or(0.0) > 0.0 && forwarded.unwrap_or(0.0) > 0.0 {

@@ -31,6 +31,10 @@ pub fn test_config() -> Config {
     let mut cfg = Config::default();
     cfg.http.bind = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.media.bind = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.media.tcp_bind = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    // Most tests close clients without `leave` and expect them gone soon; the resume tests
+    // set their own grace period.
+    cfg.signaling.resume_grace = Duration::from_secs(1);
     cfg
 }
 
@@ -203,10 +207,20 @@ pub fn assert_video_starts_with_keyframe(client: &Client, from: &str, label: &st
 /// (status, whole response). Reads to the end, or only the head of a `101` upgrade (that
 /// socket stays open).
 pub async fn http_get(addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
+    try_http_get(addr, path, headers)
         .await
-        .expect("connect to the HTTP port");
+        .expect("connect to the HTTP port")
+}
+
+/// [`http_get`] for a server that may not be listening yet (a process just spawned): the
+/// connect error instead of a panic.
+pub async fn try_http_get(
+    addr: SocketAddr,
+    path: &str,
+    headers: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.expect("write request");
     let mut buf = Vec::new();
@@ -225,7 +239,7 @@ pub async fn http_get(addr: SocketAddr, path: &str, headers: &str) -> (u16, Stri
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    (status, text)
+    Ok((status, text))
 }
 
 /// Sum of all samples of metric `name` (any labels) in a Prometheus text exposition.
@@ -327,6 +341,8 @@ pub fn spawn_server(extra_env: &[(&str, &str)]) -> ServerProcess {
     cmd.args(["--log-format", "json", "serve"])
         .env("CONFAB_HTTP__BIND", "127.0.0.1:0")
         .env("CONFAB_MEDIA__BIND", "127.0.0.1:0")
+        .env("CONFAB_MEDIA__TCP_BIND", "127.0.0.1:0")
+        .env("CONFAB_SIGNALING__RESUME_GRACE", "1s")
         .env("RUST_LOG", "info,rtc=warn,webrtc=warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());

@@ -1802,6 +1802,16 @@ impl RTCPeerConnection {
         self.ice_restart_requested = Some(RTCOfferOptions { ice_restart: true });
     }
 
+    /// Sets the local ICE credentials the next ICE restart installs (ours, as offerer, or the
+    /// one a remote offer with new credentials triggers, as answerer). Without this a restart
+    /// reuses the credentials given to the setting engine, and an application that routes
+    /// datagrams by its own ufrag (a single-port server) could not tell the generations apart.
+    /// Empty strings ask for random credentials, as before.
+    pub fn set_ice_restart_credentials(&mut self, ufrag: String, pwd: String) {
+        self.setting_engine.candidates.username_fragment = ufrag;
+        self.setting_engine.candidates.password = pwd;
+    }
+
     /// Returns the current configuration of this peer connection.
     ///
     /// The returned reference is to the current configuration. To modify the configuration,
