@@ -444,6 +444,8 @@ async function startCall(room, name, token, simulcast) {
     simulcast,
     // `?red=0` publishes plain Opus (no RFC 2198 redundancy).
     red: !['0', 'false', 'off'].includes(new URLSearchParams(location.search).get('red')?.trim().toLowerCase() ?? ''),
+    // `?relay=1` connects through the TURN server only (iceTransportPolicy 'relay').
+    ...(['1', 'true', 'on'].includes(new URLSearchParams(location.search).get('relay')?.trim().toLowerCase() ?? '') ? { iceTransportPolicy: /** @type {const} */ ('relay') } : {}),
     ...(token ? { token } : {}),
   });
   exposed.session = session;

@@ -140,6 +140,9 @@
  * @property {number} [joinTimeoutMs=10000]   no `joined` (or `resumed`) within this time: drop and retry
  * @property {boolean} [red=true]  publish the microphone as RED (RFC 2198: each packet also
  *   carries the previous one, so a lost packet is rebuilt from the next) where the browser can
+ * @property {RTCIceTransportPolicy} [iceTransportPolicy='all']  `'relay'` uses only TURN
+ *           relays (from the server's `ice_servers`): for networks that allow nothing else, and
+ *           to test a TURN deployment
  * @property {boolean} [simulcast=true]  publish camera video as the layers of
  *           `SIMULCAST_LAYERS`; false publishes one encoding
  * @property {number} [trackViewDebounceMs=300] how long a changed `setTrackView()` waits, for
@@ -1375,6 +1378,7 @@ export class Session extends EventTarget {
     this.#closePc();
     const pc = new RTCPeerConnection({
       iceServers: this.#iceServers,
+      iceTransportPolicy: this.#opts.iceTransportPolicy === 'relay' ? 'relay' : 'all',
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
     });

@@ -8,14 +8,18 @@ cd "$(dirname "$0")/.."
 
 # --- system packages -------------------------------------------------------------------------
 # chromium: browser E2E (/usr/bin/chromium); prometheus: the scrape test (/usr/bin/prometheus);
+# coturn: the TURN test's server (/usr/bin/turnserver; the package leaves its service disabled);
+# python3 + pip: the aiortc interop tests (aiortc and websockets from PyPI), only when missing;
 # iproute2, util-linux, nftables: network namespaces, their links and filters (ip, unshare,
 # nft); ca-certificates + curl: HTTPS downloads (npm, rustup); nodejs + npm: the E2E runner,
 # only when no `node` / `npm` is on PATH (e.g. from NodeSource or nvm); gcc + libc6-dev: the C
 # parts of the build (ring, mimalloc), only when there is no `cc`.
-packages=(chromium prometheus iproute2 nftables util-linux ca-certificates curl)
+packages=(chromium prometheus coturn iproute2 nftables util-linux ca-certificates curl)
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
 command -v cc >/dev/null || packages+=(gcc libc6-dev)
+command -v python3 >/dev/null || packages+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 
 installed() { # Debian package $1 is installed (not merely known, e.g. removed with its config)
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
@@ -70,6 +74,10 @@ if [ ! -e "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ package.json -nt
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
+# --- PyPI packages (aiortc, a WebRTC stack we did not write, and its signaling client) ----------
+. tests/interop/python-deps.sh
+python_deps
+
 # --- tests -----------------------------------------------------------------------------------
 echo "== cargo build (every binary: the server is spawned by the client crate's tests and the E2E)"
 cargo build --workspace --bins
@@ -79,6 +87,10 @@ echo "== client SDK unit tests (node:test)"
 node --test tests/client/
 echo "== browser end-to-end (headless Chromium)"
 bash tests/browser/run.sh
+echo "== interop: aiortc joins 20 times over a veth (every join must connect; times printed)"
+bash tests/interop/aiortc.sh
+echo "== TURN: coturn with Confab's short-lived credentials; a browser relayed through it"
+bash tests/browser/turn.sh
 echo "== browser test under shaped links (network namespaces, tc tbf; enforces scenario 2: fps, audio)"
 SHAPED_ENFORCE=2 bash tests/browser/shaped.sh
 # Enforced: lip sync (4-19 ms measured against 80 ms) and a working set-up (joins, media, drops

@@ -267,3 +267,151 @@ async fn write_loop(mut wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Recei
         METRICS.tcp_tx_frames.inc_by(frames);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::PeerKey;
+    use crate::transport::udp::DemuxHandle;
+
+    /// A STUN binding request whose USERNAME is `username` (enough for routing).
+    fn stun_request(username: &str) -> Vec<u8> {
+        let mut attrs = Vec::new();
+        attrs.extend_from_slice(&0x0006u16.to_be_bytes());
+        attrs.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(username.as_bytes());
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&attrs);
+        m
+    }
+
+    fn framed(p: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        encode(p, &mut out);
+        out.to_vec()
+    }
+
+    struct Fixture {
+        addr: SocketAddr,
+        inbox: mpsc::Receiver<Datagram>,
+        shutdown: CancellationToken,
+        _demux: DemuxHandle,
+    }
+
+    async fn fixture() -> Fixture {
+        let (demux, _rx) = DemuxHandle::channel();
+        let (tx, inbox) = mpsc::channel(64);
+        demux.register(
+            "srvufrag".into(),
+            Route {
+                inbox: tx,
+                peer: PeerKey(7),
+            },
+        );
+        let t = TcpTransport::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("bind");
+        let addr = t.local_addr();
+        let shutdown = CancellationToken::new();
+        t.spawn(demux.tcp_routes(), shutdown.clone());
+        Fixture {
+            addr,
+            inbox,
+            shutdown,
+            _demux: demux,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_routed_by_its_first_stun_and_answered_through_its_link() {
+        let mut f = fixture().await;
+        let mut c = TcpStream::connect(f.addr).await.expect("connect");
+        let stun = stun_request("srvufrag:cli");
+        // One frame split over two writes, then a second frame (DTLS-ish bytes).
+        let mut bytes = framed(&stun);
+        bytes.extend(framed(b"\x16\xfe\xfd dtls"));
+        c.write_all(&bytes[..5]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        c.write_all(&bytes[5..]).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), f.inbox.recv())
+            .await
+            .expect("a datagram")
+            .expect("open");
+        assert_eq!(first.peer, PeerKey(7));
+        assert_eq!(&first.data[..], &stun[..]);
+        assert_eq!(first.from, c.local_addr().unwrap());
+        let second = f.inbox.recv().await.expect("second");
+        assert_eq!(&second.data[..], b"\x16\xfe\xfd dtls");
+        // The room answers through the link: the client reads one frame.
+        let link = second.tcp.expect("a TCP datagram carries its link");
+        let mut links = TcpLinks::default();
+        links.learn(second.from, &link);
+        let mut out = vec![(second.from, BytesMut::from(&b"answer"[..]))];
+        links.send_all(&mut out);
+        let mut got = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut got))
+            .await
+            .expect("answer in time")
+            .unwrap();
+        assert_eq!(&got, b"\x00\x06answer");
+        f.shutdown.cancel();
+    }
+
+    async fn closed(c: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn garbage_an_unknown_ufrag_or_an_oversize_frame_closes_the_connection() {
+        let mut f = fixture().await;
+        for bytes in [
+            framed(b"not stun at all, just bytes"),
+            framed(&stun_request("nobody:cli")),
+            vec![0xff, 0xff, 1, 2, 3],
+        ] {
+            let mut c = TcpStream::connect(f.addr).await.expect("connect");
+            c.write_all(&bytes).await.unwrap();
+            assert!(closed(&mut c).await, "{bytes:?}");
+        }
+        assert!(f.inbox.try_recv().is_err(), "nothing reached the room");
+        // A routed connection that later sends an oversize length is closed too.
+        let mut c = TcpStream::connect(f.addr).await.expect("connect");
+        c.write_all(&framed(&stun_request("srvufrag:cli")))
+            .await
+            .unwrap();
+        c.write_all(&[0x40, 0x00]).await.unwrap();
+        assert!(closed(&mut c).await);
+        assert!(
+            f.inbox.recv().await.is_some(),
+            "the valid first frame was routed"
+        );
+        f.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn links_of_closed_connections_are_forgotten() {
+        let (tx, rx) = mpsc::channel(1);
+        let link = TcpLink { tx };
+        let mut links = TcpLinks::default();
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        links.learn(a, &link);
+        assert_eq!(links.len(), 1);
+        drop(rx);
+        links.prune();
+        assert!(links.is_empty());
+        links.learn(a, &link);
+        let mut out = vec![(a, BytesMut::from(&b"x"[..]))];
+        links.send_all(&mut out);
+        assert!(links.is_empty(), "a failed send forgets the link");
+    }
+}
