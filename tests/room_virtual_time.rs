@@ -221,3 +221,96 @@ fn write_rtp_refuses_what_the_sender_did_not_negotiate() {
         "an extension id not negotiated"
     );
 }
+
+#[test]
+fn an_ice_restart_moves_a_subscriber_to_its_new_address_with_a_new_ufrag_and_a_keyframe() {
+    use confab::transport::udp::DemuxCmd;
+    let mut h = Harness::fan_out(1);
+    while h.demux.try_recv().is_ok() {}
+    let plis_before = h.clients[0].plis;
+    let offers = |h: &Harness| {
+        h.clients[1]
+            .received
+            .iter()
+            .filter(|m| matches!(m, ServerMsg::Answer { .. }))
+            .count()
+    };
+    let answers_before = offers(&h);
+
+    // The subscriber's network changes: a new address, the old one gone; it restarts ICE.
+    let new_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 30001));
+    h.clients[1].addr = new_addr;
+    h.clients[1]
+        .pc
+        .add_local_candidate(confab::room::peer::host_candidate(new_addr).expect("candidate"))
+        .expect("local candidate");
+    h.clients[1].pc.restart_ice();
+    h.offer(1);
+    h.deliver();
+    assert_eq!(
+        offers(&h),
+        answers_before + 1,
+        "the restart offer is answered"
+    );
+    let answer = h.clients[1]
+        .received
+        .iter()
+        .rev()
+        .find_map(|m| match m {
+            ServerMsg::Answer { sdp } => Some(sdp.clone()),
+            _ => None,
+        })
+        .expect("answer");
+    // The room routes the new ufrag and retires the old one.
+    let cmds: Vec<DemuxCmd> = std::iter::from_fn(|| h.demux.try_recv().ok()).collect();
+    let registered: Vec<&String> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            DemuxCmd::Register(u, _) => Some(u),
+            _ => None,
+        })
+        .collect();
+    let retired: Vec<&String> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            DemuxCmd::Unregister(u) => Some(u),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(registered.len(), 1, "{cmds:?}");
+    assert_eq!(retired.len(), 1, "{cmds:?}");
+    assert_ne!(registered[0], retired[0]);
+    assert!(
+        answer.contains(&format!("a=ice-ufrag:{}", registered[0])),
+        "the answer carries the new ufrag"
+    );
+
+    // Media reaches the new address; the publisher is asked for a keyframe for it.
+    h.clients[1].rtp.clear();
+    h.pump_until(Duration::from_secs(10), |h| h.clients[1].connected);
+    for _ in 0..50 {
+        h.send_video(0, false);
+        h.pump();
+    }
+    assert!(
+        h.clients[1].rtp.len() >= 40,
+        "forwarding resumed at the new address: {} packets",
+        h.clients[1].rtp.len()
+    );
+    // Keyframe requests are throttled per track (500 ms): give the request its slot.
+    h.run_for(Duration::from_secs(1));
+    assert!(
+        h.clients[0].plis > plis_before,
+        "the publisher was asked for a keyframe after the restart"
+    );
+    for i in 0..2 {
+        assert!(
+            !h.clients[i]
+                .received
+                .iter()
+                .any(|m| matches!(m, ServerMsg::ParticipantLeft { .. })),
+            "client {i} saw a participant leave"
+        );
+        assert!(errors(&h, i).is_empty(), "client {i}: {:?}", errors(&h, i));
+    }
+}

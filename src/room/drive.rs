@@ -126,6 +126,12 @@ impl Room {
                     ),
                 }
             }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
+                debug!(%state, "ICE connection state");
+                if peer.on_ice_state(state) {
+                    self.refresh_subscriber(key, now);
+                }
+            }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 self.on_track_open(key, init, now)
             }

@@ -29,7 +29,7 @@ use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
 };
@@ -471,6 +471,18 @@ impl Peer {
             }
             _ => ConnectionChange::None,
         }
+    }
+
+    /// Records an ICE connection-state change; `true` when ICE is connected again after a
+    /// restart (the peer connection itself may never have left `connected`: DTLS carries on),
+    /// so the room asks for keyframes for this subscriber.
+    pub fn on_ice_state(&mut self, state: RTCIceConnectionState) -> bool {
+        let c = &mut self.connection;
+        matches!(
+            state,
+            RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+        ) && c.media_ready
+            && std::mem::take(&mut c.restarted)
     }
 
     /// Whether the connection has been disconnected for longer than `limit`.
