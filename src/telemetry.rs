@@ -157,6 +157,8 @@ pub struct Metrics {
     pub join_duration: Histogram,
     /// Sessions taken back with a resume token after their socket dropped.
     pub session_resumes: IntCounter,
+    /// Participants whose socket dropped, waiting for a resume (media still flowing).
+    pub sessions_awaiting_resume: IntGauge,
     /// ICE restarts accepted (a client offer with new ICE credentials).
     pub ice_restarts: IntCounter,
     /// ICE-TCP connections open on the media TCP port.
@@ -341,6 +343,10 @@ impl Metrics {
             session_resumes: reg!(counter(
                 "confab_session_resumes_total",
                 "Sessions taken back with a resume token after their WebSocket dropped"
+            )),
+            sessions_awaiting_resume: reg!(gauge(
+                "confab_sessions_awaiting_resume",
+                "Participants whose WebSocket dropped, kept for a resume (media flowing)"
             )),
             ice_restarts: reg!(counter(
                 "confab_ice_restarts_total",

@@ -12,6 +12,7 @@ use tracing::info;
 use super::state::Room;
 use crate::ids::{random_alnum, ParticipantId};
 use crate::signal::protocol::{ErrorCode, ParticipantInfo, ServerMsg};
+use crate::telemetry::METRICS;
 
 /// Length of a resume token (62^32 ≈ 2^190 possibilities).
 const TOKEN_LEN: usize = 32;
@@ -68,9 +69,13 @@ impl Presence {
         &self.token
     }
 
-    /// The socket went away at `now` (kept: the earliest time).
+    /// The socket went away at `now` (kept: the earliest time). Counted in
+    /// `confab_sessions_awaiting_resume` until attached again or dropped.
     pub fn detach(&mut self, now: Instant) {
-        self.detached_since.get_or_insert(now);
+        if self.detached_since.is_none() {
+            METRICS.sessions_awaiting_resume.inc();
+            self.detached_since = Some(now);
+        }
     }
 
     /// Whether no socket is attached.
@@ -96,8 +101,19 @@ impl Presence {
             return false;
         }
         self.token = ResumeToken::mint();
-        self.detached_since = None;
+        if self.detached_since.take().is_some() {
+            METRICS.sessions_awaiting_resume.dec();
+        }
         true
+    }
+}
+
+impl Drop for Presence {
+    /// A participant removed while away leaves the gauge.
+    fn drop(&mut self) {
+        if self.detached_since.is_some() {
+            METRICS.sessions_awaiting_resume.dec();
+        }
     }
 }
 
