@@ -164,11 +164,17 @@ impl Room {
             .peers
             .get_mut(&key)
             .ok_or(ResumeError::UnknownSession)?;
+        let was_attached = !peer.presence().is_detached();
         if !peer.presence_mut().attach(token) {
             return Err(ResumeError::BadToken);
         }
-        // A socket still attached (a half-open one the client gave up on) is replaced: the
-        // old session's channel closes and it ends.
+        // A socket still attached (a half-open one the client gave up on) is replaced: it is
+        // told why, then its channel closes and that session ends without touching this one.
+        if was_attached {
+            let _ = peer.send(ServerMsg::GoingAway {
+                reason: "this session was resumed on another connection".into(),
+            });
+        }
         peer.set_signal(signal);
         info!(parent: peer.span(), "session resumed");
         let resume_token = peer.presence_mut().token().as_str().to_owned();

@@ -101,13 +101,19 @@ enum Flow {
     Close(&'static str),
 }
 
-/// How the session ended, for the participant's room: a client that said `leave` (or was
-/// removed, or the server is draining) is gone; one whose socket simply dropped may resume.
-fn ends_membership(reason: &str) -> bool {
-    !matches!(
-        reason,
-        "connection closed" | "idle timeout" | "send failed" | "client closed"
-    )
+/// What the participant's room is told when the session ends: a client that said `leave` (or
+/// the server is draining) leaves; one whose socket simply dropped may resume (`Detach`); and
+/// when the room itself ended the session — it removed the participant, or a resume on another
+/// socket took the session over — there is nothing to say (a `Leave` would remove the session
+/// that took over).
+fn on_end(reason: &str, id: ParticipantId) -> Option<RoomCmd> {
+    match reason {
+        "removed from room" => None,
+        "connection closed" | "idle timeout" | "send failed" | "client closed" => {
+            Some(RoomCmd::Detach { id })
+        }
+        _ => Some(RoomCmd::Leave { id }),
+    }
 }
 
 /// Runs one session until either side closes.
@@ -145,7 +151,8 @@ where
                     if fatal { break "removed from room"; }
                 }
                 None => {
-                    // The room dropped us (removed, or the room closed).
+                    // The room dropped us: removed, the room closed, or a resume on another
+                    // socket took the session over (then the room said so first).
                     let _ = send(&mut tx, &ServerMsg::error(ErrorCode::Removed, "removed from the room")).await;
                     break "removed from room";
                 }
@@ -199,12 +206,9 @@ where
         }
     };
     if let Some(j) = joined.take() {
-        let cmd = if ends_membership(close_reason) {
-            RoomCmd::Leave { id: j.id }
-        } else {
-            RoomCmd::Detach { id: j.id }
-        };
-        let _ = j.room.cmds.send(cmd).await;
+        if let Some(cmd) = on_end(close_reason, j.id) {
+            let _ = j.room.cmds.send(cmd).await;
+        }
     }
     let _ = tx
         .send(Message::Close(Some(CloseFrame {

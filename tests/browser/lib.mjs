@@ -435,19 +435,23 @@ export class NetnsTest {
   }
 
   /**
-   * Harness check: every page's selected ICE pair goes from its own address to the server's media
-   * address (over `protocol`, if given), so the media crosses its veth. Logs the pairs.
-   * @param {{protocol?: string}} [o]
+   * Harness check: every page's selected ICE pair goes from its own address (`b.ip`) to the
+   * server's media address (over `protocol`, if given), so the media crosses its veth. Logs the
+   * pairs.
+   * @param {{protocol?: string, browsers?: NetnsChromium[]}} [o]  `browsers`: only these (default all)
    */
-  checkIcePaths({ protocol } = {}) {
-    for (const b of this.browsers) {
-      const now = b.samples.at(-1).path;
-      if (!now || now.local !== netnsBrowserIp(b.k) || now.remote !== NETNS_MEDIA_ADDR || (protocol && now.protocol !== protocol)) {
+  checkIcePaths({ protocol, browsers = this.browsers } = {}) {
+    for (const b of browsers) {
+      const now = b.samples.at(-1)?.path;
+      if (!now || now.local !== b.ip || now.remote !== NETNS_MEDIA_ADDR || (protocol && now.protocol !== protocol)) {
         throw new TestFailure(`${b.name}'s selected ICE pair is ${JSON.stringify(now)}, `
-          + `not ${protocol ? `${protocol} ` : ''}${netnsBrowserIp(b.k)} -> ${NETNS_MEDIA_ADDR}: media would bypass its veth`);
+          + `not ${protocol ? `${protocol} ` : ''}${b.ip} -> ${NETNS_MEDIA_ADDR}: media would bypass its veth`);
       }
     }
-    this.log(`ICE paths: ${this.browsers.map((b) => `${b.name} ${b.samples.at(-1).path.local} -> ${b.samples.at(-1).path.remote}`).join(', ')}`);
+    this.log(`ICE paths: ${browsers.map((b) => {
+      const p = b.samples.at(-1).path;
+      return `${b.name} ${p.protocol} ${p.local} -> ${p.remote}`;
+    }).join(', ')}`);
   }
 
   /** Once: writes samples.json (every sample of every page, ms since the start, raw counters, and
@@ -561,6 +565,8 @@ export class NetnsChromium {
     this.k = k;
     this.name = name;
     this.ns = `${test.netnsId}-b${k}`;
+    /** The browser's address on its veth: netnsBrowserIp(k) unless the test moved it (`netns.sh move`). */
+    this.ip = netnsBrowserIp(k);
     this.wrapper = path.join(test.tmpDir, `chromium-b${k}`);
     this.viewport = viewport;
     this.deviceScale = deviceScale;

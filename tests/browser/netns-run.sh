@@ -1,5 +1,5 @@
-# Launcher of the browser tests that run in netns.sh's namespaces (shaped.sh, lossy.sh): sourced
-# by them, from the repository's root, under `set -euo pipefail`.
+# Launcher of the browser tests that run in netns.sh's namespaces (shaped.sh, lossy.sh,
+# connectivity.sh): sourced by them, from the repository's root, under `set -euo pipefail`.
 #
 #   netns_require NAME NEEDS HINT CMD...
 #       exits 2 (saying so as NAME.sh) unless this is root (NEEDS: what for), every CMD is on the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Network namespaces for the shaped-network and lossy-link browser tests (shaped.sh / shaped.mjs,
-# lossy.sh / lossy.mjs).
+# Network namespaces for the shaped-network, lossy-link and connectivity browser tests (shaped.sh /
+# shaped.mjs, lossy.sh / lossy.mjs, connectivity.sh / connectivity.mjs).
 #
 # Topology for an ID and N browsers (everything lives in namespaces this script creates; the
 # host's own interfaces are never touched and no route leads off the machine):
@@ -22,6 +22,18 @@
 #                                  drop PERMILLE/1000 of the UDP datagrams from browser K (0: none)
 #   netns.sh counters ID K         print the UDP datagrams browser K's loss rules saw and dropped
 #                                  since each was last set: `down SEEN DROPPED`, `up SEEN DROPPED`
+#   netns.sh block-udp ID K        drop every UDP datagram between browser K and S, both ways
+#   netns.sh unblock-udp ID K      remove that block
+#   netns.sh block-media ID K      drop UDP and TCP to and from the media port (MEDIA_PORT, 50000)
+#                                  between browser K and S, both ways (HTTP and the WebSocket pass)
+#   netns.sh unblock-media ID K    remove that block
+#   netns.sh blocked ID K          print the packets browser K's blocks dropped since each was set:
+#                                  `udp DROPPED`, `media DROPPED`
+#   netns.sh move ID K             give browser K a new address: add 10.99.0.2K/24 to vbK, then
+#                                  delete its 10.99.0.1K (what a laptop moving to another network
+#                                  or a phone leaving Wi-Fi sees: the old address is gone at once);
+#                                  prints the new address. Once moved, K stays at 10.99.0.2K.
+#   netns.sh address ID K          print browser K's current IPv4 address on vbK
 #   netns.sh wrapper ID K BIN OUT  write OUT, an executable that runs BIN in <ID>-bK
 #   netns.sh stale                 delete leftover namespaces of runs that are no longer alive
 #   netns.sh describe              print the tbf parameters a cap uses
@@ -36,8 +48,10 @@ set -euo pipefail
 SUBNET=10.99.0
 TBF_BURST=${SHAPED_TBF_BURST:-3028}
 TBF_LATENCY=${SHAPED_TBF_LATENCY:-200ms}
-# Namespace names start with one of these, then the pid of the shaped.sh / lossy.sh that owns them.
-PREFIX_RE='confab-(shaped|lossy)-'
+MEDIA_PORT=50000
+# Namespace names start with one of these, then the pid of the shaped.sh / lossy.sh /
+# connectivity.sh / … that owns them.
+PREFIX_RE='confab-(shaped|lossy|connectivity|turn)-'
 
 die() { echo "netns.sh: $*" >&2; exit 2; }
 
@@ -148,6 +162,80 @@ counters() {
   echo "up $(sum_counter "$s" "uloss$k" seen) $(sum_counter "$s" "uloss$k" dropped)"
 }
 
+# Blocks (connectivity.sh): a table per browser and kind in S's bridge family, dropping what
+# matches in all three hooks it can meet: input (browser K -> S's own addresses, arriving by vsK),
+# output (S -> browser K, leaving by vsK) and forward (bridged between ports, either way). Every
+# drop rule counts what it dropped. $4 / $5: the nft match (after the interface) for the traffic
+# from / to browser K.
+set_block() {
+  local s=$1-s k=$2 table=$3 up=$4 down=$5
+  nft --version >/dev/null 2>&1 || die "blocks need nftables (apt-get install nftables)"
+  ip netns exec "$s" nft -f - <<EOF
+table bridge $table
+delete table bridge $table
+table bridge $table {
+  chain bridged {
+    type filter hook forward priority 0; policy accept;
+    iifname "vs$k" $up counter drop
+    oifname "vs$k" $down counter drop
+  }
+  chain in {
+    type filter hook input priority 0; policy accept;
+    iifname "vs$k" $up counter drop
+  }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    oifname "vs$k" $down counter drop
+  }
+}
+EOF
+}
+
+clear_block() {
+  local s=$1-s table=$2
+  ip netns exec "$s" nft delete table bridge "$table" 2>/dev/null || true
+}
+
+# Packets dropped by every rule of table $2 in namespace $1 (0 without the table).
+sum_dropped() {
+  local s=$1 table=$2
+  { ip netns exec "$s" nft list table bridge "$table" 2>/dev/null || true; } |
+    awk '/ drop/ { for (i = 1; i < NF; i++) if ($i == "packets") n += $(i + 1) } END { print n + 0 }'
+}
+
+block_udp() {
+  set_block "$1" "$2" "blockudp$2" "meta l4proto udp" "meta l4proto udp"
+}
+
+block_media() {
+  set_block "$1" "$2" "blockmedia$2" \
+    "meta l4proto { udp, tcp } th dport $MEDIA_PORT" "meta l4proto { udp, tcp } th sport $MEDIA_PORT"
+}
+
+blocked() {
+  local s=$1-s k=$2
+  echo "udp $(sum_dropped "$s" "blockudp$k")"
+  echo "media $(sum_dropped "$s" "blockmedia$k")"
+}
+
+address() {
+  local b=$1-b$2 k=$2
+  ip -n "$b" -4 -o addr show dev "vb$k" | awk '{ split($4, a, "/"); print a[1]; exit }'
+}
+
+move() {
+  local b=$1-b$2 k=$2 old new
+  old=$(address "$1" "$k")
+  new="$SUBNET.2$k"
+  [ "$old" != "$new" ] || die "browser $k already has $new"
+  # Without this, deleting the subnet's primary address would delete the new one with it.
+  ip netns exec "$b" sysctl -qw "net.ipv4.conf.vb$k.promote_secondaries=1"
+  ip -n "$b" addr add "$new/24" dev "vb$k"
+  ip -n "$b" addr del "$old/24" dev "vb$k"
+  [ "$(address "$1" "$k")" = "$new" ] || die "browser $k: $new did not replace $old"
+  echo "$new"
+}
+
 wrapper() {
   local id=$1 k=$2 bin=$3 out=$4
   printf '#!/bin/sh\n# Generated by tests/browser/netns.sh: runs %s in network namespace %s.\nexec ip netns exec %s %s "$@"\n' \
@@ -178,8 +266,15 @@ case "$cmd" in
   loss) [ $# = 3 ] || die "usage: loss ID K PERMILLE"; loss "$@" ;;
   uplink-loss) [ $# = 3 ] || die "usage: uplink-loss ID K PERMILLE"; uplink_loss "$@" ;;
   counters) [ $# = 2 ] || die "usage: counters ID K"; counters "$@" ;;
+  block-udp) [ $# = 2 ] || die "usage: block-udp ID K"; block_udp "$@" ;;
+  unblock-udp) [ $# = 2 ] || die "usage: unblock-udp ID K"; clear_block "$1" "blockudp$2" ;;
+  block-media) [ $# = 2 ] || die "usage: block-media ID K"; block_media "$@" ;;
+  unblock-media) [ $# = 2 ] || die "usage: unblock-media ID K"; clear_block "$1" "blockmedia$2" ;;
+  blocked) [ $# = 2 ] || die "usage: blocked ID K"; blocked "$@" ;;
+  move) [ $# = 2 ] || die "usage: move ID K"; move "$@" ;;
+  address) [ $# = 2 ] || die "usage: address ID K"; address "$@" ;;
   wrapper) [ $# = 4 ] || die "usage: wrapper ID K BIN OUT"; wrapper "$@" ;;
   stale) stale ;;
   describe) echo "tbf burst $TBF_BURST bytes, latency $TBF_LATENCY" ;;
-  *) die "unknown command '$cmd' (up, down, cap, uncap, loss, uplink-loss, counters, wrapper, stale, describe)" ;;
+  *) die "unknown command '$cmd' (up, down, cap, uncap, loss, uplink-loss, counters, block-udp, unblock-udp, block-media, unblock-media, blocked, move, address, wrapper, stale, describe)" ;;
 esac

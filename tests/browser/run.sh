@@ -5,6 +5,7 @@
 #
 #   bash tests/browser/run.sh                                  # uses target/debug/confab
 #   CONFAB_BIN=target/release/confab bash tests/browser/run.sh
+#   CONFAB_E2E_SCRIPT=connect_time.mjs bash tests/browser/run.sh   # the connect-time test instead
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -19,4 +20,9 @@ if [ "${CONFAB_E2E_IN_NETNS:-}" != 1 ]; then
 fi
 
 ip link set lo up
-exec node tests/browser/e2e.mjs "$@"
+# CONFAB_E2E_SCRIPT=connect_time.mjs runs another test of this directory in the same namespace.
+script=${CONFAB_E2E_SCRIPT:-e2e.mjs}
+case "$script" in
+  */* | *[!A-Za-z0-9_.-]* | '') echo "run.sh: CONFAB_E2E_SCRIPT must name a .mjs file in tests/browser/, not '$script'" >&2; exit 2 ;;
+esac
+exec node "tests/browser/$script" "$@"

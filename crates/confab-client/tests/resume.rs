@@ -155,6 +155,36 @@ async fn a_dropped_socket_resumes_within_the_grace_period_and_nobody_sees_a_leav
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_over_a_half_open_socket_takes_the_session_over() {
+    let server = start_server().await;
+    let url = ws_url(&server);
+    let mut watcher = connect(subscriber(&url, "takeover", "watcher")).await;
+    let (mut old, joined) = join(&url, "takeover", "gina").await;
+    let id = joined["participant_id"].as_str().expect("id").to_owned();
+    // The client believes its socket dead (its address changed) and resumes on a new one while
+    // the server still holds the old one open.
+    let mut new = open(&url).await;
+    send(
+        &mut new,
+        resume_msg("takeover", &joined, &joined["resume_token"]),
+    )
+    .await;
+    assert_eq!(next_of(&mut new, "resumed").await["type"], "resumed");
+    // The old socket is told and closed; the session lives on in the new one.
+    assert_eq!(next_of(&mut old, "going-away").await["type"], "going-away");
+    assert_eq!(
+        lefts_during(&mut watcher, &id, Duration::from_secs(3)).await,
+        0
+    );
+    send(&mut new, json!({"type": "ping"})).await;
+    assert_eq!(next_of(&mut new, "pong").await["type"], "pong");
+    let room = confab::ids::RoomName::parse("takeover").expect("name");
+    let snapshot = server.rooms.snapshot(&room).await.expect("room");
+    assert_eq!(snapshot.participants.len(), 2, "{snapshot:?}");
+    watcher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_not_resumed_within_the_grace_period_leaves() {
     let mut cfg = test_config();
     cfg.signaling.resume_grace = Duration::from_millis(1500);
