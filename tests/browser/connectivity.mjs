@@ -35,6 +35,7 @@
 
 import {
   NETNS_BASE_URL, NETNS_MEDIA_ADDR, NetnsTest, SAMPLE_MS, TestFailure, fetchMetrics, secs, sleep,
+  envMs,
 } from './lib.mjs';
 
 // ------------------------------------------------------------------ pass criteria
@@ -97,14 +98,6 @@ const test = new NetnsTest({
 });
 const NETNS_ID = test.netnsId;
 const log = (msg) => test.log(msg);
-
-function envMs(name, dflt) {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) usage(`${name}=${v} is not a number of ms`);
-  return n;
-}
 
 function parsePhases(v) {
   if (v === undefined || v.trim() === '') return PHASES;

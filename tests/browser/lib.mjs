@@ -32,6 +32,19 @@ export const CHROMIUM_ARGS = [
 export class TestFailure extends Error {}
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A duration in ms from environment variable `name` (`dflt` when unset or empty); anything but
+ * a non-negative number ends the process with exit code 2 (a usage error, not a test failure). */
+export function envMs(name, dflt) {
+  const v = process.env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) {
+    console.error(`${path.basename(process.argv[1] ?? 'test')}: ${name}=${v} is not a number of ms`);
+    process.exit(2);
+  }
+  return n;
+}
 export const secs = (ms) => `${(ms / 1000).toFixed(2)} s`;
 
 /**

@@ -32,6 +32,7 @@ import fs from 'node:fs';
 import {
   CONFAB_BIN, NETNS_BASE_URL, NetnsTest, SAMPLE_MS, STEADY_OVER_MS, STEADY_TIMEOUT_MS, TestFailure, cpuCounters, cpuTicks,
   fetchMetrics, quantile, secs, sumOverNamespace,
+  envMs,
 } from './lib.mjs';
 
 // ------------------------------------------------------------------ pass criteria (phases 1-4)
@@ -107,14 +108,6 @@ const test = new NetnsTest({
 });
 const NETNS_ID = test.netnsId;
 const log = (msg) => test.log(msg);
-
-function envMs(name, dflt) {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) usage(`${name}=${v} is not a number of ms`);
-  return n;
-}
 
 function parsePhases(v) {
   if (v === undefined || v.trim() === '') return PHASES;
