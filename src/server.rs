@@ -241,6 +241,7 @@ impl Server {
             }
         }
         info!(rooms = self.rooms.len(), "draining");
+        self.rooms.drain().await;
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         while !self.rooms.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -234,6 +234,9 @@ pub enum RoomCmd {
         /// The outcome.
         reply: oneshot::Sender<Result<resume::ResumeAccepted, resume::ResumeError>>,
     },
+    /// The server is draining: no resume will be accepted any more, so participants whose
+    /// socket dropped are removed now instead of at the end of their grace period.
+    Drain,
     /// Report the room's state (room API).
     Snapshot {
         /// Where to send it.

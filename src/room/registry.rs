@@ -88,6 +88,14 @@ impl Rooms {
         }
     }
 
+    /// Tells every room that the server drains (see [`RoomCmd::Drain`]).
+    pub async fn drain(&self) {
+        let handles: Vec<RoomHandle> = self.map.iter().map(|e| e.value().clone()).collect();
+        for h in handles {
+            let _ = h.cmds.send(RoomCmd::Drain).await;
+        }
+    }
+
     /// Snapshots of every room (rooms that do not answer within a second are skipped).
     pub async fn snapshots(&self) -> Vec<RoomSnapshot> {
         let handles: Vec<RoomHandle> = self.map.iter().map(|e| e.value().clone()).collect();

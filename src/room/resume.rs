@@ -192,15 +192,19 @@ impl Room {
     /// Removes the participants whose grace period has passed.
     pub(super) fn expire_detached(&mut self, now: Instant) {
         let grace = self.settings.resume_grace;
+        let draining = self.draining;
         let expired: Vec<_> = self
             .peers
             .values()
-            .filter(|p| p.presence().expired(now, grace))
+            .filter(|p| {
+                let away = p.presence();
+                away.expired(now, grace) || (draining && away.is_detached())
+            })
             .map(|p| p.key())
             .collect();
         for key in expired {
             if let Some(p) = self.peers.get(&key) {
-                info!(parent: p.span(), "not resumed within the grace period");
+                info!(parent: p.span(), draining = self.draining, "not resumed within the grace period");
             }
             self.remove_peer(key, None, now);
         }

@@ -47,6 +47,8 @@ pub(super) fn push_transmit(
 pub struct Room {
     pub(super) name: RoomName,
     pub(super) settings: RoomSettings,
+    /// The server drains: sessions whose socket dropped are not waited for.
+    pub(super) draining: bool,
     pub(super) demux: DemuxHandle,
     /// This room's inbox (registered with the demux for each peer's ufrag).
     pub(super) inbox: RoomInbox,
@@ -97,6 +99,7 @@ impl Room {
             forwarder: Forwarder::new(settings.media.pli_throttle),
             name,
             settings,
+            draining: false,
             demux,
             inbox,
             peers: HashMap::new(),
@@ -244,6 +247,10 @@ impl Room {
             } => {
                 let result = self.resume(&id, &token, signal, now);
                 let _ = reply.send(result);
+            }
+            RoomCmd::Drain => {
+                self.draining = true;
+                self.expire_detached(now);
             }
             RoomCmd::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot(now));

@@ -249,3 +249,32 @@ async fn an_identity_rejoining_too_fast_is_slowed_down() {
     let (_ws, joined) = join(&url, "storm", "frank").await;
     assert_eq!(joined["type"], "joined");
 }
+
+/// Draining does not wait for sessions whose socket dropped: no resume is accepted while the
+/// server drains, so they are removed at once and the process exits well before the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_server_does_not_wait_for_dropped_sessions() {
+    let mut server = spawn_server(&[
+        ("CONFAB_SIGNALING__RESUME_GRACE", "60s"),
+        ("CONFAB_SERVER__DRAIN_TIMEOUT", "30s"),
+    ]);
+    let url = format!("ws://{}/ws", server.http);
+    let (ws, _joined) = join(&url, "drain-detached", "hank").await;
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = server.child.id() as i32;
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = server.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the drain waited for a session that cannot resume"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
