@@ -33,6 +33,27 @@
  *   `connected`, restarts again after `iceRestartBaseMs` × 2^n (up to `iceRestartMaxMs`,
  *   ±`iceRestartJitter`). Same session, same participant id: the others see no leave or join.
  *   `media-connected` follows once it is `connected` again.
+ * - **Socket probe.** An address change can leave the socket `OPEN` without a `close` event
+ *   (the old path is gone, nothing says so) until the `deadAfterMs` check; every offer sent on
+ *   it is lost. So whenever the media is in trouble (a restart is decided, or the
+ *   PeerConnection is first seen `disconnected`/`failed`), the session sends a `ping`; a
+ *   restart decided then waits for the answer. No server frame within `socketProbeMs` means
+ *   the socket is lost (handlers detached, `close()` called, its `close` event not awaited):
+ *   the session resumes on a new socket and restarts ICE after `resumed` (an offer of ours
+ *   still unanswered is sent again there).
+ * - **Stall watchdog.** While the PeerConnection is `connected` and media is received (an
+ *   `inbound-rtp` stream and a remote track exist; the server sends RTCP sender reports every
+ *   second per forwarded track, so a live path always delivers bytes), `pc.getStats()` is
+ *   polled every `stallCheckMs`. If the selected candidate pair's (else the transport's)
+ *   `bytesReceived` has not grown for `stallMs`, that counts as `disconnected` for
+ *   `iceDisconnectedMs` already: probe the socket and restart ICE (reason "no media received
+ *   for 2 s"); `media-connected` follows once bytes arrive again.
+ * - **Connect timeout.** A PeerConnection not `connected` `connectTimeoutMs` after its first
+ *   offer/answer exchange (Chromium may stay `connecting` ~30 s when every media port is
+ *   blocked) counts as `failed`: ICE restart on the same PeerConnection, same participant id,
+ *   the reason saying UDP and TCP may be blocked. Each restart after that waits at least
+ *   `connectTimeoutMs` as well (the first attempt had that long) before the backoff above
+ *   grows past it.
  * - Camera video is published as three simulcast layers (rids `q`, `h`, `f`; see
  *   `SIMULCAST_LAYERS`) unless the session was made with `simulcast: false`. The server turns
  *   layers on and off with `publish-layers` (dynacast); the session applies that to the sender.
@@ -134,6 +155,15 @@
  * @property {number} [iceRestartBaseMs=1000]  wait after the first ICE restart before the next; doubles
  * @property {number} [iceRestartMaxMs=30000]  cap of that wait
  * @property {number} [iceRestartJitter=0.3]   ± fraction of random jitter on it
+ * @property {number} [socketProbeMs=1000]  when the media is in trouble, a `ping` that gets no
+ *           server frame back within this means the socket is lost (resume); 0 turns it off
+ * @property {number} [stallCheckMs=500]  how often `getStats()` is polled for received bytes
+ *           while `connected` with media coming in; 0 turns the stall watchdog off
+ * @property {number} [stallMs=1500]  received bytes flat this long while `connected` (with an
+ *           inbound stream) count as a media stall: socket probe and ICE restart
+ * @property {number} [connectTimeoutMs=10000]  a PeerConnection not `connected` this long after
+ *           its first offer/answer exchange counts as `failed` (ICE restart); later restarts
+ *           wait at least this long; 0 turns it off
  * @property {() => number} [random=Math.random]  source of jitter in [0, 1) (tests pass a fixed one)
  * @property {number} [pingIntervalMs=10000]
  * @property {number} [deadAfterMs=30000]     silence after which the socket is considered dead
@@ -401,6 +431,26 @@ export class Session extends EventTarget {
   #mediaEverUp = false;
   /** No `restartIce()` in this browser: the next offer asks for an ICE restart itself. */
   #iceRestartOffer = false;
+  /** Restarts of this episode wait at least this long (set by the connect timeout). */
+  #iceFloorMs = 0;
+  /** No `connected` within `connectTimeoutMs` of the first offer/answer exchange.
+   * @type {ReturnType<typeof setTimeout> | null} */
+  #connectTimer = null;
+  /** The connect timer was armed for the current PeerConnection. */
+  #connectArmed = false;
+  /** A `ping` sent because the media is in trouble; fires if no server frame answers it.
+   * @type {ReturnType<typeof setTimeout> | null} */
+  #probeTimer = null;
+  /** Polls received bytes while `connected` (see `#pollStall`). @type {ReturnType<typeof setInterval> | null} */
+  #stallTimer = null;
+  /** The last received-bytes sample: which pair/transport, the count, since when it is flat.
+   * @type {{key: string, bytes: number, since: number} | null} */
+  #stallSample = null;
+  /** The `getStats()` in flight for the watchdog, if any. @type {{at: number} | null} */
+  #stallPoll = null;
+  /** The watchdog saw no bytes for `stallMs` while `connected`; cleared once bytes arrive (or
+   * the PeerConnection itself reports trouble). */
+  #stalled = false;
   /** @type {ReturnType<typeof setTimeout> | null} */
   #reconnectTimer = null;
   /** @type {ReturnType<typeof setInterval> | null} */
@@ -432,6 +482,10 @@ export class Session extends EventTarget {
       iceRestartBaseMs: 1_000,
       iceRestartMaxMs: 30_000,
       iceRestartJitter: 0.3,
+      socketProbeMs: 1_000,
+      stallCheckMs: 500,
+      stallMs: 1_500,
+      connectTimeoutMs: 10_000,
       random: Math.random,
       pingIntervalMs: 10_000,
       deadAfterMs: 30_000,
@@ -742,6 +796,7 @@ export class Session extends EventTarget {
     ws.onmessage = (ev) => {
       if (!current()) return;
       this.#lastRx = Date.now();
+      if (this.#probeTimer) this.#onProbeAnswered();
       if (typeof ev.data !== 'string') return;
       /** @type {any} */
       let msg;
@@ -951,6 +1006,8 @@ export class Session extends EventTarget {
     this.#stopPing();
     if (this.#joinTimer) clearTimeout(this.#joinTimer);
     this.#joinTimer = null;
+    if (this.#probeTimer) clearTimeout(this.#probeTimer);
+    this.#probeTimer = null;
     const ws = this.#ws;
     this.#ws = null;
     if (ws) {
@@ -982,10 +1039,12 @@ export class Session extends EventTarget {
     this.#unsentCandidates = [];
     this.#clearIceTimers();
     this.#iceAttempt = 0;
+    this.#iceFloorMs = 0;
     this.#iceRestartDeferred = null;
     this.#iceRestartOffer = false;
     this.#mediaUp = false;
     this.#mediaEverUp = false;
+    this.#stopStallWatch();
     if (!pc) return;
     pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = null;
     pc.onconnectionstatechange = pc.oniceconnectionstatechange = null;
@@ -1131,7 +1190,8 @@ export class Session extends EventTarget {
     const deferred = this.#iceRestartDeferred;
     this.#iceRestartDeferred = null;
     if (!pc) return;
-    if (deferred && pc.connectionState !== 'connected') this.#restartIce(deferred);
+    // A fresh socket that just answered: no need to probe it before the restart.
+    if (deferred && this.#mediaDown(pc)) this.#restartIce(deferred, true);
     else this.#onMediaStateChange(pc);
   }
 
@@ -1386,6 +1446,8 @@ export class Session extends EventTarget {
     this.#offerWanted = false;
     this.#ownTransceivers = new Set();
     this.#badSdp = 0;
+    this.#connectArmed = false;
+    this.#startStallWatch(pc);
 
     pc.onnegotiationneeded = () => {
       if (this.#pc !== pc) return;
@@ -1431,29 +1493,43 @@ export class Session extends EventTarget {
     const conn = pc.connectionState;
     const ice = pc.iceConnectionState;
     if (conn === 'connected') {
-      this.#onMediaConnected();
+      // After a stall the state may never have left `connected`: only bytes tell it is back.
+      if (!this.#stalled) this.#onMediaConnected();
     } else if (conn === 'failed' || ice === 'failed') {
       this.#mediaUp = false;
+      this.#stalled = false; // the PeerConnection says so itself now
       if (this.#disconnectedTimer) clearTimeout(this.#disconnectedTimer);
       this.#disconnectedTimer = null;
       // A restart under way has its own next step (`#iceTimer`): let it run its course.
       if (!this.#iceTimer) this.#restartIce('media connection failed');
+      else this.#probeSocket();
     } else if (conn === 'disconnected' || ice === 'disconnected') {
       this.#mediaUp = false;
+      this.#stalled = false;
+      // The socket may have died with the same network change, silently: find out now.
+      if (!this.#disconnectedTimer) this.#probeSocket();
       if (this.#iceTimer || this.#disconnectedTimer) return;
       this.#disconnectedTimer = setTimeout(() => {
         this.#disconnectedTimer = null;
         if (this.#pc === pc && pc.connectionState !== 'connected' && !this.#iceTimer) {
-          this.#restartIce(`media connection lost for ${(this.#opts.iceDisconnectedMs / 1000).toFixed(1)} s`);
+          this.#restartIce(`media connection lost for ${seconds(this.#opts.iceDisconnectedMs)}`);
         }
       }, this.#opts.iceDisconnectedMs);
     }
+  }
+
+  /** Whether the media of `pc` needs (another) restart: not `connected`, or stalled.
+   * @param {RTCPeerConnection} pc */
+  #mediaDown(pc) {
+    return pc.connectionState !== 'connected' || this.#stalled;
   }
 
   /** Media flows (again): the ICE restarts and the rejoin backoff start over. */
   #onMediaConnected() {
     this.#clearIceTimers();
     this.#iceRestartDeferred = null;
+    this.#stalled = false;
+    this.#iceFloorMs = 0;
     // Only now did the last join work: the next rejoin starts from the shortest delay.
     this.#reconnectAttempt = 0;
     if (this.#mediaUp) return;
@@ -1469,23 +1545,36 @@ export class Session extends EventTarget {
     this.#iceTimer = null;
     if (this.#disconnectedTimer) clearTimeout(this.#disconnectedTimer);
     this.#disconnectedTimer = null;
+    if (this.#connectTimer) clearTimeout(this.#connectTimer);
+    this.#connectTimer = null;
   }
 
   /**
    * Restarts ICE on the same PeerConnection (the offer follows through `negotiationneeded`),
-   * and again after a growing delay while it is still not `connected`. Waits for the socket
-   * while it is down: the new offer needs it.
+   * and again after a growing delay while it is still down. Waits for the socket while it is
+   * down, or suspect (a probe is out): the new offer needs it.
    * @param {string} cause
+   * @param {boolean} [socketKnownGood=false]  the socket just proved alive: do not probe it
    */
-  #restartIce(cause) {
+  #restartIce(cause, socketKnownGood = false) {
     const pc = this.#pc;
     if (!pc || this.#left) return;
     if (this.#disconnectedTimer) clearTimeout(this.#disconnectedTimer);
     this.#disconnectedTimer = null;
+    if (this.#connectTimer) clearTimeout(this.#connectTimer);
+    this.#connectTimer = null;
     if (!this.#signalingReady()) {
       this.#iceRestartDeferred = cause; // `resumed` restarts it
       return;
     }
+    if (!socketKnownGood) this.#probeSocket();
+    if (this.#probeTimer) {
+      // An offer on a dead socket is lost: wait for a frame (`#onProbeAnswered` restarts) or
+      // for the probe to give up on the socket (`resumed` restarts).
+      this.#iceRestartDeferred = cause;
+      return;
+    }
+    this.#iceRestartDeferred = null;
     const attempt = ++this.#iceAttempt;
     this.#iceRestarts += 1;
     if (typeof pc.restartIce === 'function') {
@@ -1495,16 +1584,158 @@ export class Session extends EventTarget {
       this.#offerWanted = true;
       this.#enqueue(() => this.#offerIfNeeded());
     }
-    const delayMs = backoffDelay(attempt - 1, {
+    const delayMs = Math.max(this.#iceFloorMs, backoffDelay(attempt - 1, {
       baseMs: this.#opts.iceRestartBaseMs, maxMs: this.#opts.iceRestartMaxMs, jitter: this.#opts.iceRestartJitter,
-    }, this.#opts.random);
+    }, this.#opts.random));
     this.#iceTimer = setTimeout(() => {
       this.#iceTimer = null;
-      if (this.#pc === pc && pc.connectionState !== 'connected') this.#restartIce('media connection still down');
+      if (this.#pc === pc && this.#mediaDown(pc)) this.#restartIce('media connection still down');
     }, delayMs);
     this.#emit('media-reconnecting', /** @type {MediaReconnectingDetail} */ ({
       attempt, delayMs, reason: describeMediaFailure(cause, attempt, delayMs, this.#mediaEverUp),
     }));
+  }
+
+  // ---------------------------------------------------------------- socket probe
+
+  /**
+   * The media is in trouble, and the socket may have died with it without a `close` (an
+   * address change): send a `ping`; no server frame within `socketProbeMs` means it is lost.
+   * Does nothing while a probe is out, or when there is no joined socket to probe.
+   */
+  #probeSocket() {
+    if (this.#probeTimer || !this.#signalingReady() || !(this.#opts.socketProbeMs > 0)) return;
+    const generation = this.#generation;
+    this.#probeTimer = setTimeout(() => {
+      this.#probeTimer = null;
+      if (generation !== this.#generation || this.#left) return;
+      this.#onSocketLost(`no reply from the server within ${seconds(this.#opts.socketProbeMs)} while the media connection is down`);
+    }, this.#opts.socketProbeMs);
+    // Armed first: a reply may come back before `send` returns (it does in tests).
+    this.#send({ type: 'ping' });
+  }
+
+  /** A server frame arrived while a probe was out: the socket works. Runs the restart that
+   * waited for it, if the media is still down. */
+  #onProbeAnswered() {
+    if (this.#probeTimer) clearTimeout(this.#probeTimer);
+    this.#probeTimer = null;
+    const cause = this.#iceRestartDeferred;
+    const pc = this.#pc;
+    if (!cause || !pc || this.#iceTimer || !this.#signalingReady()) return;
+    this.#iceRestartDeferred = null;
+    if (this.#mediaDown(pc)) this.#restartIce(cause, true);
+  }
+
+  // ---------------------------------------------------------------- connect timeout
+
+  /** The first offer/answer exchange of `pc` is done: it has `connectTimeoutMs` to connect.
+   * @param {RTCPeerConnection} pc */
+  #armConnectTimer(pc) {
+    if (this.#pc !== pc || this.#connectArmed) return;
+    this.#connectArmed = true;
+    const ms = this.#opts.connectTimeoutMs;
+    if (!(ms > 0) || this.#mediaEverUp || pc.connectionState === 'connected' || this.#iceTimer) return;
+    this.#connectTimer = setTimeout(() => {
+      this.#connectTimer = null;
+      if (this.#pc !== pc || this.#left || pc.connectionState === 'connected' || this.#iceTimer) return;
+      this.#mediaUp = false;
+      // It had this long; restarts that follow get at least as long (TCP or a relay may be slow).
+      this.#iceFloorMs = ms;
+      this.#restartIce(`media connection not established within ${seconds(ms)} (UDP and TCP to the media server may be blocked by the network)`);
+    }, ms);
+  }
+
+  // ---------------------------------------------------------------- stall watchdog
+
+  /** Polls `pc`'s received bytes every `stallCheckMs` (see `#pollStall`). @param {RTCPeerConnection} pc */
+  #startStallWatch(pc) {
+    this.#stopStallWatch();
+    const every = this.#opts.stallCheckMs;
+    if (!(every > 0) || !(this.#opts.stallMs > 0)) return;
+    this.#stallTimer = setInterval(() => this.#pollStall(pc), every);
+  }
+
+  #stopStallWatch() {
+    if (this.#stallTimer) clearInterval(this.#stallTimer);
+    this.#stallTimer = null;
+    this.#stallSample = null;
+    this.#stallPoll = null;
+    this.#stalled = false;
+  }
+
+  /** One watchdog sample: only while `connected` with remote media; one `getStats()` at a
+   * time (a hung one is given up after four periods). Never throws. @param {RTCPeerConnection} pc */
+  #pollStall(pc) {
+    if (this.#pc !== pc || this.#left) return; // `#closePc` stops it; a newer pc has its own
+    if (pc.connectionState !== 'connected') {
+      this.#stallSample = null;
+      return;
+    }
+    if (this.#remoteTracks.size === 0) {
+      this.#onStallSample(pc, null); // nothing to measure
+      return;
+    }
+    const now = Date.now();
+    if (this.#stallPoll && now - this.#stallPoll.at < 4 * this.#opts.stallCheckMs) return;
+    const poll = { at: now };
+    this.#stallPoll = poll;
+    /** @type {Promise<RTCStatsReport>} */
+    let stats;
+    try {
+      stats = Promise.resolve(pc.getStats());
+    } catch {
+      this.#stallPoll = null;
+      return;
+    }
+    stats.then((report) => {
+      if (this.#stallPoll !== poll) return; // given up on, or the watchdog was reset
+      this.#stallPoll = null;
+      if (this.#pc !== pc || this.#left || pc.connectionState !== 'connected') return;
+      this.#onStallSample(pc, receivedBytes(report));
+    }, () => {
+      if (this.#stallPoll === poll) this.#stallPoll = null;
+    }).catch((e) => this.#emitError('client', `stall check: ${e}`, false));
+  }
+
+  /**
+   * @param {RTCPeerConnection} pc
+   * @param {{key: string, bytes: number} | null} sample  null: no inbound stream or no counter
+   */
+  #onStallSample(pc, sample) {
+    const now = Date.now();
+    const last = this.#stallSample;
+    if (!sample) {
+      this.#stallSample = null;
+      // Nothing is received any more (say, everyone left): bytes cannot tell, the state can.
+      if (this.#stalled) {
+        this.#stalled = false;
+        this.#onMediaConnected();
+      }
+      return;
+    }
+    if (!last || last.key !== sample.key || sample.bytes < last.bytes) {
+      // First sample, or another candidate pair (after a restart): a new baseline.
+      this.#stallSample = { ...sample, since: now };
+      return;
+    }
+    if (sample.bytes > last.bytes) {
+      last.bytes = sample.bytes;
+      last.since = now;
+      if (this.#stalled) {
+        this.#stalled = false;
+        this.#onMediaConnected();
+      }
+      return;
+    }
+    if (this.#stalled || now - last.since < this.#opts.stallMs) return;
+    // As if `disconnected` for `iceDisconnectedMs` already.
+    this.#stalled = true;
+    this.#mediaUp = false;
+    if (this.#disconnectedTimer) clearTimeout(this.#disconnectedTimer);
+    this.#disconnectedTimer = null;
+    if (this.#iceTimer) this.#probeSocket();
+    else this.#restartIce(`no media received for ${seconds(this.#opts.stallMs)}`);
   }
 
   /** Set by `receiveOnly()`. */
@@ -1611,6 +1842,7 @@ export class Session extends EventTarget {
     const desc = pc.localDescription;
     if (this.#pc !== pc || !desc) return;
     this.#send({ type: 'answer', sdp: desc.sdp });
+    this.#armConnectTimer(pc);
     if (hadLocalOffer) {
       // Our offer was discarded; make sure it is made again even if Chrome does not re-fire
       // `negotiationneeded` (it normally does once stable).
@@ -1626,6 +1858,7 @@ export class Session extends EventTarget {
     if (pc.signalingState !== 'have-local-offer') return;
     await pc.setRemoteDescription({ type: 'answer', sdp });
     await this.#flushCandidates(pc);
+    this.#armConnectTimer(pc);
   }
 
   /** @param {WireCandidate | null | undefined} wire */
@@ -1746,6 +1979,58 @@ export class Session extends EventTarget {
 /** @param {MediaStreamTrack} track @param {RemoteTrackInfo} info @returns {TrackDetail} */
 function trackDetail(track, { participantId, trackId, stream, receiver }) {
   return { participantId, trackId, track, stream, receiver };
+}
+
+/** `ms` as seconds for people: "2 s", "1.5 s". @param {number} ms */
+function seconds(ms) {
+  return `${Number((ms / 1000).toFixed(1))} s`;
+}
+
+/**
+ * What the stall watchdog reads from a `getStats()` report: the bytes received on the selected
+ * candidate pair of each transport (else the transport's own count; without transport stats,
+ * the selected or nominated pair), and which pairs/transports those were. Null when the report
+ * has no `inbound-rtp` stream (nothing is received, so nothing can stall) or no byte counter.
+ * Never throws.
+ * @param {any} report  an `RTCStatsReport` (or any Map-like of stats)
+ * @returns {{key: string, bytes: number} | null}
+ */
+export function receivedBytes(report) {
+  /** @type {any[]} */
+  const all = [];
+  try {
+    if (report && typeof report.forEach === 'function') report.forEach((/** @type {any} */ r) => all.push(r));
+  } catch {
+    return null;
+  }
+  const stats = all.filter((r) => r && typeof r === 'object');
+  if (!stats.some((r) => r.type === 'inbound-rtp')) return null;
+  /** @type {Map<string, any>} */
+  const pairs = new Map();
+  for (const r of stats) if (r.type === 'candidate-pair') pairs.set(String(r.id), r);
+  const finite = (/** @type {unknown} */ n) => typeof n === 'number' && Number.isFinite(n);
+  let key = '';
+  let bytes = 0;
+  for (const t of stats) {
+    if (t.type !== 'transport') continue;
+    const pair = t.selectedCandidatePairId != null ? pairs.get(String(t.selectedCandidatePairId)) : undefined;
+    if (pair && finite(pair.bytesReceived)) {
+      key += `pair:${pair.id};`;
+      bytes += pair.bytesReceived;
+    } else if (finite(t.bytesReceived)) {
+      key += `transport:${t.id};`;
+      bytes += t.bytesReceived;
+    }
+  }
+  if (!key) {
+    for (const p of pairs.values()) {
+      if ((p.selected || (p.nominated && p.state === 'succeeded')) && finite(p.bytesReceived)) {
+        key += `pair:${p.id};`;
+        bytes += p.bytesReceived;
+      }
+    }
+  }
+  return key ? { key, bytes } : null;
 }
 
 /** A size in device pixels for `track-view`: a whole number, 0 for anything not positive.

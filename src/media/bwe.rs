@@ -60,6 +60,10 @@ pub const GROWTH_PER_S: f64 = 1.08;
 /// Growth beyond 1.5 × delivered is allowed up to this many bits/s.
 pub const GROWTH_SLACK: f64 = 100_000.0;
 
+/// No feedback for this long is an outage (the client's path went away, e.g. its address
+/// changed), not congestion: what was sent meanwhile says nothing about the link's capacity.
+pub const OUTAGE: Duration = Duration::from_millis(1500);
+
 /// Bytes a packet takes on the wire beyond what the send history records (its RTP size): IPv4
 /// and UDP headers and the SRTP authentication tag. Estimates are of what the link carries.
 pub const PACKET_OVERHEAD_BYTES: usize = 20 + 8 + 16;
@@ -100,6 +104,10 @@ pub struct Bwe {
     seen: u64,
     /// When the state was last logged (`debug`, once a second).
     last_log: Option<Instant>,
+    /// When feedback last came.
+    last_feedback: Option<Instant>,
+    /// After an outage: reports of packets that departed before this are ignored.
+    ignore_before: Option<Instant>,
 }
 
 impl Bwe {
@@ -119,7 +127,28 @@ impl Bwe {
             state: LinkState::Unknown,
             seen: 0,
             last_log: None,
+            last_feedback: None,
+            ignore_before: None,
         }
+    }
+
+    /// Feedback resumed after an outage of more than [`OUTAGE`]: the history is dropped (the
+    /// packets sent into the outage are reported lost, and the path may be a new one), the
+    /// target is kept, and only packets sent from now on are judged.
+    fn after_outage(&mut self, now: Instant) {
+        self.arrivals.clear();
+        self.sent.clear();
+        self.fates.clear();
+        self.minima.clear();
+        self.seen = 0;
+        self.epoch = None;
+        self.last_update = None;
+        self.state = LinkState::Unknown;
+        self.ignore_before = Some(now);
+        tracing::debug!(
+            target = self.target as u64,
+            "bwe: feedback resumed after an outage; history dropped, target kept"
+        );
     }
 
     /// The link as last judged.
@@ -253,7 +282,29 @@ impl BandwidthEstimator for Bwe {
         if reports.is_empty() {
             return;
         }
-        self.record(now, reports);
+        if self
+            .last_feedback
+            .is_some_and(|t| now.saturating_duration_since(t) > OUTAGE)
+        {
+            self.after_outage(now);
+        }
+        self.last_feedback = Some(now);
+        if let Some(cut) = self.ignore_before {
+            if reports.iter().all(|r| r.departure < cut) {
+                return;
+            }
+            let fresh: Vec<PacketReport> = reports
+                .iter()
+                .filter(|r| r.departure >= cut)
+                .cloned()
+                .collect();
+            if reports.last().is_some_and(|r| r.departure >= cut) && fresh.len() == reports.len() {
+                self.ignore_before = None;
+            }
+            self.record(now, &fresh);
+        } else {
+            self.record(now, reports);
+        }
         if self.seen < 10 {
             self.state = LinkState::Unknown;
             return;
@@ -399,6 +450,34 @@ mod tests {
             t > 150_000.0,
             "target {t} backs off from what arrives, not to zero"
         );
+    }
+
+    #[test]
+    fn an_outage_is_not_congestion() {
+        let mut b = bwe();
+        let mut link = Link::new(1_000_000.0);
+        link.run(&mut b, |target| target, 10.0);
+        let before = b.target_bitrate();
+        assert!(before > 600_000.0, "settled at {before}");
+        // 4 s without feedback: everything sent meanwhile is lost (the path is gone); then the
+        // feedback resumes and reports it lost.
+        let mut lost = Vec::new();
+        for _ in 0..200 {
+            link.id += 1;
+            lost.push(report(link.id, link.t0 + link.now, None));
+            link.now += Duration::from_millis(20);
+        }
+        link.busy_until = link.now;
+        b.on_reports(link.t0 + link.now, &lost);
+        // The allocation reads the estimate every 500 ms: it must not dip at any of them.
+        for _ in 0..4 {
+            let now = b.target_bitrate();
+            assert!(
+                now >= 0.8 * before,
+                "the estimate collapsed after an outage: {before} -> {now}"
+            );
+            link.run(&mut b, |target| target, 0.5);
+        }
     }
 
     #[test]

@@ -33,10 +33,18 @@ export class FakeWebSocket {
   send(data) {
     const msg = JSON.parse(data);
     this.sent.push(msg);
-    if (msg.type === 'ping' && this.autoPong) this.serverSays({ type: 'pong' });
+    if (msg.type === 'ping' && this.autoPong && !this.silent) this.serverSays({ type: 'pong' });
   }
 
-  close() { this.readyState = FakeWebSocket.CLOSED; }
+  /** Like a browser's: a silent (dead) socket is stuck `CLOSING` and never fires `close`. */
+  close() {
+    this.closeCalls = (this.closeCalls ?? 0) + 1;
+    this.readyState = this.silent ? FakeWebSocket.CLOSING : FakeWebSocket.CLOSED;
+  }
+
+  /** The path went away without a word (an address change): the socket stays `OPEN`, what is
+   * sent is lost (still recorded in `sent`), nothing arrives, and no `close` comes. */
+  goSilent() { this.silent = true; }
 
   open() {
     this.readyState = FakeWebSocket.OPEN;
@@ -77,6 +85,16 @@ export class FakePeerConnection {
     this.restartIceCalls = 0;
     this.closed = false;
     this.offers = 0;
+    /** Test side: what `getStats()` reports. `inbound`: an `inbound-rtp` stream exists;
+     * `bytesReceived` of the selected candidate pair `pairId` (and of its transport);
+     * `statsFail`: 'throw' throws, 'reject' rejects, 'hang' never settles. */
+    this.inbound = false;
+    this.bytesReceived = 0;
+    this.pairId = 'CP1';
+    /** @type {null | 'throw' | 'reject' | 'hang'} */
+    this.statsFail = null;
+    this.getStatsCalls = 0;
+    /** @type {any} */ this.ontrack = null;
     /** @type {any} */ this.onnegotiationneeded = null;
     /** @type {any} */ this.onconnectionstatechange = null;
     /** @type {any} */ this.oniceconnectionstatechange = null;
@@ -125,6 +143,30 @@ export class FakePeerConnection {
   }
 
   async addIceCandidate() {}
+
+  /** A stats report like Chrome's: a transport, its selected candidate pair, maybe an inbound stream. */
+  getStats() {
+    this.getStatsCalls += 1;
+    if (this.statsFail === 'throw') throw new Error('getStats broke');
+    if (this.statsFail === 'reject') return Promise.reject(new Error('getStats failed'));
+    if (this.statsFail === 'hang') return new Promise(() => {});
+    /** @type {Map<string, any>} */
+    const report = new Map();
+    report.set('T01', { id: 'T01', type: 'transport', selectedCandidatePairId: this.pairId, bytesReceived: this.bytesReceived });
+    report.set(this.pairId, { id: this.pairId, type: 'candidate-pair', state: 'succeeded', nominated: true, bytesReceived: this.bytesReceived });
+    if (this.inbound) {
+      report.set('IT01', { id: 'IT01', type: 'inbound-rtp', kind: 'audio', trackIdentifier: 'rt1', bytesReceived: this.bytesReceived });
+    }
+    return Promise.resolve(report);
+  }
+
+  /** Test side: a remote track of `participantId` arrives (`track` event).
+   * @param {string} participantId @param {string} trackId @param {'audio' | 'video'} [kind] */
+  receives(participantId, trackId, kind = 'audio') {
+    const track = { id: trackId, kind, onended: null, onmute: null, onunmute: null };
+    this.ontrack?.({ track, streams: [{ id: participantId, onremovetrack: null }], transceiver: { mid: null }, receiver: {} });
+    return track;
+  }
 
   close() {
     this.closed = true;

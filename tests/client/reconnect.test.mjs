@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, mock, test } from 'node:test';
 
-import { backoffDelay, describeMediaFailure, diffParticipants, Session } from '../../client/confab.js';
+import { backoffDelay, describeMediaFailure, diffParticipants, receivedBytes, Session } from '../../client/confab.js';
 import { FakePeerConnection, FakeWebSocket } from './fakes.mjs';
 
 // ------------------------------------------------------------------ pure helpers
@@ -91,6 +91,35 @@ describe('describeMediaFailure', () => {
   });
 });
 
+describe('receivedBytes', () => {
+  const inbound = { id: 'I1', type: 'inbound-rtp', bytesReceived: 5 };
+  test('the selected pair of each transport, else the transport; null without inbound-rtp', () => {
+    const report = new Map([
+      ['T1', { id: 'T1', type: 'transport', selectedCandidatePairId: 'P2', bytesReceived: 900 }],
+      ['P1', { id: 'P1', type: 'candidate-pair', bytesReceived: 100 }],
+      ['P2', { id: 'P2', type: 'candidate-pair', bytesReceived: 700 }],
+      ['I1', inbound],
+    ]);
+    assert.deepEqual(receivedBytes(report), { key: 'pair:P2;', bytes: 700 });
+    report.delete('P2');
+    assert.deepEqual(receivedBytes(report), { key: 'transport:T1;', bytes: 900 });
+    report.delete('I1');
+    assert.equal(receivedBytes(report), null);
+  });
+
+  test('without transport stats: the selected or nominated pair; junk gives null, never throws', () => {
+    assert.deepEqual(receivedBytes(new Map([
+      ['P1', { id: 'P1', type: 'candidate-pair', nominated: true, state: 'succeeded', bytesReceived: 42 }],
+      ['P2', { id: 'P2', type: 'candidate-pair', nominated: false, state: 'failed', bytesReceived: 1 }],
+      ['I1', inbound],
+    ])), { key: 'pair:P1;', bytes: 42 });
+    assert.equal(receivedBytes(new Map([['I1', inbound]])), null);
+    assert.equal(receivedBytes(null), null);
+    assert.equal(receivedBytes({ forEach() { throw new Error('x'); } }), null);
+    assert.equal(receivedBytes(new Map([['a', null], ['I1', inbound], ['T', { type: 'transport', bytesReceived: 'n/a' }]])), null);
+  });
+});
+
 // ------------------------------------------------------------------ harness
 
 const globals = /** @type {any} */ (globalThis);
@@ -157,7 +186,10 @@ function joinedMsg(extra = {}) {
 async function joinedSession(options = {}, joined = { resume_token: 'tok1', resume_grace_ms: 15_000 }) {
   globals.WebSocket = FakeWebSocket;
   globals.RTCPeerConnection = FakePeerConnection;
-  const session = new Session({ url: 'ws://test/ws', room: 'r', name: 'me', random: () => 0.5, ...options });
+  // The watchdog timings the tests were written for (the SDK's defaults may move).
+  const session = new Session({
+    url: 'ws://test/ws', room: 'r', name: 'me', random: () => 0.5, socketProbeMs: 1500, stallMs: 2000, ...options,
+  });
   sessions.push(session);
   /** @type {{type: string, detail: any}[]} */
   const events = [];
@@ -608,5 +640,337 @@ describe('grace period and a resume in flight', () => {
     tick(ofType(events, 'reconnecting').at(-1).delayMs);
     lastSocket().open();
     assert.equal(lastSocket().sent[0].type, 'join');
+  });
+});
+
+// ------------------------------------------------------------------ media trouble: socket probe, stalls, connect timeout
+
+/** Advances the mock clock in 100 ms steps, letting promise work (getStats) run after each.
+ * @param {number} ms */
+const advance = async (ms) => {
+  for (let left = ms; left > 0; left -= 100) {
+    mock.timers.tick(Math.min(100, left));
+    await settle();
+  }
+};
+
+/** The server's `resumed` on `ws`. @param {FakeWebSocket} ws */
+const resumed = (ws) => ws.serverSays({ ...joinedMsg({ resume_token: 'tok2' }), type: 'resumed' });
+
+describe('socket probe while the media is in trouble', () => {
+  test('a silent socket is given up after socketProbeMs when `disconnected`; the restart goes out after `resumed`', async () => {
+    const { session, ws, pc, events } = await joinedSession();
+    pc.goes('connected');
+    ws.goSilent(); // the address changed: no close, nothing arrives, what is sent is lost
+    const pings = ws.sentOf('ping').length;
+    pc.goes('disconnected');
+    assert.equal(ws.sentOf('ping').length, pings + 1, 'one probe at once (not one per state event)');
+    tick(1499);
+    assert.equal(FakeWebSocket.all.length, 1);
+    assert.deepEqual(ofType(events, 'reconnecting'), []);
+    tick(1);
+    // Given up within socketProbeMs, without waiting for a `close` that never comes.
+    const lost = ofType(events, 'reconnecting');
+    assert.equal(lost.length, 1);
+    assert.equal(lost[0].resuming, true);
+    assert.match(lost[0].reason, /no reply from the server within 1\.5 s/);
+    assert.equal(ws.closeCalls, 1);
+    assert.equal(ws.readyState, FakeWebSocket.CLOSING, 'still closing: its close event never came');
+    assert.equal(ws.onmessage, null, 'handlers detached');
+    // `disconnected` for 1.5 s decided a restart meanwhile: it waits for the new socket.
+    assert.equal(pc.restartIceCalls, 0);
+    assert.deepEqual(ws.sentOf('offer'), [], 'nothing offered on the dead socket');
+
+    tick(250);
+    const ws2 = lastSocket();
+    assert.notEqual(ws2, ws);
+    ws2.open();
+    assert.deepEqual(ws2.sent, [{ type: 'resume', room: 'r', participant_id: SELF, token: 'tok1' }]);
+    await settle();
+    assert.equal(pc.restartIceCalls, 0, 'no restart before `resumed`');
+    resumed(ws2);
+    assert.equal(pc.restartIceCalls, 1);
+    await settle();
+    assert.equal(ws2.sentOf('offer').length, 1, 'the restart offer goes out on the resumed socket');
+    assert.equal(ws2.sent.findIndex((m) => m.type === 'offer') > 0, true);
+    assert.equal(session.participantId, SELF);
+    assert.equal(session.resumes, 1);
+    assert.equal(session.pc, pc);
+    assert.equal(ofType(events, 'media-reconnecting').length, 1);
+    assert.deepEqual(ofType(events, 'participant-left'), []);
+  });
+
+  test('a restart offer already lost on a dead socket is sent again after `resumed`', async () => {
+    const { ws, pc } = await joinedSession();
+    pc.goes('connected');
+    pc.goes('failed'); // the socket still answers: the restart goes out at once
+    assert.equal(pc.restartIceCalls, 1);
+    await settle();
+    assert.equal(ws.sentOf('offer').length, 1);
+    const lostOffer = ws.sentOf('offer')[0].sdp;
+
+    ws.goSilent(); // and now the socket dies too, silently
+    tick(1000); // the next restart is due: probe first, hold the restart
+    assert.equal(pc.restartIceCalls, 1, 'no restart offered into a socket that does not answer');
+    tick(1500);
+    assert.equal(FakeWebSocket.all.length, 1);
+    tick(250);
+    const ws2 = lastSocket();
+    ws2.open();
+    resumed(ws2);
+    assert.equal(pc.restartIceCalls, 2, 'the held restart is made once resumed');
+    await settle();
+    assert.equal(ws2.sentOf('offer')[0]?.sdp, lostOffer, 'the unanswered offer is sent again');
+    assert.equal(pc.signalingState, 'have-local-offer');
+  });
+
+  test('a slow but live socket: the restart waits for its first frame, then goes out on it', async () => {
+    const { ws, pc } = await joinedSession();
+    pc.goes('connected');
+    ws.autoPong = false;
+    pc.goes('failed');
+    assert.equal(pc.restartIceCalls, 0, 'held while the probe is out');
+    tick(400);
+    ws.serverSays({ type: 'pong' });
+    assert.equal(pc.restartIceCalls, 1);
+    await settle();
+    assert.equal(ws.sentOf('offer').length, 1);
+    ws.autoPong = true; // answers the probes of later restarts in time
+    tick(5000);
+    assert.equal(FakeWebSocket.all.length, 1, 'the socket is kept');
+  });
+
+  test('no probe while the media is fine', async () => {
+    const { ws, pc } = await joinedSession();
+    ws.autoPong = false;
+    pc.goes('connected');
+    tick(9000);
+    assert.deepEqual(ws.sentOf('ping'), []);
+  });
+});
+
+describe('stall watchdog', () => {
+  /** Joined, connected, and receiving bob's audio (bytes grow by 1000 per 500 ms until told). */
+  async function receiving(options = {}, joined = undefined) {
+    const s = await joinedSession(options, joined);
+    s.pc.goes('connected');
+    s.pc.receives(BOB, 'tb1', 'audio');
+    s.pc.inbound = true;
+    s.events.length = 0; // the first media-connected
+    return s;
+  }
+
+  /** Advances `ms`, the bytes growing by 1000 every 500 ms. @param {FakePeerConnection} pc @param {number} ms */
+  const flowing = async (pc, ms) => {
+    for (let t = 0; t < ms; t += 500) {
+      pc.bytesReceived += 1000;
+      await advance(500);
+    }
+  };
+
+  test('bytes flat for 2 s while connected: socket probe and ICE restart; bytes again: media-connected', async () => {
+    const { session, ws, pc, events } = await receiving();
+    await flowing(pc, 10_000);
+    assert.equal(pc.restartIceCalls, 0, 'no restart while bytes grow');
+    assert.ok(pc.getStatsCalls >= 15, `polled every 500 ms (${pc.getStatsCalls})`);
+
+    // The path goes away; Chromium still says `connected`.
+    const pings = ws.sentOf('ping').length;
+    await advance(1900);
+    assert.equal(pc.restartIceCalls, 0, 'not before 2 s without bytes');
+    await advance(100);
+    assert.equal(pc.restartIceCalls, 1);
+    assert.equal(ws.sentOf('ping').length, pings + 1, 'the socket was probed');
+    const [first] = ofType(events, 'media-reconnecting');
+    assert.match(first.reason, /^no media received for 2 s; /);
+    assert.equal(first.delayMs, 1000);
+
+    // Still nothing: the backoff goes on although the state says `connected`.
+    await advance(1000);
+    assert.equal(pc.restartIceCalls, 2);
+    pc.goes('connected'); // ICE reconnected after the restart, but still no bytes
+    assert.deepEqual(ofType(events, 'media-connected'), [], 'a state event alone does not end a stall');
+
+    await flowing(pc, 1000);
+    assert.deepEqual(ofType(events, 'media-connected'), [{ restarts: 2 }]);
+    await flowing(pc, 30_000);
+    assert.equal(pc.restartIceCalls, 2, 'no restarts once bytes flow');
+    assert.equal(session.participantId, SELF);
+    assert.equal(FakeWebSocket.all.length, 1);
+  });
+
+  test('a stall with a silent socket: resumed within socketProbeMs, then the restart on the new socket', async () => {
+    const { ws, pc, events } = await receiving();
+    await flowing(pc, 2000);
+    ws.goSilent();
+    await advance(2500); // stall noticed: restart decided, held for the probe
+    assert.equal(pc.restartIceCalls, 0);
+    assert.equal(ws.sentOf('ping').at(-1)?.type, 'ping');
+    await advance(1500);
+    assert.equal(ofType(events, 'reconnecting').length, 1, 'socket given up');
+    await advance(300);
+    const ws2 = lastSocket();
+    ws2.open();
+    resumed(ws2);
+    assert.equal(pc.restartIceCalls, 1, 'restarted after `resumed` although the state says connected');
+    await settle();
+    assert.equal(ws2.sentOf('offer').length, 1);
+    assert.deepEqual(ws.sentOf('offer'), []);
+  });
+
+  test('not triggered without an inbound stream, without remote tracks, or while not connected', async () => {
+    const { pc } = await joinedSession();
+    pc.goes('connected');
+    pc.inbound = true; // but no remote track
+    await advance(5000);
+    assert.equal(pc.getStatsCalls, 0, 'no getStats without remote tracks');
+    pc.receives(BOB, 'tb1');
+    pc.inbound = false; // a track, but nothing ever received
+    await advance(10_000);
+    assert.ok(pc.getStatsCalls > 0);
+    assert.equal(pc.restartIceCalls, 0);
+
+    pc.inbound = true;
+    pc.goes('connecting'); // not connected: the watchdog waits (the state machine rules)
+    const calls = pc.getStatsCalls;
+    await advance(5000);
+    assert.equal(pc.getStatsCalls, calls);
+    assert.equal(pc.restartIceCalls, 0);
+  });
+
+  test('getStats that throws, rejects or hangs stalls nothing and breaks nothing', async () => {
+    const { pc, events } = await receiving();
+    for (const fail of /** @type {const} */ (['throw', 'reject'])) {
+      pc.statsFail = fail;
+      await advance(5000);
+      assert.equal(pc.restartIceCalls, 0, fail);
+    }
+    pc.statsFail = 'hang';
+    const calls = pc.getStatsCalls;
+    await advance(1900);
+    assert.equal(pc.getStatsCalls, calls + 1, 'one at a time');
+    await advance(5000);
+    assert.ok(pc.getStatsCalls > calls + 1, 'a hung getStats is given up on');
+    assert.deepEqual(ofType(events, 'error'), []);
+    // Working again, and flat: a stall is still noticed.
+    pc.statsFail = null;
+    await advance(5000);
+    assert.ok(pc.restartIceCalls >= 1, 'restarted');
+    assert.match(ofType(events, 'media-reconnecting')[0].reason, /no media received/);
+  });
+
+  test('a stall ends when nothing is left to receive (everyone left)', async () => {
+    const { ws, pc, events } = await receiving();
+    await flowing(pc, 1000);
+    await advance(2500);
+    assert.equal(pc.restartIceCalls, 1);
+    ws.serverSays({ type: 'participant-left', participant_id: BOB });
+    await advance(500);
+    assert.deepEqual(ofType(events, 'media-connected'), [{ restarts: 1 }]);
+    await advance(60_000);
+    assert.equal(pc.restartIceCalls, 1);
+  });
+
+  test('another candidate pair is a new baseline, not a stall', async () => {
+    const { pc } = await receiving();
+    await flowing(pc, 2000);
+    pc.pairId = 'CP2';
+    pc.bytesReceived = 0;
+    await flowing(pc, 5000);
+    assert.equal(pc.restartIceCalls, 0);
+  });
+
+  test('stops with the PeerConnection: on leave, and on a full rejoin', async () => {
+    const { session, pc } = await receiving({}, {});
+    await flowing(pc, 1000);
+    lastSocket().drop(); // no resume token: the pc is closed
+    const calls = pc.getStatsCalls;
+    await advance(5000);
+    assert.equal(pc.getStatsCalls, calls);
+    session.leave();
+    await advance(5000);
+    assert.equal(pc.getStatsCalls, calls);
+  });
+
+  test('stallCheckMs: 0 turns it off', async () => {
+    const { pc } = await receiving({ stallCheckMs: 0 });
+    await advance(10_000);
+    assert.equal(pc.getStatsCalls, 0);
+    assert.equal(pc.restartIceCalls, 0);
+  });
+});
+
+describe('connect timeout', () => {
+  /** Joined, our offer answered, the PeerConnection `connecting`. */
+  async function answered(options = {}) {
+    const s = await joinedSession(options);
+    s.pc.onnegotiationneeded();
+    await settle();
+    s.ws.serverSays({ type: 'answer', sdp: 'v=0\r\no=- server-answer\r\n' });
+    await settle();
+    s.pc.goes('connecting');
+    return s;
+  }
+
+  test('never connected: restart after connectTimeoutMs, then with a growing backoff; same participant', async () => {
+    const { session, pc, events } = await answered();
+    tick(9999);
+    assert.equal(pc.restartIceCalls, 0);
+    tick(1);
+    assert.equal(pc.restartIceCalls, 1);
+    const [first] = ofType(events, 'media-reconnecting');
+    assert.match(first.reason, /not established within 10 s/);
+    assert.match(first.reason, /UDP and TCP .*may be blocked/);
+
+    const times = [10_000];
+    for (let elapsed = 10_000; elapsed < 100_000;) {
+      const before = pc.restartIceCalls;
+      tick(1000);
+      elapsed += 1000;
+      if (pc.restartIceCalls > before) times.push(elapsed);
+      if (elapsed === 35_000) pc.goes('failed'); // Chromium gives up on its own: no extra restart
+    }
+    // Each attempt gets at least as long as the first (10 s), then the backoff grows past it.
+    assert.deepEqual(times, [10_000, 20_000, 30_000, 40_000, 50_000, 66_000, 96_000]);
+    const delays = ofType(events, 'media-reconnecting').map((d) => d.delayMs);
+    assert.deepEqual(delays, [10_000, 10_000, 10_000, 10_000, 16_000, 30_000, 30_000]);
+    for (let i = 1; i < delays.length; i++) assert.ok(delays[i] >= delays[i - 1], 'never shorter');
+    assert.match(ofType(events, 'media-reconnecting').at(-1).reason, /UDP may be blocked/);
+
+    assert.equal(session.participantId, SELF);
+    assert.equal(session.pc, pc);
+    assert.equal(FakeWebSocket.all.length, 1);
+    assert.deepEqual(ofType(events, 'reconnecting'), []);
+    assert.deepEqual(ofType(events, 'participant-left'), []);
+
+    // It connects at last: everything starts over (a later failure restarts after 1 s).
+    pc.goes('connected');
+    assert.deepEqual(ofType(events, 'media-connected'), [{ restarts: 7 }]);
+    pc.goes('failed');
+    assert.equal(ofType(events, 'media-reconnecting').at(-1).delayMs, 1000);
+  });
+
+  test('connecting in time, or a `failed` first: no connect-timeout restart', async () => {
+    const a = await answered();
+    tick(9000);
+    a.pc.goes('connected');
+    tick(60_000);
+    assert.equal(a.pc.restartIceCalls, 0);
+
+    const b = await answered();
+    tick(3000);
+    b.pc.goes('failed'); // the usual backoff from 1 s takes over
+    tick(1000);
+    assert.deepEqual(ofType(b.events, 'media-reconnecting').map((d) => d.delayMs), [1000, 2000]);
+  });
+
+  test('no connect timer before the first offer/answer exchange, and none with connectTimeoutMs: 0', async () => {
+    const { pc } = await joinedSession();
+    pc.goes('connecting');
+    tick(30_000);
+    assert.equal(pc.restartIceCalls, 0);
+    const off = await answered({ connectTimeoutMs: 0 });
+    tick(30_000);
+    assert.equal(off.pc.restartIceCalls, 0);
   });
 });

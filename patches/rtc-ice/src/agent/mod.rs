@@ -720,6 +720,10 @@ impl Agent {
         self.set_selected_pair(Some(now), None);
         self.delete_all_candidates(keep_local_candidates);
         self.start(now);
+        // A restart begins a new checking period: without this an agent that was already
+        // `Checking` (it never connected) kept its first period's timer and failed
+        // disconnected + failed timeout after the *first* checks, however often it restarted.
+        self.checking_duration = now;
 
         // Restart is used by NewAgent. Accept/Connect should be used to move to checking
         // for new Agents
