@@ -699,33 +699,46 @@ impl Peer {
             TrackKind::Audio => RtpCodecKind::Audio,
             TrackKind::Video => RtpCodecKind::Video,
         };
-        let is_red = codec.mime_type.eq_ignore_ascii_case("audio/red");
+        let mut is_red = codec.mime_type.eq_ignore_ascii_case("audio/red");
         let codec_params = RTCRtpCodecParameters {
             rtp_codec: codec.clone(),
             payload_type: RED_PAYLOAD_TYPE,
         };
-        let track = MediaStreamTrack::new(
-            publisher.as_str().to_owned(),
-            track_id.as_str().to_owned(),
-            format!("{publisher}/{track_id}"),
-            rtp_kind,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
+        let track = |codec: RTCRtpCodec| {
+            MediaStreamTrack::new(
+                publisher.as_str().to_owned(),
+                track_id.as_str().to_owned(),
+                format!("{publisher}/{track_id}"),
+                rtp_kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec,
                     ..Default::default()
-                },
-                codec,
-                ..Default::default()
-            }],
-        );
-        let transceiver = self.pc.add_transceiver_from_track(
-            track,
+                }],
+            )
+        };
+        let init = || {
             Some(RTCRtpTransceiverInit {
                 direction: RTCRtpTransceiverDirection::Sendonly,
                 streams: vec![],
                 send_encodings: vec![],
-            }),
-        )?;
+            })
+        };
+        let transceiver = match self.pc.add_transceiver_from_track(track(codec), init()) {
+            Ok(t) => t,
+            // A subscriber whose offer had no RED (Firefox) cannot take a RED track at all: it
+            // gets the Opus primary (the leg strips the redundancy, `media::codec::red_primary`).
+            Err(e) if is_red => {
+                tracing::debug!(%e, "subscriber takes no RED: plain Opus leg");
+                is_red = false;
+                self.pc
+                    .add_transceiver_from_track(track(opus_codec().rtp_codec), init())?
+            }
+            Err(e) => return Err(e.into()),
+        };
         if is_red {
             // RED alone would be refused by a subscriber (its blocks need their primary codec
             // negotiated too): offer RED, then the media engine's other audio codecs.
@@ -893,6 +906,17 @@ mod fuzz {
     /// A realistic offer (audio + video, sendonly) from an `rtc` client.
     fn seed_offer() -> String {
         let (me, registry) = media_engine().expect("engine");
+        seed_offer_from(me, registry)
+    }
+
+    /// The same from a client with only rtc's default codecs (no `audio/red`, as Firefox).
+    fn seed_offer_without_red() -> String {
+        let mut me = MediaEngine::default();
+        me.register_default_codecs().expect("codecs");
+        seed_offer_from(me, Registry::new())
+    }
+
+    fn seed_offer_from(me: MediaEngine, registry: Registry) -> String {
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(
@@ -977,6 +1001,31 @@ mod fuzz {
                 .expect("priority")
         };
         assert!(priority("127.0.0.1 50000 typ host") > priority("127.0.0.1 50001 typ host"));
+    }
+
+    #[test]
+    fn a_subscriber_that_offered_no_red_gets_an_opus_leg_for_a_red_track() {
+        let mut p = peer();
+        let offer = seed_offer_without_red();
+        assert!(!offer.contains("red/48000"), "{offer}");
+        p.apply_offer(offer, Instant::now()).expect("answer");
+        let red = RTCRtpCodec {
+            mime_type: "audio/red".into(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "111/111".into(),
+            rtcp_feedback: vec![],
+        };
+        let (sender, _) = p
+            .add_down_track(
+                &ParticipantId::mint(),
+                &TrackId::mint(),
+                TrackKind::Audio,
+                red,
+                TrackKey(1),
+            )
+            .expect("a RED track still gets a leg");
+        assert!(p.sender_rtp_map(sender).is_some(), "the leg has a sender");
     }
 
     #[test]

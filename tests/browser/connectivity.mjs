@@ -318,30 +318,9 @@ const startTrace = (b) => evaluate(b, (ms) => /** @type {any} */ (window).__conn
 const stopTrace = (b) => evaluate(b, () => /** @type {any} */ (window).__conn.stopTrace());
 const peekTrace = (b) => evaluate(b, () => [...(/** @type {any} */ (window).__conn.trace ?? [])]);
 
-/** Runs `fn` with the sampling loop stopped (a page being navigated cannot be sampled). */
-async function unsampled(fn) {
-  await test.stopSampling();
-  try {
-    return await fn();
-  } finally {
-    test.samplerError = null;
-    test.startSampling();
-  }
-}
-
-/** Opens the room's page in each browser at once; resolves to Date.now() just before each page.goto. */
-function openRoom(browsers, room) {
-  return unsampled(() => Promise.all(browsers.map(async (b) => {
-    const t0 = Date.now();
-    await b.goto(room);
-    return t0;
-  })));
-}
-
-/** Leaves: about:blank (app.js leaves the room on pagehide). */
-function leave(browsers) {
-  return unsampled(() => Promise.all(browsers.map((b) => b.page.goto('about:blank', { timeout: 10_000 }).catch(() => {}))));
-}
+const unsampled = (fn) => test.unsampled(fn);
+const openRoom = (browsers, room) => test.openRoom(browsers, room);
+const leave = (browsers) => test.leaveRoom(browsers);
 
 /**
  * Waits until every page in `who` (page → remote names) decodes each of its remotes: frames

@@ -381,6 +381,31 @@ export class NetnsTest {
     return joinStart;
   }
 
+  /** Runs `fn` with the sampling loop stopped (a page being navigated cannot be sampled). */
+  async unsampled(fn) {
+    await this.stopSampling();
+    try {
+      return await fn();
+    } finally {
+      this.samplerError = null;
+      this.startSampling();
+    }
+  }
+
+  /** Opens the room's page in each browser at once; resolves to Date.now() just before each page.goto. */
+  openRoom(browsers, room) {
+    return this.unsampled(() => Promise.all(browsers.map(async (b) => {
+      const t0 = Date.now();
+      await b.goto(room);
+      return t0;
+    })));
+  }
+
+  /** Leaves: about:blank (app.js leaves the room on pagehide). */
+  leaveRoom(browsers) {
+    return this.unsampled(() => Promise.all(browsers.map((b) => b.page.goto('about:blank', { timeout: 10_000 }).catch(() => {}))));
+  }
+
   /** Samples every page every SAMPLE_MS until stopSampling; a page that fails stops it (watch throws). */
   startSampling() {
     this.sampling = true;

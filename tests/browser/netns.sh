@@ -51,7 +51,7 @@ TBF_LATENCY=${SHAPED_TBF_LATENCY:-200ms}
 MEDIA_PORT=50000
 # Namespace names start with one of these, then the pid of the shaped.sh / lossy.sh /
 # connectivity.sh / … that owns them.
-PREFIX_RE='confab-(shaped|lossy|connectivity|turn)-'
+PREFIX_RE='confab-(shaped|lossy|connectivity|turn|firefox)-'
 
 die() { echo "netns.sh: $*" >&2; exit 2; }
 
