@@ -41,7 +41,7 @@ import {
 // ------------------------------------------------------------------ pass criteria
 
 /** Phase 2: after the move, each direction decodes again within this. */
-const MAX_RECOVERY_MS = 5_000;
+const MAX_RECOVERY_MS = envMs('CONNECTIVITY_MAX_RECOVERY_MS', 5_000);
 /** Phase 3: the longest gap between decoded frames (either direction) across the socket loss. */
 const MAX_STALL_MS = 1_000;
 /** Phase 3: the server's resume grace period (signaling.resume_grace, default 15 s). */
