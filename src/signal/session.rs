@@ -169,6 +169,10 @@ where
                         reply_error(&mut tx, ErrorCode::BadMessage, "binary frames are not part of the protocol").await;
                         continue;
                     }
+                    // A page that goes away (closed, navigated: code 1001) or a client that says
+                    // it left is gone; any other close may be a client giving up on a socket it
+                    // thinks dead, and resuming on another.
+                    Message::Close(Some(f)) if f.code == 1001 || f.reason.as_str() == "left" => break "left",
                     Message::Close(_) => break "client closed",
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };

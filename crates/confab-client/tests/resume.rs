@@ -278,3 +278,34 @@ async fn a_draining_server_does_not_wait_for_dropped_sessions() {
     };
     assert!(status.success(), "exit status {status:?}");
 }
+
+/// A page that goes away (close code 1001, what browsers send when a page is closed or left) or
+/// a client that says it left leaves at once; a plain close (a client giving up on a socket it
+/// thinks dead) waits for a resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_going_away_close_leaves_at_once_and_a_plain_close_waits_for_a_resume() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let mut cfg = test_config();
+    cfg.signaling.resume_grace = Duration::from_secs(15);
+    let server = start_server_with(cfg).await;
+    let url = ws_url(&server);
+    let mut watcher = connect(subscriber(&url, "closes", "watcher")).await;
+    for (code, reason, leaves) in [
+        (CloseCode::Away, "", true),
+        (CloseCode::Normal, "left", true),
+        (CloseCode::Normal, "no reply from the server", false),
+    ] {
+        let (mut ws, joined) = join(&url, "closes", "ivy").await;
+        let id = joined["participant_id"].as_str().expect("id").to_owned();
+        ws.close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+        .await
+        .expect("close");
+        let lefts = lefts_during(&mut watcher, &id, Duration::from_secs(2)).await;
+        assert_eq!(lefts, usize::from(leaves), "close {code:?} {reason:?}");
+    }
+    watcher.close().await;
+}
