@@ -1,5 +1,8 @@
-//! HTTP routes (axum): the embedded web client at `/`, signaling at `/ws`, `/metrics`,
-//! `/healthz`, `/readyz` and the room API at `/api/rooms`.
+//! HTTP routes (axum): the embedded web client at `/`, signaling at `/ws`, WHIP and WHEP
+//! ([`whip`]), `/metrics`, `/healthz`, `/readyz` and the room API at `/api/rooms`.
+
+mod api;
+mod whip;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -14,10 +17,10 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use rust_embed::RustEmbed;
 
-use crate::ids::RoomName;
 use crate::room::registry::Rooms;
 use crate::signal::protocol::ErrorCode;
 use crate::signal::session::{self, ConnInfo, SessionContext};
+use crate::signal::whip::HttpSessions;
 use crate::telemetry::METRICS;
 
 /// The browser client (`client/`), compiled into the binary.
@@ -40,6 +43,8 @@ pub struct AppState {
     pub allowed_origins: Arc<Vec<String>>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<IpAddr>>,
+    /// WHIP/WHEP session resources.
+    pub http_sessions: Arc<HttpSessions>,
 }
 
 /// The client's IP: the TCP peer, or the last `X-Forwarded-For` hop when the peer is a trusted
@@ -65,8 +70,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/api/rooms", get(api_rooms))
-        .route("/api/rooms/{room}", get(api_room))
+        .merge(api::routes())
+        .merge(whip::routes())
         .route("/", get(index))
         .route("/{*path}", get(asset))
         .with_state(state)
@@ -134,39 +139,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
     } else {
         "ready".into_response()
-    }
-}
-
-async fn api_rooms(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let token = request_token(&headers, &query);
-    if let Err(e) = state.session.auth.check_api(token.as_deref(), None) {
-        return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
-    }
-    let rooms = state.rooms.snapshots().await;
-    Json(serde_json::json!({ "rooms": rooms })).into_response()
-}
-
-async fn api_room(
-    State(state): State<AppState>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let token = request_token(&headers, &query);
-    if let Err(e) = state.session.auth.check_api(token.as_deref(), Some(&room)) {
-        return json_error(StatusCode::UNAUTHORIZED, &e.to_string());
-    }
-    let snapshot = match RoomName::parse(&room) {
-        Some(name) => state.rooms.snapshot(&name).await,
-        None => None,
-    };
-    match snapshot {
-        Some(s) => Json(s).into_response(),
-        None => json_error(StatusCode::NOT_FOUND, "no such room"),
     }
 }
 

@@ -9,6 +9,12 @@ use serde::{Deserialize, Serialize};
 /// Characters allowed in minted identifiers and ICE credentials (ICE `ice-char` is a superset).
 const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 
+/// Whether `s` is an id as the server mints them: `prefix` + 10 alphanumerics.
+fn is_minted(s: &str, prefix: char) -> bool {
+    s.strip_prefix(prefix)
+        .is_some_and(|rest| rest.len() == 10 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 /// A random alphanumeric string of `len` characters.
 pub fn random_alnum(len: usize) -> String {
     let mut rng = rand::rng();
@@ -75,6 +81,11 @@ impl ParticipantId {
         Self(format!("p{}", random_alnum(10)))
     }
 
+    /// An id as a client names it (`p` + 10 alphanumerics); `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        is_minted(s, 'p').then(|| Self(s.to_owned()))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -97,6 +108,11 @@ impl TrackId {
     /// Mints a fresh random id.
     pub fn mint() -> Self {
         Self(format!("t{}", random_alnum(10)))
+    }
+
+    /// An id as a client names it (`t` + 10 alphanumerics); `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        is_minted(s, 't').then(|| Self(s.to_owned()))
     }
 
     /// The id as text.

@@ -170,6 +170,7 @@ impl Server {
             rooms: rooms.clone(),
             allowed_origins: Arc::new(config.http.allowed_origins.clone()),
             trusted_proxies: Arc::new(config.http.trusted_proxies.clone()),
+            http_sessions: crate::signal::whip::HttpSessions::new(),
             session: Arc::new(SessionContext {
                 rooms: rooms.clone(),
                 auth,

@@ -127,6 +127,10 @@ pub struct Metrics {
     pub rooms: IntGauge,
     /// Joined participants.
     pub participants: IntGauge,
+    /// WHIP publishers (participants that joined over WHIP).
+    pub whip_sessions: IntGauge,
+    /// WHEP viewers (receive-only, not participants).
+    pub whep_sessions: IntGauge,
     /// Published tracks by kind.
     pub tracks: [IntGauge; 2],
     /// Peer connections by state (index into [`PC_STATES`]).
@@ -292,6 +296,14 @@ impl Metrics {
         Self {
             rooms: reg!(gauge("confab_rooms", "Open rooms")),
             participants: reg!(gauge("confab_participants", "Joined participants")),
+            whip_sessions: reg!(gauge(
+                "confab_whip_sessions",
+                "WHIP publishing sessions (also counted as participants)"
+            )),
+            whep_sessions: reg!(gauge(
+                "confab_whep_sessions",
+                "WHEP viewing sessions (not counted as participants)"
+            )),
             tracks: [
                 tracks_vec.with_label_values(&["audio"]),
                 tracks_vec.with_label_values(&["video"]),

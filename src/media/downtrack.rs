@@ -183,6 +183,29 @@ impl DownTrack {
         }
     }
 
+    /// The leg will carry another source (a viewer's slot re-pointed): it forgets what it
+    /// sent (its retransmissions came from the old source's cache) and the layer it was on;
+    /// its output sequence and timestamps continue from where they stopped. Reopened with
+    /// [`open`](Self::open).
+    pub fn repoint(&mut self) {
+        self.state = DownState::Pending;
+        self.translation = None;
+        self.sent = SentLog::default();
+        self.selector = LayerSelector::new(None);
+        self.munger.splice_next();
+        self.switch_since = None;
+        self.paused_for_bandwidth = false;
+        self.starved = 0;
+        self.ideal = None;
+        self.at_frame_end = true;
+    }
+
+    /// Forwarding stops for a while (the track is muted): the packet after the pause continues
+    /// the output without a hole.
+    pub fn splice_next(&mut self) {
+        self.munger.splice_next();
+    }
+
     /// The layer forwarded now, and the one wanted (`None`: paused).
     pub fn layers(&self) -> (Option<LayerIndex>, Option<LayerIndex>) {
         (self.selector.current(), self.selector.target())

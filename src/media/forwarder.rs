@@ -52,6 +52,8 @@ pub struct UpTrack {
     pub rtp_map: RtpMap,
     /// The subscriber legs.
     pub downs: Vec<DownTrack>,
+    /// Muted through the room API: received, not forwarded.
+    pub muted: bool,
     /// Packets received from the publisher.
     pub packets_in: u64,
     /// Payload bytes received from the publisher.
@@ -197,6 +199,7 @@ impl Forwarder {
                 codec,
                 rtp_map,
                 downs: Vec::new(),
+                muted: false,
                 packets_in: 0,
                 bytes_in: 0,
                 rate: RateMeter::default(),
@@ -246,6 +249,26 @@ impl Forwarder {
             t.downs.retain(|d| d.subscriber != down.subscriber);
             t.downs.push(down);
         }
+    }
+
+    /// Mutes or unmutes a track; returns the publisher's own id of it. Its legs continue
+    /// without a hole in their sequence numbers when it is unmuted.
+    pub fn set_muted(&mut self, key: TrackKey, muted: bool) -> Option<String> {
+        let t = self.tracks.get_mut(&key)?;
+        if t.muted != muted {
+            t.muted = muted;
+            for d in t.downs.iter_mut() {
+                d.splice_next();
+            }
+        }
+        Some(t.source_track_id.clone())
+    }
+
+    /// Takes a subscriber's leg off a track (a viewer's slot moving to another source).
+    pub fn take_leg(&mut self, key: TrackKey, subscriber: PeerKey) -> Option<DownTrack> {
+        let t = self.tracks.get_mut(&key)?;
+        let i = t.downs.iter().position(|d| d.subscriber == subscriber)?;
+        Some(t.downs.swap_remove(i))
     }
 
     /// Removes every leg of a subscriber (it left).
@@ -398,6 +421,10 @@ impl Forwarder {
                     l.width = vp8_keyframe_width(&pkt.payload).or(l.width);
                 }
             }
+        }
+        if t.muted {
+            // Not forwarded, and a muted microphone is not a speaker.
+            return outcome;
         }
         if t.kind == TrackKind::Audio {
             if let Some(id) = t.rtp_map.audio_level_id() {

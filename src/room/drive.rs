@@ -113,7 +113,10 @@ impl Room {
                 METRICS.peer_connections[pc_state_index(peer.state())].dec();
                 METRICS.peer_connections[pc_state_index(state)].inc();
                 debug!(%state, "connection state");
+                let viewer_ready =
+                    peer.role().is_viewer() && state == RTCPeerConnectionState::Connected;
                 match peer.on_state(state, now) {
+                    ConnectionChange::None if viewer_ready => self.rebind_viewers(now),
                     ConnectionChange::None => {}
                     ConnectionChange::OpenAnswered(generation) => {
                         self.open_answered(key, generation, now)

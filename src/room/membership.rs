@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::drive::pc_state_index;
 use super::peer::Peer;
 use super::state::{push_transmit, Room};
-use super::{JoinAccepted, JoinError, ParticipantSnapshot, RoomSnapshot, TrackSnapshot};
+use super::{JoinAccepted, JoinError, ParticipantSnapshot, Role, RoomSnapshot, TrackSnapshot};
 use crate::auth::Grant;
 use crate::ids::{DisplayName, ParticipantId, PeerKey};
 use crate::signal::protocol::{ErrorCode, ParticipantInfo, ServerMsg, TrackInfo};
@@ -23,15 +23,30 @@ impl Room {
         id: ParticipantId,
         name: DisplayName,
         grant: Grant,
+        role: Role,
         signal: mpsc::Sender<ServerMsg>,
         now: Instant,
     ) -> Result<JoinAccepted, JoinError> {
-        // One session per identity: a second join (a reload, another device) replaces the first.
+        if let Role::Viewer { of: Some(target) } = &role {
+            let present = self
+                .by_id
+                .get(target)
+                .and_then(|k| self.peers.get(k))
+                .is_some_and(|p| !p.role().is_viewer());
+            if !present {
+                return Err(JoinError::UnknownParticipant);
+            }
+        }
+        let viewer = role.is_viewer();
+        // One session per identity: a second join (a reload, another device) replaces the first
+        // (a viewer only replaces a viewer: one may watch a room and take part in it).
         if let Some(identity) = &grant.identity {
             let previous = self
                 .peers
                 .values()
-                .find(|p| p.grant().identity.as_ref() == Some(identity))
+                .find(|p| {
+                    p.grant().identity.as_ref() == Some(identity) && p.role().is_viewer() == viewer
+                })
                 .map(|p| p.key());
             if let Some(old) = previous {
                 info!(
@@ -48,7 +63,10 @@ impl Room {
                 );
             }
         }
-        if self.peers.len() >= self.settings.limits.max_participants_per_room {
+        if self.closed {
+            return Err(JoinError::Closing);
+        }
+        if self.peers.len() >= self.max_participants() {
             return Err(JoinError::RoomFull);
         }
         let key = PeerKey(self.next_key);
@@ -62,7 +80,8 @@ impl Room {
             &self.settings.advertised,
             now,
         )
-        .map_err(|e| JoinError::PeerConnection(e.to_string()))?;
+        .map_err(|e| JoinError::PeerConnection(e.to_string()))?
+        .with_role(role);
         self.demux.register(
             peer.ufrag().to_owned(),
             Route {
@@ -71,7 +90,7 @@ impl Room {
             },
         );
         METRICS.peer_connections[pc_state_index(peer.state())].inc();
-        METRICS.participants.inc();
+        count_participant(peer.role(), 1);
 
         // Existing tracks become pending legs of the newcomer (offered after its first offer).
         let existing: Vec<_> = self.forwarder.tracks().map(|(k, _)| k).collect();
@@ -83,13 +102,17 @@ impl Room {
         let info = ParticipantInfo {
             id: id.clone(),
             name: peer.name().as_str().to_owned(),
+            metadata: peer.metadata().map(str::to_owned),
             tracks: vec![],
         };
-        info!(parent: peer.span(), name = peer.name().as_str(), "joined");
+        info!(parent: peer.span(), name = peer.name().as_str(), role = peer.role().as_str(), "joined");
         self.peers.insert(key, peer);
         self.by_id.insert(id, key);
+        self.empty_since = None;
         self.mark_dirty(key);
-        self.broadcast(key, ServerMsg::ParticipantJoined { participant: info }, now);
+        if !viewer {
+            self.broadcast(key, ServerMsg::ParticipantJoined { participant: info }, now);
+        }
         Ok(JoinAccepted {
             participants,
             resume_token,
@@ -101,10 +124,11 @@ impl Room {
         let mut list: Vec<ParticipantInfo> = self
             .peers
             .values()
-            .filter(|p| Some(p.key()) != except)
+            .filter(|p| Some(p.key()) != except && !p.role().is_viewer())
             .map(|p| ParticipantInfo {
                 id: p.id().clone(),
                 name: p.name().as_str().to_owned(),
+                metadata: p.metadata().map(str::to_owned),
                 tracks: self
                     .forwarder
                     .tracks_of(p.key())
@@ -191,12 +215,20 @@ impl Room {
             push_transmit(&mut self.transmits, &mut self.tcp_transmits, t);
         }
         METRICS.peer_connections[pc_state_index(peer.state())].dec();
-        METRICS.participants.dec();
+        count_participant(peer.role(), -1);
         info!("left");
         let id = peer.id().clone();
+        let viewer = peer.role().is_viewer();
         drop(peer);
         self.negotiate_due = true;
-        self.broadcast(key, ServerMsg::ParticipantLeft { participant_id: id }, now);
+        if self.peers.is_empty() {
+            self.empty_since = Some(now);
+        }
+        if !viewer {
+            self.broadcast(key, ServerMsg::ParticipantLeft { participant_id: id }, now);
+            // A viewer of this participant now shows nothing.
+            self.rebind_viewers(now);
+        }
     }
 
     /// The room as the room API shows it.
@@ -204,6 +236,7 @@ impl Room {
         let mut participants: Vec<ParticipantSnapshot> = self
             .peers
             .values()
+            .filter(|p| !p.role().is_viewer())
             .map(|p| {
                 let published = self
                     .forwarder
@@ -228,6 +261,8 @@ impl Room {
                 ParticipantSnapshot {
                     id: p.id().clone(),
                     name: p.name().as_str().to_owned(),
+                    kind: p.role().as_str(),
+                    metadata: p.metadata().map(str::to_owned),
                     connection_state: p.state().to_string(),
                     joined_seconds: now.saturating_duration_since(p.joined_at()).as_secs(),
                     negotiating: p.negotiation().in_flight().is_some(),
@@ -241,6 +276,20 @@ impl Room {
         RoomSnapshot {
             name: self.name.to_string(),
             participants,
+            viewers: self.peers.values().filter(|p| p.role().is_viewer()).count(),
         }
+    }
+}
+
+/// Counts a participant in or out: members and WHIP publishers are participants (WHIP ones
+/// also WHIP sessions); WHEP viewers are not participants, only WHEP sessions.
+fn count_participant(role: &Role, delta: i64) {
+    match role {
+        Role::Member => METRICS.participants.add(delta),
+        Role::Ingest => {
+            METRICS.participants.add(delta);
+            METRICS.whip_sessions.add(delta);
+        }
+        Role::Viewer { .. } => METRICS.whep_sessions.add(delta),
     }
 }

@@ -12,6 +12,7 @@
 //! - [`resume`]: a participant whose socket dropped, kept for the grace period, and resume.
 //! - [`peer`]: one participant's peer connection.
 
+pub mod admin;
 pub mod allocation;
 pub mod drive;
 pub mod lease;
@@ -25,6 +26,7 @@ pub mod speakers;
 pub mod state;
 pub mod task;
 pub mod tracks;
+pub mod viewers;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -123,6 +125,40 @@ pub struct RoomSettings {
     pub resume_grace: Duration,
 }
 
+/// How a participant takes part: through the web app's signaling, or through one HTTP
+/// exchange (WHIP ingest, WHEP playback) that can never renegotiate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A WebSocket participant: publishes and subscribes, renegotiated as tracks come and go.
+    Member,
+    /// A WHIP publisher: a participant like the others, but it receives nothing (its one
+    /// offer/answer exchange cannot take the room's tracks).
+    Ingest,
+    /// A WHEP viewer: receives on the fixed slots of its one offer, re-pointed by the room to
+    /// the tracks it should see now; not shown to the room's participants.
+    Viewer {
+        /// Only this participant's tracks (`/whep/{room}/{participant}`); `None`: the room's
+        /// speakers.
+        of: Option<ParticipantId>,
+    },
+}
+
+impl Role {
+    /// The room API's and webhooks' name for it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Member => "browser",
+            Role::Ingest => "whip",
+            Role::Viewer { .. } => "whep",
+        }
+    }
+
+    /// A viewer: not a member of the room as the others see it.
+    pub fn is_viewer(&self) -> bool {
+        matches!(self, Role::Viewer { .. })
+    }
+}
+
 /// A join the room accepted.
 #[derive(Debug)]
 pub struct JoinAccepted {
@@ -151,6 +187,9 @@ pub enum JoinError {
     /// `limits.max_rooms` rooms are open.
     #[error("the server has too many rooms")]
     ServerFull,
+    /// A viewer asked for a participant the room does not have.
+    #[error("no such participant in the room")]
+    UnknownParticipant,
 }
 
 impl JoinError {
@@ -162,6 +201,7 @@ impl JoinError {
             }
             JoinError::RoomFull => ErrorCode::RoomFull,
             JoinError::ServerFull => ErrorCode::ServerFull,
+            JoinError::UnknownParticipant => ErrorCode::InvalidRoom,
         }
     }
 }
@@ -178,6 +218,8 @@ pub enum RoomCmd {
         name: DisplayName,
         /// What it may do (and its identity, unique per room).
         grant: Grant,
+        /// How it takes part.
+        role: Role,
         /// Where the room sends its signaling.
         signal: mpsc::Sender<ServerMsg>,
         /// The outcome.
@@ -242,6 +284,58 @@ pub enum RoomCmd {
         /// Where to send it.
         reply: oneshot::Sender<RoomSnapshot>,
     },
+    /// Set the room's options (room API).
+    Configure {
+        /// The options.
+        options: admin::RoomOptions,
+    },
+    /// Close the room, removing everyone (room API).
+    Close {
+        /// What the participants are told.
+        reason: String,
+    },
+    /// Remove a participant (room API).
+    Remove {
+        /// Who.
+        id: ParticipantId,
+        /// What it is told.
+        reason: String,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), admin::AdminError>>,
+    },
+    /// Mute or unmute a published track (room API).
+    Mute {
+        /// The publisher.
+        id: ParticipantId,
+        /// The track.
+        track_id: TrackId,
+        /// Mute (`true`) or unmute.
+        muted: bool,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), admin::AdminError>>,
+    },
+    /// Change a participant's name and/or metadata (room API).
+    Update {
+        /// Who.
+        id: ParticipantId,
+        /// New name.
+        name: Option<DisplayName>,
+        /// New metadata (empty clears it).
+        metadata: Option<String>,
+        /// The participant as it is now.
+        reply: oneshot::Sender<Result<ParticipantSnapshot, admin::AdminError>>,
+    },
+    /// Send a data message from the server (room API).
+    SendData {
+        /// Application topic.
+        topic: Option<String>,
+        /// Any JSON value.
+        payload: serde_json::Value,
+        /// To these participants only (empty: everyone).
+        to: Vec<ParticipantId>,
+        /// How many it was sent to.
+        reply: oneshot::Sender<usize>,
+    },
     /// Fault injection for the containment test: the room task panics.
     #[cfg(test)]
     Panic,
@@ -254,6 +348,8 @@ pub struct RoomSnapshot {
     pub name: String,
     /// Members, sorted by id.
     pub participants: Vec<ParticipantSnapshot>,
+    /// WHEP viewers watching the room (not members).
+    pub viewers: usize,
 }
 
 /// One member in a [`RoomSnapshot`].
@@ -263,6 +359,11 @@ pub struct ParticipantSnapshot {
     pub id: ParticipantId,
     /// Display name.
     pub name: String,
+    /// How it takes part: `browser` (WebSocket signaling) or `whip`.
+    pub kind: &'static str,
+    /// Metadata set through the room API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
     /// Peer connection state (`new`, `connecting`, `connected`, `disconnected`, ...).
     pub connection_state: String,
     /// Seconds since the join.

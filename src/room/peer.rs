@@ -48,7 +48,8 @@ use tokio::sync::mpsc;
 
 use super::negotiation::Negotiation;
 use super::resume::Presence;
-use super::Advertised;
+use super::viewers::{family, media_sections, ViewerSlot};
+use super::{Advertised, Role};
 use crate::auth::Grant;
 use crate::ids::TrackKind;
 use crate::ids::{random_alnum, DisplayName, ParticipantId, PeerKey, TrackId};
@@ -127,6 +128,12 @@ pub struct Peer {
     remote_ufrag: Option<String>,
     /// The SDP of the outstanding server offer (sent again on resume).
     offer_sdp: Option<String>,
+    /// How it takes part (WebSocket member, WHIP publisher, WHEP viewer).
+    role: Role,
+    /// A viewer's fixed receive slots (its offer's m-lines).
+    slots: Vec<ViewerSlot>,
+    /// Metadata set through the room API.
+    metadata: Option<String>,
 }
 
 /// How a queued peer connection is drained.
@@ -372,7 +379,129 @@ impl Peer {
             presence: Presence::default(),
             remote_ufrag: None,
             offer_sdp: None,
+            role: Role::Member,
+            slots: Vec::new(),
+            metadata: None,
         })
+    }
+
+    /// The same peer, taking part as `role`.
+    pub fn with_role(mut self, role: Role) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// Renames it (room API).
+    pub fn set_name(&mut self, name: DisplayName) {
+        self.name = name;
+    }
+
+    /// Metadata set through the room API.
+    pub fn metadata(&self) -> Option<&str> {
+        self.metadata.as_deref()
+    }
+
+    /// Sets (or clears) its metadata.
+    pub fn set_metadata(&mut self, metadata: Option<String>) {
+        self.metadata = metadata;
+    }
+
+    /// How it takes part.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// A viewer's slots.
+    pub fn slots(&self) -> &[ViewerSlot] {
+        &self.slots
+    }
+
+    /// A viewer's slots, to point.
+    pub fn slots_mut(&mut self) -> &mut [ViewerSlot] {
+        &mut self.slots
+    }
+
+    /// Routes the viewer's RTCP about `ssrc` (its PLIs, NACKs) to `track` (`None`: nothing).
+    pub fn route_down_track(&mut self, ssrc: u32, track: Option<TrackKey>) {
+        match track {
+            Some(t) => self.down_by_ssrc.insert(ssrc, t),
+            None => self.down_by_ssrc.remove(&ssrc),
+        };
+    }
+
+    /// The connection has reached `connected` (media can flow).
+    pub fn media_ready(&self) -> bool {
+        self.connection.media_ready
+    }
+
+    /// Joined longer than `limit` ago and never connected.
+    pub fn never_connected_for(&self, now: Instant, limit: Duration) -> bool {
+        !self.connection.media_ready && now.saturating_duration_since(self.joined_at) > limit
+    }
+
+    /// A viewer's first offer: one send-only track (slot) on each m-line it receives on. The
+    /// codec is left to the answer (the remote description set the transceivers' codecs).
+    fn add_slot_tracks(&mut self, offer: &str) -> Result<(), PeerError> {
+        for (kind, receives) in media_sections(offer) {
+            if !receives {
+                continue;
+            }
+            let ssrc: u32 = rand::random();
+            let rtp_kind = match kind {
+                TrackKind::Audio => RtpCodecKind::Audio,
+                TrackKind::Video => RtpCodecKind::Video,
+            };
+            let n = self.slots.len();
+            let track = MediaStreamTrack::new(
+                format!("confab-{}", self.id),
+                format!("slot{n}"),
+                format!("slot{n}"),
+                rtp_kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }],
+            );
+            let sender = self.pc.add_track(track)?;
+            self.slots.push(ViewerSlot {
+                kind,
+                sender,
+                ssrc,
+                codec: None,
+                clock_rate: 0,
+                bound: None,
+                parked: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// After the answer: which codec each slot sends.
+    fn learn_slot_codecs(&mut self) {
+        for i in 0..self.slots.len() {
+            let sender = self.slots[i].sender;
+            let codec = self.pc.rtp_sender(sender).and_then(|mut s| {
+                s.get_parameters()
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .map(|c| &c.rtp_codec)
+                    .find(|c| {
+                        let m = c.mime_type.to_ascii_lowercase();
+                        !m.ends_with("/rtx")
+                            && !m.ends_with("/ulpfec")
+                            && !m.ends_with("/flexfec-03")
+                    })
+                    .map(|c| (family(&c.mime_type), c.clock_rate))
+            });
+            if let Some((family, clock_rate)) = codec {
+                self.slots[i].codec = Some(family);
+                self.slots[i].clock_rate = clock_rate;
+            }
+        }
     }
 
     /// The probe scheduler for this peer's downlink.
@@ -628,10 +757,15 @@ impl Peer {
             self.pc
                 .set_ice_restart_credentials(ufrag.clone(), random_alnum(32));
         }
+        let viewer_first = self.role.is_viewer() && self.remote_ufrag.is_none();
+        let sections = viewer_first.then(|| sdp.clone());
         let offer = RTCSessionDescription::offer(sdp).map_err(PeerError::BadSdp)?;
         self.pc
             .set_remote_description(now, offer)
             .map_err(PeerError::BadSdp)?;
+        if let Some(offer) = sections {
+            self.add_slot_tracks(&offer)?;
+        }
         self.remote_ufrag = remote_ufrag;
         let restarted_from = new_ufrag.map(|u| {
             self.connection.restarted = true;
@@ -639,6 +773,9 @@ impl Peer {
         });
         let answer = self.pc.create_answer(None)?;
         self.pc.set_local_description(now, answer)?;
+        if viewer_first {
+            self.learn_slot_codecs();
+        }
         self.negotiation.client_offered();
         let local = self
             .pc

@@ -10,11 +10,12 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
+use super::admin::RoomOptions;
 use super::lease::DirectoryLease;
 pub use super::lease::{RoomHandle, RoomsMap};
 use super::resume::{ResumeAccepted, ResumeError};
 use super::state::Room;
-use super::{task, JoinAccepted, JoinError, RoomCmd, RoomContext, RoomSnapshot};
+use super::{task, JoinAccepted, JoinError, Role, RoomCmd, RoomContext, RoomSnapshot};
 use crate::auth::Grant;
 use crate::ids::{DisplayName, ParticipantId, RoomName};
 use crate::signal::protocol::ServerMsg;
@@ -55,16 +56,19 @@ impl Rooms {
         self.map.is_empty()
     }
 
-    fn spawn(&self, name: RoomName) -> RoomHandle {
+    fn spawn(&self, name: RoomName, options: Option<RoomOptions>) -> RoomHandle {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let (cmd_tx, cmd_rx) = mpsc::channel(ROOM_CMD_CAPACITY);
         let (inbox_tx, inbox_rx) = mpsc::channel(self.ctx.media.room_inbox_capacity);
-        let room = Room::new(
+        let mut room = Room::new(
             name.clone(),
             self.ctx.settings(),
             self.ctx.demux.clone(),
             inbox_tx,
         );
+        if let Some(options) = options {
+            room.on_cmd(std::time::Instant::now(), RoomCmd::Configure { options });
+        }
         let lease = DirectoryLease::new(self.map.clone(), name.clone(), generation);
         let udp = self.ctx.udp.clone();
         // A panic inside one room is contained here: its `Drop` frees its state (routes,
@@ -124,6 +128,69 @@ impl Rooms {
             .ok()
     }
 
+    /// Creates a room with `options`, or applies them to the room of that name. Returns
+    /// whether it was created.
+    pub async fn create(&self, room: &RoomName, options: RoomOptions) -> Result<bool, JoinError> {
+        if let Some(h) = self.handle(room) {
+            if h.cmds
+                .send(RoomCmd::Configure {
+                    options: options.clone(),
+                })
+                .await
+                .is_ok()
+            {
+                return Ok(false);
+            }
+            self.map
+                .remove_if(room, |_, e| e.generation == h.generation);
+        }
+        if self.map.len() >= self.ctx.limits.max_rooms {
+            return Err(JoinError::ServerFull);
+        }
+        let mut created = false;
+        self.map.entry(room.clone()).or_insert_with(|| {
+            created = true;
+            self.spawn(room.clone(), Some(options.clone()))
+        });
+        if !created {
+            // Created by a join meanwhile: it takes the options.
+            if let Some(h) = self.handle(room) {
+                let _ = h.cmds.send(RoomCmd::Configure { options }).await;
+            }
+        }
+        Ok(created)
+    }
+
+    /// The handle of a room, if it is open.
+    pub fn handle(&self, room: &RoomName) -> Option<RoomHandle> {
+        self.map.get(room).map(|e| e.value().clone())
+    }
+
+    /// Sends a command built around a reply channel to `room` and waits (up to a second) for
+    /// the reply; `None` if the room is not open or does not answer.
+    pub async fn ask<T>(
+        &self,
+        room: &RoomName,
+        cmd: impl FnOnce(oneshot::Sender<T>) -> RoomCmd,
+    ) -> Option<T> {
+        let h = self.handle(room)?;
+        let (tx, rx) = oneshot::channel();
+        h.cmds.send(cmd(tx)).await.ok()?;
+        tokio::time::timeout(std::time::Duration::from_secs(1), rx)
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Closes a room, removing everyone with `reason`; `false` if it is not open.
+    pub async fn close(&self, room: &RoomName, reason: &str) -> bool {
+        let Some(h) = self.handle(room) else {
+            return false;
+        };
+        let reason = reason.to_owned();
+        h.cmds.send(RoomCmd::Close { reason }).await.is_ok()
+    }
+
     /// Takes back the session of `id` in `room` with its resume token.
     pub async fn resume(
         &self,
@@ -160,6 +227,7 @@ impl Rooms {
         id: ParticipantId,
         name: DisplayName,
         grant: Grant,
+        role: Role,
         signal: mpsc::Sender<ServerMsg>,
     ) -> Result<(RoomHandle, JoinAccepted), JoinError> {
         for _ in 0..3 {
@@ -169,13 +237,14 @@ impl Rooms {
             let handle = self
                 .map
                 .entry(room.clone())
-                .or_insert_with(|| self.spawn(room.clone()))
+                .or_insert_with(|| self.spawn(room.clone(), None))
                 .clone();
             let (reply_tx, reply_rx) = oneshot::channel();
             let cmd = RoomCmd::Join {
                 id: id.clone(),
                 name: name.clone(),
                 grant: grant.clone(),
+                role: role.clone(),
                 signal: signal.clone(),
                 reply: reply_tx,
             };
@@ -239,6 +308,7 @@ mod tests {
                 ParticipantId::mint(),
                 DisplayName::parse("x").expect("valid"),
                 Grant::open(),
+                Role::Member,
                 tx,
             )
             .await

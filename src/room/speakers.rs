@@ -16,6 +16,18 @@ impl Room {
         let Some(list) = self.speakers.evaluate(now) else {
             return;
         };
+        // Viewers' slots follow the speakers; someone who stopped speaking keeps their place
+        // ahead of those who never spoke.
+        let mut order: Vec<_> = list.iter().map(|(k, _)| *k).collect();
+        let before: Vec<_> = self
+            .speaker_order
+            .iter()
+            .filter(|k| !order.contains(k))
+            .copied()
+            .collect();
+        order.extend(before);
+        order.retain(|k| self.peers.contains_key(k));
+        self.speaker_order = order;
         let speakers: Vec<Speaker> = list
             .into_iter()
             .filter_map(|(key, activity)| {
@@ -30,5 +42,6 @@ impl Room {
         METRICS.speaker_changes.inc();
         // Nobody is excluded: a speaker's own client shows that it is heard.
         self.broadcast_all(ServerMsg::ActiveSpeakers { speakers }, now);
+        self.rebind_viewers(now);
     }
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tracing::info;
 
+use super::admin::RoomOptions;
 use super::peer::{Drain, Peer};
-use super::{RoomCmd, RoomSettings};
+use super::{Role, RoomCmd, RoomSettings};
 use crate::ids::{ParticipantId, PeerKey, RoomName};
 use crate::media::egress::Egress;
 use crate::media::feedback::Feedback;
@@ -27,6 +28,10 @@ use crate::transport::udp::{Datagram, DemuxHandle, RoomInbox};
 
 /// Housekeeping period when nothing else is due (rates, counters flushed to the metrics).
 pub const HOUSEKEEPING: Duration = Duration::from_millis(250);
+
+/// How long a WHIP or WHEP session may take to connect its media before it is removed (its
+/// client has no signaling channel to notice otherwise).
+pub const HTTP_SESSION_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Queues what a peer connection produced for the socket (`udp`) or ICE-TCP connection
 /// (`tcp`) it belongs to. Takes the two queues, not the room, so it can be called while a peer
@@ -84,6 +89,14 @@ pub struct Room {
     pub(super) next_reports: Option<Instant>,
     /// Who is speaking.
     pub(super) speakers: SpeakerObserver,
+    /// Publishers by how recently they were among the active speakers (viewers' slots follow).
+    pub(super) speaker_order: Vec<PeerKey>,
+    /// Options set through the room API.
+    pub(super) options: RoomOptions,
+    /// Since when nobody is in the room (its empty timeout runs from here).
+    pub(super) empty_since: Option<Instant>,
+    /// Closed through the room API.
+    pub(super) closed: bool,
 }
 
 impl Room {
@@ -119,6 +132,10 @@ impl Room {
             feedback: Vec::with_capacity(32),
             next_reports: None,
             speakers: SpeakerObserver::default(),
+            speaker_order: Vec::new(),
+            options: RoomOptions::default(),
+            empty_since: None,
+            closed: false,
         }
     }
 
@@ -219,10 +236,11 @@ impl Room {
                 id,
                 name,
                 grant,
+                role,
                 signal,
                 reply,
             } => {
-                let result = self.join(id, name, grant, signal, now);
+                let result = self.join(id, name, grant, role, signal, now);
                 let _ = reply.send(result);
             }
             RoomCmd::Offer { id, sdp } => self.on_offer(&id, sdp, now),
@@ -254,6 +272,35 @@ impl Room {
             }
             RoomCmd::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot(now));
+            }
+            RoomCmd::Configure { options } => self.configure(options, now),
+            RoomCmd::Close { reason } => self.close(&reason, now),
+            RoomCmd::Remove { id, reason, reply } => {
+                let _ = reply.send(self.remove(&id, &reason, now));
+            }
+            RoomCmd::Mute {
+                id,
+                track_id,
+                muted,
+                reply,
+            } => {
+                let _ = reply.send(self.mute(&id, &track_id, muted, now));
+            }
+            RoomCmd::Update {
+                id,
+                name,
+                metadata,
+                reply,
+            } => {
+                let _ = reply.send(self.update(&id, name, metadata, now));
+            }
+            RoomCmd::SendData {
+                topic,
+                payload,
+                to,
+                reply,
+            } => {
+                let _ = reply.send(self.send_data(topic, payload, &to, now));
             }
             #[cfg(test)]
             RoomCmd::Panic => panic!("injected fault"),
@@ -307,6 +354,11 @@ impl Room {
                 ));
             } else if peer.disconnected_longer_than(now, media.disconnect_timeout) {
                 to_remove.push((*key, ErrorCode::Removed, "media connection lost"));
+            } else if *peer.role() != Role::Member
+                && peer.never_connected_for(now, HTTP_SESSION_CONNECT_TIMEOUT)
+            {
+                // WHIP/WHEP clients have no signaling to notice a session that never came up.
+                to_remove.push((*key, ErrorCode::Removed, "media never connected"));
             }
         }
         self.forwarder.update_rates(now);

@@ -73,7 +73,7 @@ pub async fn run(
             if let Some(t) = room.take_oldest_forwarded() {
                 METRICS.forward_latency.observe(t.elapsed().as_secs_f64());
             }
-            if room.is_empty() {
+            if room.should_close(now) {
                 // Leave the directory first so new joins create a fresh room, then turn away
                 // joins that raced into this one.
                 lease.release();

@@ -21,7 +21,12 @@ impl Room {
         let Some(t) = self.forwarder.track(tk) else {
             return;
         };
-        if t.publisher == peer.key() || !peer.grant().can_subscribe {
+        // WHIP publishers receive nothing; WHEP viewers receive on their fixed slots
+        // (`room::viewers`), never on legs added by renegotiation.
+        if t.publisher == peer.key()
+            || !peer.grant().can_subscribe
+            || *peer.role() != super::Role::Member
+        {
             return;
         }
         let (publisher_id, track_id, kind) = (t.publisher_id.clone(), t.id.clone(), t.kind);
@@ -104,16 +109,22 @@ impl Room {
             kind,
         };
         self.broadcast(key, msg, now);
+        self.rebind_viewers(now);
     }
 
     /// Removes a published track from the room and from every subscriber.
     pub(super) fn unpublish(&mut self, tk: TrackKey, now: Instant) {
-        let Some(t) = self.forwarder.unpublish(tk) else {
+        let Some(mut t) = self.forwarder.unpublish(tk) else {
             return;
         };
         METRICS.tracks[kind_index(t.kind)].dec();
-        for d in &t.downs {
-            if let Some(sub) = self.peers.get_mut(&d.subscriber) {
+        for d in std::mem::take(&mut t.downs) {
+            let Some(sub) = self.peers.get_mut(&d.subscriber) else {
+                continue;
+            };
+            if sub.role().is_viewer() {
+                self.park_viewer_leg(d);
+            } else {
                 sub.remove_down_track(d.sender, d.ssrc);
             }
         }
@@ -127,5 +138,6 @@ impl Room {
             track_id: t.id.clone(),
         };
         self.broadcast(t.publisher, msg, now);
+        self.rebind_viewers(now);
     }
 }

@@ -1,6 +1,8 @@
 //! Signaling: the JSON protocol ([`protocol`]), one WebSocket session per participant
-//! ([`session`]) and the TURN credentials it hands out ([`turn`]).
+//! ([`session`]), the TURN credentials it hands out ([`turn`]), and the one-exchange WHIP/WHEP
+//! sessions ([`whip`]).
 
 pub mod protocol;
 pub mod session;
 pub mod turn;
+pub mod whip;

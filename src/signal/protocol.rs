@@ -99,6 +99,9 @@ pub struct ParticipantInfo {
     pub id: ParticipantId,
     /// Display name.
     pub name: String,
+    /// Application metadata set through the room API (free text, often JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
     /// Its published tracks.
     pub tracks: Vec<TrackInfo>,
 }
@@ -216,6 +219,45 @@ pub enum ServerMsg {
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
     },
+    /// A published track was muted through the room API: the server no longer forwards it.
+    /// Sent to everyone, its publisher included (whose client then shows it muted).
+    TrackMuted {
+        /// Whose track.
+        participant_id: ParticipantId,
+        /// The track (as subscribers know it).
+        track_id: TrackId,
+        /// The publisher's own id of it (its `MediaStreamTrack.id`).
+        source_track_id: String,
+        /// Muted by the server (room API), not by the participant.
+        by_server: bool,
+    },
+    /// A track muted through the room API is forwarded again (the publisher's client decides
+    /// whether to turn its microphone or camera back on: the server never does).
+    TrackUnmuted {
+        /// Whose track.
+        participant_id: ParticipantId,
+        /// The track (as subscribers know it).
+        track_id: TrackId,
+        /// The publisher's own id of it.
+        source_track_id: String,
+        /// Unmuted by the server (room API).
+        by_server: bool,
+    },
+    /// A participant's name or metadata changed (room API). Sent to everyone, itself included.
+    ParticipantUpdated {
+        /// The participant as it is now.
+        participant: ParticipantInfo,
+    },
+    /// A data message to the room from the server (room API).
+    Data {
+        /// Who sent it (`None`: the server).
+        from: Option<ParticipantId>,
+        /// What it is about, for the application.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        topic: Option<String>,
+        /// The message: any JSON value.
+        payload: serde_json::Value,
+    },
     /// Reply to `ping`.
     Pong,
     /// The server is shutting down.
@@ -260,6 +302,10 @@ impl ServerMsg {
             ServerMsg::PublishLayers { .. } => "publish-layers",
             ServerMsg::ActiveSpeakers { .. } => "active-speakers",
             ServerMsg::Error { .. } => "error",
+            ServerMsg::TrackMuted { .. } => "track-muted",
+            ServerMsg::TrackUnmuted { .. } => "track-unmuted",
+            ServerMsg::ParticipantUpdated { .. } => "participant-updated",
+            ServerMsg::Data { .. } => "data",
             ServerMsg::Pong => "pong",
             ServerMsg::GoingAway { .. } => "going-away",
         }

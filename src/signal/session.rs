@@ -423,7 +423,14 @@ async fn join<S: Sink<Message> + Unpin>(
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
     match ctx
         .rooms
-        .join(&room_name, id.clone(), display, grant, signal_tx)
+        .join(
+            &room_name,
+            id.clone(),
+            display,
+            grant,
+            crate::room::Role::Member,
+            signal_tx,
+        )
         .await
     {
         Ok((handle, accepted)) => {
@@ -457,7 +464,11 @@ async fn join<S: Sink<Message> + Unpin>(
 }
 
 /// The ICE servers for one participant: the configured ones, plus TURN credentials of its own.
-fn ice_servers(ctx: &SessionContext, id: &ParticipantId, expiry: Option<u64>) -> Vec<IceServer> {
+pub(crate) fn ice_servers(
+    ctx: &SessionContext,
+    id: &ParticipantId,
+    expiry: Option<u64>,
+) -> Vec<IceServer> {
     let mut servers = ctx.ice_servers.clone();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

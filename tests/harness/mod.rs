@@ -164,6 +164,7 @@ impl Harness {
                 id: id.clone(),
                 name: DisplayName::parse(&format!("c{i}")).expect("name"),
                 grant: Grant::open(),
+                role: confab::room::Role::Member,
                 signal: signal_tx,
                 reply: reply_tx,
             },
