@@ -219,9 +219,40 @@ pub async fn try_http_get(
     path: &str,
     headers: &str,
 ) -> std::io::Result<(u16, String)> {
+    try_http_request(addr, "GET", path, headers, "").await
+}
+
+/// Any HTTP/1.1 request with a body (`Content-Length` added when there is one):
+/// (status, whole response).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    try_http_request(addr, method, path, headers, body)
+        .await
+        .expect("connect to the HTTP port")
+}
+
+async fn try_http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
+    let length = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Length: {}\r\n", body.len())
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}{length}Connection: close\r\n\r\n{body}"
+    );
     s.write_all(req.as_bytes()).await.expect("write request");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -383,4 +414,18 @@ pub async fn short_call(url: &str, room: &str) -> (Client, Client) {
     )
     .await;
     (a, b)
+}
+
+/// The value of response header `name` (case-insensitive) in a whole HTTP response.
+pub fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let head = response.split("\r\n\r\n").next()?;
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The body of a whole HTTP response.
+pub fn body_of(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
