@@ -33,6 +33,9 @@ pub struct Config {
     pub turn: TurnConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Signed HTTP callbacks on room events.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 /// Process lifecycle.
@@ -234,6 +237,79 @@ impl Default for TurnConfig {
     }
 }
 
+/// Webhooks: room, participant and track events POSTed as signed JSON to each URL (see
+/// [`crate::webhooks`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// `http://` / `https://` URLs every event is POSTed to. Empty: off.
+    pub urls: Vec<String>,
+    /// The `[auth] keys` entry whose secret signs the bodies. Unset: the first key (in sorted
+    /// order).
+    pub api_key: Option<String>,
+    /// The signing secret when there are no `[auth] keys` at all.
+    pub secret: Option<String>,
+    /// Per-attempt HTTP timeout (connect + response).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per event and URL (the first included) before it is given up.
+    pub max_attempts: u32,
+    /// Events queued per URL; beyond it new events are dropped (and counted).
+    pub queue: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            api_key: None,
+            secret: None,
+            timeout: Duration::from_secs(5),
+            max_attempts: 6,
+            queue: 1024,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// The secret that signs webhook bodies: `api_key`'s secret in `auth` (the first key when
+    /// unset), or `secret` when there are no auth keys; `None`: bodies go unsigned.
+    pub fn signing_secret(&self, auth: &AuthConfig) -> Result<Option<String>, ConfigError> {
+        let invalid = |why: String| Err(ConfigError::Webhooks(why));
+        if let Some(key) = &self.api_key {
+            return match auth.keys.get(key) {
+                Some(secret) => Ok(Some(secret.clone())),
+                None => invalid(format!("api_key {key:?} is not in [auth] keys")),
+            };
+        }
+        match (auth.keys.values().next(), &self.secret) {
+            (Some(_), Some(_)) => invalid(
+                "secret is only used without [auth] keys (sign with an api_key instead)".into(),
+            ),
+            (Some(secret), None) => Ok(Some(secret.clone())),
+            (None, secret) => Ok(secret.clone()),
+        }
+    }
+
+    fn validate(&self, auth: &AuthConfig) -> Result<(), ConfigError> {
+        for url in &self.urls {
+            let parsed = reqwest::Url::parse(url);
+            let ok = parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
+                return Err(ConfigError::Webhooks(format!(
+                    "{url:?} is not an http:// or https:// URL"
+                )));
+            }
+        }
+        if self.max_attempts == 0 || self.queue == 0 {
+            return Err(ConfigError::Webhooks(
+                "max_attempts and queue must be at least 1".into(),
+            ));
+        }
+        self.signing_secret(auth).map(drop)
+    }
+}
+
 /// One ICE server for clients (the W3C `RTCIceServer` shape).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -322,6 +398,9 @@ pub enum ConfigError {
     /// `turn.urls` without `turn.secret` (or the other way round).
     #[error("turn.urls and turn.secret must be set together")]
     TurnPair,
+    /// A `[webhooks]` setting is unusable.
+    #[error("webhooks: {0}")]
+    Webhooks(String),
 }
 
 impl Config {
@@ -362,6 +441,7 @@ impl Config {
         if self.turn.urls.is_empty() != self.turn.secret.is_none() {
             return Err(ConfigError::TurnPair);
         }
+        self.webhooks.validate(&self.auth)?;
         Ok(())
     }
 }

@@ -45,3 +45,4 @@ pub mod server;
 pub mod signal;
 pub mod telemetry;
 pub mod transport;
+pub mod webhooks;

@@ -18,6 +18,7 @@ use crate::room::{Advertised, RoomContext};
 use crate::signal::session::{identity_limiter, join_limiter, SessionContext};
 use crate::transport::tcp::TcpTransport;
 use crate::transport::udp::UdpTransport;
+use crate::webhooks::Webhooks;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,9 @@ pub enum ServerError {
     /// Serving HTTP failed.
     #[error("http server failed: {0}")]
     Http(std::io::Error),
+    /// A setting is inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// A bound, running server.
@@ -59,6 +63,8 @@ pub struct Server {
     http: tokio::task::JoinHandle<Result<(), std::io::Error>>,
     udp: tokio::task::JoinHandle<()>,
     tcp: Option<tokio::task::JoinHandle<()>>,
+    webhooks: Webhooks,
+    webhooks_stop: CancellationToken,
 }
 
 /// A self-signed certificate for `localhost`, loopback and the given IPs (PEM cert, PEM key).
@@ -145,7 +151,15 @@ impl Server {
         let advertised = Advertised::new(&ips, media_addr.port(), tcp_addr.map(|a| a.port()));
         let udp_task = udp.spawn_receiver(shutdown.clone());
         let tcp_task = tcp.map(|t| t.spawn(udp.demux.tcp_routes(), shutdown.clone()));
+        // Delivery stops only after the drain, so the drain's events go out too.
+        let webhooks_stop = CancellationToken::new();
+        let secret = config
+            .webhooks
+            .signing_secret(&config.auth)
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        let webhooks = Webhooks::start(&config.webhooks, secret, webhooks_stop.clone());
         let rooms = Arc::new(Rooms::new(RoomContext {
+            webhooks: webhooks.clone(),
             udp: udp.tx.clone(),
             demux: udp.demux.clone(),
             advertised: advertised.clone(),
@@ -217,6 +231,8 @@ impl Server {
             http,
             udp: udp_task,
             tcp: tcp_task,
+            webhooks,
+            webhooks_stop,
         })
     }
 
@@ -261,6 +277,8 @@ impl Server {
         if let Some(tcp) = self.tcp.take() {
             let _ = tcp.await;
         }
+        self.webhooks_stop.cancel();
+        self.webhooks.finished().await;
         info!("stopped");
         Ok(())
     }

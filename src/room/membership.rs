@@ -16,6 +16,7 @@ use crate::ids::{DisplayName, ParticipantId, PeerKey};
 use crate::signal::protocol::{ErrorCode, ParticipantInfo, ServerMsg, TrackInfo};
 use crate::telemetry::METRICS;
 use crate::transport::udp::Route;
+use crate::webhooks::EventKind;
 
 impl Room {
     pub(super) fn join(
@@ -111,6 +112,8 @@ impl Room {
         self.empty_since = None;
         self.mark_dirty(key);
         if !viewer {
+            let who = self.peers.get(&key).map(Room::participant_ref);
+            self.event(EventKind::ParticipantJoined, who, None);
             self.broadcast(key, ServerMsg::ParticipantJoined { participant: info }, now);
         }
         Ok(JoinAccepted {
@@ -219,6 +222,13 @@ impl Room {
         info!("left");
         let id = peer.id().clone();
         let viewer = peer.role().is_viewer();
+        if !viewer {
+            self.event(
+                EventKind::ParticipantLeft,
+                Some(Room::participant_ref(&peer)),
+                None,
+            );
+        }
         drop(peer);
         self.negotiate_due = true;
         if self.peers.is_empty() {

@@ -58,6 +58,8 @@ pub struct RoomContext {
     pub limits: LimitsConfig,
     /// How long a participant whose socket dropped waits for a resume.
     pub resume_grace: Duration,
+    /// Where room events go (webhooks).
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 impl RoomContext {

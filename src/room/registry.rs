@@ -20,6 +20,7 @@ use crate::auth::Grant;
 use crate::ids::{DisplayName, ParticipantId, RoomName};
 use crate::signal::protocol::ServerMsg;
 use crate::telemetry::METRICS;
+use crate::webhooks::{EventKind, WebhookEvent};
 
 /// Commands queued per room before senders wait.
 const ROOM_CMD_CAPACITY: usize = 256;
@@ -71,10 +72,12 @@ impl Rooms {
         }
         let lease = DirectoryLease::new(self.map.clone(), name.clone(), generation);
         let udp = self.ctx.udp.clone();
+        let webhooks = self.ctx.webhooks.clone();
+        webhooks.emit(WebhookEvent::new(EventKind::RoomStarted, name.as_str()));
         // A panic inside one room is contained here: its `Drop` frees its state (routes,
         // gauges, participants' sessions) and its lease its directory entry; other rooms run on.
         tokio::spawn(async move {
-            let run = task::run(room, lease, udp, cmd_rx, inbox_rx);
+            let run = task::run(room, lease, udp, webhooks, cmd_rx, inbox_rx);
             let run = std::panic::AssertUnwindSafe(run);
             if let Err(panic) = run.catch_unwind().await {
                 METRICS.room_panics.inc();
@@ -287,6 +290,7 @@ mod tests {
             media: MediaConfig::default(),
             ice_servers: vec![],
             resume_grace: Duration::from_secs(15),
+            webhooks: crate::webhooks::Webhooks::disabled(),
             limits: LimitsConfig {
                 max_rooms: 2,
                 max_participants_per_room: 1,

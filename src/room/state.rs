@@ -25,6 +25,7 @@ use crate::signal::protocol::{ErrorCode, ServerMsg};
 use crate::telemetry::{kind_index, DropReason, LocalCounters, METRICS};
 use crate::transport::tcp::TcpLinks;
 use crate::transport::udp::{Datagram, DemuxHandle, RoomInbox};
+use crate::webhooks::{EventKind, ParticipantRef, TrackRef, WebhookEvent};
 
 /// Housekeeping period when nothing else is due (rates, counters flushed to the metrics).
 pub const HOUSEKEEPING: Duration = Duration::from_millis(250);
@@ -97,6 +98,8 @@ pub struct Room {
     pub(super) empty_since: Option<Instant>,
     /// Closed through the room API.
     pub(super) closed: bool,
+    /// Events for the webhooks, taken by the task after each input.
+    pub(super) events: Vec<WebhookEvent>,
 }
 
 impl Room {
@@ -136,6 +139,35 @@ impl Room {
             options: RoomOptions::default(),
             empty_since: None,
             closed: false,
+            events: Vec::new(),
+        }
+    }
+
+    /// The webhook events since the last call.
+    pub fn take_events(&mut self) -> Vec<WebhookEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Records a webhook event about this room.
+    pub(super) fn event(
+        &mut self,
+        kind: EventKind,
+        participant: Option<ParticipantRef>,
+        track: Option<TrackRef>,
+    ) {
+        let mut e = WebhookEvent::new(kind, self.name.as_str());
+        e.participant = participant;
+        e.track = track;
+        self.events.push(e);
+    }
+
+    /// A participant as webhooks describe it.
+    pub(super) fn participant_ref(peer: &Peer) -> ParticipantRef {
+        ParticipantRef {
+            id: peer.id().to_string(),
+            name: peer.name().as_str().to_owned(),
+            identity: peer.grant().identity.clone(),
+            kind: peer.role().as_str().to_owned(),
         }
     }
 

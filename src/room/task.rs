@@ -19,6 +19,7 @@ use super::state::Room;
 use super::{JoinError, RoomCmd};
 use crate::telemetry::METRICS;
 use crate::transport::udp::{Datagram, UdpTx};
+use crate::webhooks::{EventKind, WebhookEvent, Webhooks};
 
 /// Datagrams handled per wake-up before commands and timers get a turn.
 pub const INBOX_BUDGET: usize = 64;
@@ -30,6 +31,7 @@ pub async fn run(
     mut room: Room,
     lease: DirectoryLease,
     udp: UdpTx,
+    webhooks: Webhooks,
     mut cmds: mpsc::Receiver<RoomCmd>,
     mut inbox: mpsc::Receiver<Datagram>,
 ) {
@@ -70,6 +72,9 @@ pub async fn run(
             }
             udp.send_batch(room.transmits_mut());
             room.send_tcp();
+            for event in room.take_events() {
+                webhooks.emit(event);
+            }
             if let Some(t) = room.take_oldest_forwarded() {
                 METRICS.forward_latency.observe(t.elapsed().as_secs_f64());
             }
@@ -86,6 +91,13 @@ pub async fn run(
                 break;
             }
         }
+        for event in room.take_events() {
+            webhooks.emit(event);
+        }
+        webhooks.emit(WebhookEvent::new(
+            EventKind::RoomFinished,
+            room.name().as_str(),
+        ));
         // The room's `Drop` frees its peers, routes and gauges; then the lease's, its entry.
         drop(room);
         info!("room closed");

@@ -12,8 +12,19 @@ use super::state::Room;
 use crate::ids::{PeerKey, TrackKind};
 use crate::media::downtrack::DownTrack;
 use crate::media::forwarder::TrackKey;
+use crate::media::forwarder::UpTrack;
 use crate::signal::protocol::ServerMsg;
 use crate::telemetry::{kind_index, DropReason, METRICS};
+use crate::webhooks::{EventKind, TrackRef};
+
+/// A track as webhooks describe it.
+fn track_ref(t: &UpTrack) -> TrackRef {
+    TrackRef {
+        id: t.id.to_string(),
+        kind: t.kind.as_str().to_owned(),
+        codec: t.codec.mime_type.clone(),
+    }
+}
 
 impl Room {
     /// Adds a pending leg of track `tk` to `peer` (offered in its next server offer).
@@ -96,6 +107,11 @@ impl Room {
             return;
         };
         info!(track = %track_id, ?kind, "track published");
+        if let Some(t) = self.forwarder.track(tk) {
+            let track = track_ref(t);
+            let who = self.peers.get(&key).map(Room::participant_ref);
+            self.event(EventKind::TrackPublished, who, Some(track));
+        }
         let others: Vec<PeerKey> = self.peers.keys().copied().filter(|k| *k != key).collect();
         for k in others {
             if let Some(mut sub) = self.peers.remove(&k) {
@@ -133,6 +149,8 @@ impl Room {
         }
         self.negotiate_due = true;
         info!(track = %t.id, "track unpublished");
+        let who = self.peers.get(&t.publisher).map(Room::participant_ref);
+        self.event(EventKind::TrackUnpublished, who, Some(track_ref(&t)));
         let msg = ServerMsg::TrackUnpublished {
             participant_id: t.publisher_id.clone(),
             track_id: t.id.clone(),

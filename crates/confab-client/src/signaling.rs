@@ -91,6 +91,9 @@ pub struct Participant {
     pub id: String,
     /// Display name.
     pub name: String,
+    /// Metadata set through the room API.
+    #[serde(default)]
+    pub metadata: Option<String>,
     /// Published tracks.
     #[serde(default)]
     pub tracks: Vec<PublishedTrack>,
@@ -191,6 +194,43 @@ pub enum ServerMessage {
         #[serde(default)]
         reason: String,
     },
+    /// A track was muted through the room API (not forwarded any more).
+    TrackMuted {
+        /// Publisher.
+        participant_id: String,
+        /// Track id.
+        track_id: String,
+        /// The publisher's own track id.
+        source_track_id: String,
+        /// By the server.
+        by_server: bool,
+    },
+    /// A track muted through the room API is forwarded again.
+    TrackUnmuted {
+        /// Publisher.
+        participant_id: String,
+        /// Track id.
+        track_id: String,
+        /// The publisher's own track id.
+        source_track_id: String,
+        /// By the server.
+        by_server: bool,
+    },
+    /// A participant's name or metadata changed.
+    ParticipantUpdated {
+        /// The participant now.
+        participant: Participant,
+    },
+    /// A data message.
+    Data {
+        /// Sender (`None`: the server).
+        from: Option<String>,
+        /// Topic.
+        #[serde(default)]
+        topic: Option<String>,
+        /// Payload.
+        payload: serde_json::Value,
+    },
 }
 
 impl ServerMessage {
@@ -208,6 +248,10 @@ impl ServerMessage {
             ServerMessage::Error { .. } => "error",
             ServerMessage::Pong => "pong",
             ServerMessage::GoingAway { .. } => "going-away",
+            ServerMessage::TrackMuted { .. } => "track-muted",
+            ServerMessage::TrackUnmuted { .. } => "track-unmuted",
+            ServerMessage::ParticipantUpdated { .. } => "participant-updated",
+            ServerMessage::Data { .. } => "data",
         }
     }
 
