@@ -27,6 +27,24 @@
  * while the session is resumed), cleared once `connected` again; the media line for
  * `media-reconnecting` (its `reason`, e.g. that UDP may be blocked), cleared on
  * `media-connected`. `state.banner` holds its text; `state.recovery` the session's counters.
+ *
+ * Room API (the host, through the server):
+ * - A member's track muted by the host: its tile gets the class `mic-muted` / `cam-muted`, a
+ *   "Mic muted" / "Camera off" badge (in `.badges`), and its accessible name says so; a camera
+ *   off shows the initial instead of the frozen picture. Our own tile does the same.
+ * - Our own track muted by the host: the notice `#host-notice` (an assertive live region) says
+ *   "Muted by the host" ("… (camera)", "… (microphone and camera)"), the mic (camera) button
+ *   shows the muted state; the user may still unmute. `track-unmuted` only changes the notice to
+ *   "The host allowed you to unmute" (gone after 10 s or once the user unmutes): the microphone
+ *   stays off until the user turns it on. `state.hostNotice` holds the text, `state.hostMuted`
+ *   the kinds muted.
+ * - A rename (or new metadata) shows at once on the tile (ours too).
+ * - A data message from the host appears as a toast in `#toasts` (a polite live region): the
+ *   topic, and the payload as text if it is a string, else as JSON; gone after 10 s or when
+ *   dismissed. `state.messages` keeps them.
+ * - Removed by the host or the room closed (`removed`): the call ends with the reason on the
+ *   join form ("You are no longer in the call: the room was closed."); no rejoin.
+ *   `state.removedReason` holds it.
  */
 import { Session } from './confab.js';
 
@@ -38,7 +56,9 @@ import { Session } from './confab.js';
  * @property {string | null} room
  * @property {string | null} name
  * @property {boolean} receiveOnly     true when camera/microphone could not be opened
- * @property {Record<string, {id: string, name: string}>} participants  remote members shown
+ * @property {Record<string, {id: string, name: string, metadata: string | null,
+ *           muted: {audio: boolean, video: boolean}}>} participants  remote members shown
+ *           (`muted`: by the host)
  * @property {Record<string, string[]>} sendingLayers  per local track id, the rids the server's
  *           last `publish-layers` left on (no entry: every layer, as after joining)
  * @property {string[]} speakers       participant ids of the active speakers, loudest first
@@ -48,6 +68,11 @@ import { Session } from './confab.js';
  * @property {string | null} banner    the recovery banner's text as shown (null: hidden)
  * @property {{reconnects: number, resumes: number, iceRestarts: number}} recovery  the session's
  *           counters (`Session.reconnects`, `resumes`, `iceRestarts`), as of its last event
+ * @property {{audio: boolean, video: boolean}} hostMuted  our own tracks muted by the host
+ * @property {string | null} hostNotice  the text of `#host-notice` (null: none)
+ * @property {{from: string | null, topic: string | null, text: string, at: number}[]} messages
+ *           data messages shown as toasts, oldest first (`text`: the payload as shown)
+ * @property {string | null} removedReason  why the server ended our session (`removed`)
  */
 
 /** @type {AppState} */
@@ -65,6 +90,10 @@ const state = {
   errors: [],
   banner: null,
   recovery: { reconnects: 0, resumes: 0, iceRestarts: 0 },
+  hostMuted: { audio: false, video: false },
+  hostNotice: null,
+  messages: [],
+  removedReason: null,
 };
 
 /** @type {{session: Session | null, state: AppState}} */
@@ -80,6 +109,14 @@ const exposed = { session: null, state };
 const CAMERA_CONSTRAINTS = { width: { ideal: 960 }, height: { ideal: 540 } };
 
 const PAUSED_TEXT = 'Paused — low bandwidth';
+
+/** How long "The host allowed you to unmute" and a data toast stay. */
+const HOST_ALLOWED_MS = 10_000;
+const TOAST_MS = 10_000;
+/** At most this many toasts at once (the oldest goes). */
+const MAX_TOASTS = 4;
+/** A data payload longer than this is cut for display. */
+const MAX_TOAST_CHARS = 500;
 
 /** @type {MediaStream | null} */
 let localStream = null;
@@ -127,6 +164,8 @@ const ui = {
   status: el('status', HTMLElement),
   statusText: el('status-text', HTMLElement),
   notice: el('notice', HTMLElement),
+  hostNotice: el('host-notice', HTMLElement),
+  toasts: el('toasts', HTMLElement),
   banner: el('conn-banner', HTMLElement),
   bannerSocket: el('conn-banner-socket', HTMLElement),
   bannerMedia: el('conn-banner-media', HTMLElement),
@@ -369,7 +408,12 @@ function renderSpeaking(tile) {
   const rank = state.speakers.findIndex((s) => speakerTileId(s) === id);
   tile.classList.toggle('speaking', rank >= 0);
   tile.classList.toggle('dominant', rank === 0);
-  const notes = [...(tile.classList.contains('local') ? ['you'] : []), ...(rank >= 0 ? ['speaking'] : [])];
+  const notes = [
+    ...(tile.classList.contains('local') ? ['you'] : []),
+    ...(rank >= 0 ? ['speaking'] : []),
+    ...(tile.classList.contains('mic-muted') ? ['microphone muted by the host'] : []),
+    ...(tile.classList.contains('cam-muted') ? ['camera turned off by the host'] : []),
+  ];
   const name = `${tile.dataset.name ?? ''}${notes.length ? ` (${notes.join(', ')})` : ''}`;
   if (tile.getAttribute('aria-label') !== name) tile.setAttribute('aria-label', name);
 }
@@ -378,10 +422,203 @@ function renderAllSpeaking() {
   for (const tile of ui.tiles.querySelectorAll('.tile')) renderSpeaking(/** @type {HTMLElement} */ (tile));
 }
 
-/** @param {HTMLElement} tile @param {MediaStream} stream */
+/** A camera the host turned off shows the initial, not the last frame it sent.
+ * @param {HTMLElement} tile @param {MediaStream} stream */
 function updateVideoPresence(tile, stream) {
   const live = stream.getVideoTracks().some((t) => t.readyState === 'live' && !t.muted && t.enabled);
-  tile.classList.toggle('no-video', !live);
+  tile.classList.toggle('no-video', !live || tile.classList.contains('cam-muted'));
+}
+
+// ------------------------------------------------------------------ muted by the host
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+/** A small icon with a slash across it (aria-hidden). @param {'audio' | 'video'} kind */
+function mutedIcon(kind) {
+  const svg = document.createElementNS(SVG_NS, 'svg');
+  svg.setAttribute('viewBox', '0 0 16 16');
+  svg.setAttribute('width', '12');
+  svg.setAttribute('height', '12');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('focusable', 'false');
+  const shapes = kind === 'audio'
+    ? ['M8 1.5a2.5 2.5 0 0 0-2.5 2.5v4a2.5 2.5 0 0 0 5 0V4A2.5 2.5 0 0 0 8 1.5z',
+      'M3.5 7.5a4.5 4.5 0 0 0 9 0M8 12v2.5']
+    : ['M1.5 4.5h8.5v7H1.5z', 'M10 7l4.5-2.5v7L10 9'];
+  for (const d of [...shapes, 'M2 2l12 12']) {
+    const path = document.createElementNS(SVG_NS, 'path');
+    path.setAttribute('d', d);
+    path.setAttribute('fill', 'none');
+    path.setAttribute('stroke', 'currentColor');
+    path.setAttribute('stroke-width', '1.5');
+    path.setAttribute('stroke-linecap', 'round');
+    svg.append(path);
+  }
+  return svg;
+}
+
+/**
+ * Shows on a tile which of its tracks the host muted: classes `mic-muted` / `cam-muted`, one
+ * badge per kind (hidden from screen readers: the tile's accessible name says it), and no
+ * frozen picture for a camera turned off.
+ * @param {Session} session
+ * @param {string} id  participant id, or 'local'
+ */
+function renderMuted(session, id) {
+  const tile = findTile(id);
+  if (!tile) return;
+  const p = id === 'local' ? null : session.participants.get(id);
+  const muted = id === 'local' ? session.mutedByServer : p?.muted ?? { audio: false, video: false };
+  tile.classList.toggle('mic-muted', muted.audio);
+  tile.classList.toggle('cam-muted', muted.video);
+  const badges = /** @type {HTMLElement} */ (tile.querySelector('.badges'));
+  badges.setAttribute('aria-hidden', 'true');
+  /** @type {('audio' | 'video')[]} */
+  const want = [...(muted.audio ? /** @type {const} */ (['audio']) : []), ...(muted.video ? /** @type {const} */ (['video']) : [])];
+  const have = [...badges.querySelectorAll('.badge-muted')].map((b) => /** @type {HTMLElement} */ (b).dataset.kind);
+  if (want.join() !== have.join()) {
+    badges.querySelectorAll('.badge-muted').forEach((b) => b.remove());
+    for (const kind of want) {
+      const badge = document.createElement('span');
+      badge.className = 'badge badge-muted';
+      badge.dataset.kind = kind;
+      badge.title = kind === 'audio' ? 'Microphone muted by the host' : 'Camera turned off by the host';
+      badge.append(mutedIcon(kind), document.createTextNode(kind === 'audio' ? 'Mic muted' : 'Camera off'));
+      badges.append(badge);
+    }
+  }
+  const stream = tileVideo(tile).srcObject;
+  if (stream instanceof MediaStream) updateVideoPresence(tile, stream);
+  renderSpeaking(tile); // the accessible name
+}
+
+const HOST_ALLOWED_TEXT = 'The host allowed you to unmute';
+/** Clears `HOST_ALLOWED_TEXT` after `HOST_ALLOWED_MS`. @type {ReturnType<typeof setTimeout> | null} */
+let hostNoticeTimer = null;
+
+/**
+ * What `#host-notice` says about our own tracks: "Muted by the host" while the host has one
+ * muted (and, if the user turned it on anyway, that nobody hears or sees it yet); after the
+ * host lifted it (`allowed`), "The host allowed you to unmute" for `HOST_ALLOWED_MS` or until
+ * the user unmutes. Rewritten only when the text changes (the region is assertive).
+ * @param {Session} session
+ * @param {boolean} [allowed=false]  the host just lifted a mute
+ */
+function renderHostNotice(session, allowed = false) {
+  const m = session.mutedByServer;
+  state.hostMuted = { ...m };
+  /** @type {string | null} */
+  let text = null;
+  if (m.audio || m.video) {
+    text = `Muted by the host${m.audio && m.video ? ' (microphone and camera)' : m.video ? ' (camera)' : ''}`;
+    // Turned on anyway (allowed): say that it reaches nobody yet.
+    const heard = m.audio && session.micEnabled;
+    const seen = m.video && session.cameraEnabled;
+    if (heard || seen) {
+      text += ` — the others will not ${heard && seen ? 'hear or see' : heard ? 'hear' : 'see'} you until the host allows it`;
+    }
+  } else if (allowed || state.hostNotice === HOST_ALLOWED_TEXT) {
+    text = HOST_ALLOWED_TEXT; // stays until its timer ends or the user unmutes
+  }
+  if (hostNoticeTimer && (text !== HOST_ALLOWED_TEXT || allowed)) {
+    clearTimeout(hostNoticeTimer);
+    hostNoticeTimer = null;
+  }
+  if (text === HOST_ALLOWED_TEXT && !hostNoticeTimer) {
+    hostNoticeTimer = setTimeout(() => {
+      hostNoticeTimer = null;
+      if (state.hostNotice === HOST_ALLOWED_TEXT) setHostNotice(null);
+    }, HOST_ALLOWED_MS);
+  }
+  setHostNotice(text);
+  ui.btnMic.title = m.audio ? 'Muted by the host: you may unmute, but nobody hears you until the host allows it' : '';
+  ui.btnCam.title = m.video ? 'Turned off by the host: you may turn it on, but nobody sees it until the host allows it' : '';
+}
+
+/** @param {string | null} text */
+function setHostNotice(text) {
+  if (state.hostNotice === text) return;
+  state.hostNotice = text;
+  if (!text) {
+    ui.hostNotice.replaceChildren();
+    return;
+  }
+  const p = document.createElement('p');
+  p.className = text === HOST_ALLOWED_TEXT ? 'host-notice allowed' : 'host-notice';
+  p.textContent = text;
+  ui.hostNotice.replaceChildren(p);
+}
+
+/** The user turned a microphone or camera on: "The host allowed you to unmute" has done its job. */
+function dismissHostAllowed() {
+  if (state.hostNotice !== HOST_ALLOWED_TEXT) return;
+  if (hostNoticeTimer) clearTimeout(hostNoticeTimer);
+  hostNoticeTimer = null;
+  setHostNotice(null);
+}
+
+/** The mic and camera buttons as the local tracks are now (the host may have turned one off). */
+function syncMediaButtons() {
+  const session = exposed.session;
+  if (!session || !localStream) return;
+  setPressed(ui.btnMic, !session.micEnabled, 'Mute', 'Unmute');
+  setPressed(ui.btnCam, !session.cameraEnabled, 'Camera off', 'Camera on');
+  const tile = findTile('local');
+  if (tile) updateVideoPresence(tile, localStream);
+}
+
+// ------------------------------------------------------------------ data messages
+
+/** A payload as shown: a string as it is, anything else as JSON. @param {unknown} payload */
+function payloadText(payload) {
+  let text;
+  if (typeof payload === 'string') text = payload;
+  else {
+    try { text = JSON.stringify(payload) ?? String(payload); } catch { text = String(payload); }
+  }
+  return text.length > MAX_TOAST_CHARS ? `${text.slice(0, MAX_TOAST_CHARS)}…` : text;
+}
+
+/**
+ * Shows a data message as a toast in `#toasts` (a polite live region: it is read once).
+ * @param {Session} session
+ * @param {import('./confab.js').DataDetail} d
+ */
+function showToast(session, d) {
+  const text = payloadText(d.payload);
+  state.messages.push({ from: d.from, topic: d.topic, text, at: Date.now() });
+  if (state.messages.length > 50) state.messages.shift();
+  const from = d.from === null ? 'Host' : session.participants.get(d.from)?.name ?? d.from;
+  const toast = document.createElement('div');
+  toast.className = 'toast';
+  const head = document.createElement('p');
+  head.className = 'toast-head';
+  const who = document.createElement('span');
+  who.className = 'toast-from';
+  who.textContent = from;
+  head.append(who);
+  if (d.topic) {
+    const topic = document.createElement('span');
+    topic.className = 'toast-topic';
+    topic.textContent = d.topic;
+    head.append(document.createTextNode(' · '), topic);
+  }
+  const body = document.createElement('p');
+  body.className = 'toast-body';
+  body.textContent = text;
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.className = 'toast-close';
+  close.setAttribute('aria-label', 'Dismiss message');
+  close.textContent = '×';
+  const timer = setTimeout(() => toast.remove(), TOAST_MS);
+  close.addEventListener('click', () => {
+    clearTimeout(timer);
+    toast.remove();
+  });
+  toast.append(head, body, close);
+  ui.toasts.append(toast);
+  while (ui.toasts.children.length > MAX_TOASTS) ui.toasts.firstElementChild?.remove();
 }
 
 /**
@@ -408,7 +645,9 @@ function syncParticipants() {
   const session = exposed.session;
   state.participants = {};
   if (!session) return;
-  for (const p of session.participants.values()) state.participants[p.id] = { id: p.id, name: p.name };
+  for (const p of session.participants.values()) {
+    state.participants[p.id] = { id: p.id, name: p.name, metadata: p.metadata, muted: { ...p.muted } };
+  }
 }
 
 /** @param {string} type @param {unknown} [detail] */
@@ -426,6 +665,7 @@ function logEvent(type, detail) {
 async function startCall(room, name, token, simulcast) {
   state.room = room;
   state.name = name;
+  state.removedReason = null;
   ui.joinView.hidden = true;
   ui.callView.hidden = false;
   ui.roomLabel.hidden = false;
@@ -559,6 +799,7 @@ function wireSession(session) {
   });
   on('participant-joined', (/** @type {import('./confab.js').ParticipantJoinedDetail} */ d) => {
     ensureTile(d.participant.id, d.participant.name);
+    renderMuted(session, d.participant.id); // a mute may have come first
     syncParticipants();
   });
   on('participant-left', (/** @type {import('./confab.js').ParticipantLeftDetail} */ d) => {
@@ -588,12 +829,52 @@ function wireSession(session) {
     if (tile) tileViews.get(tileVideo(tile))?.trackIds.delete(d.trackId);
     refresh(d);
   });
-  on('track-muted', refresh);
-  on('track-unmuted', refresh);
+  const muteChanged = (/** @type {import('./confab.js').TrackMuteDetail} */ d) => {
+    const tile = findTile(d.participantId);
+    if (tile && d.stream) updateVideoPresence(tile, d.stream);
+    if (d.byServer) {
+      renderMuted(session, d.participantId);
+      syncParticipants();
+    }
+  };
+  on('track-muted', muteChanged);
+  on('track-unmuted', muteChanged);
+  on('local-muted-by-server', () => {
+    // The SDK has turned the track off; the buttons and the self view say so.
+    syncMediaButtons();
+    renderMuted(session, 'local');
+    renderHostNotice(session);
+  });
+  on('local-unmuted-by-server', (/** @type {import('./confab.js').LocalUnmutedDetail} */ d) => {
+    // The track stays off: the user turns it back on (the buttons already say "Unmute").
+    syncMediaButtons();
+    renderMuted(session, 'local');
+    renderHostNotice(session, d.cause === 'server');
+  });
+  on('participant-updated', (/** @type {import('./confab.js').ParticipantUpdatedDetail} */ d) => {
+    if (d.local) {
+      state.name = d.name;
+      if (findTile('local')) ensureTile('local', d.name, true);
+      return;
+    }
+    if (findTile(d.participantId)) ensureTile(d.participantId, d.name);
+    syncParticipants();
+  });
+  on('data', (/** @type {import('./confab.js').DataDetail} */ d) => showToast(session, d));
+  on('removed', (/** @type {import('./confab.js').RemovedDetail} */ d) => {
+    // The host removed us or closed the room: the session is over (the SDK does not rejoin).
+    state.removedReason = d.reason;
+    const reason = d.reason.trim();
+    endCall(`You are no longer in the call: ${reason}${/[.!?]$/.test(reason) ? '' : '.'}`, 'disconnected');
+  });
   const paused = (/** @type {{participantId: string}} */ d) => renderPaused(session, d.participantId);
   on('track-paused', paused);
   on('track-resumed', paused);
-  on('track-unpublished', paused);
+  on('track-unpublished', (/** @type {{participantId: string}} */ d) => {
+    paused(d);
+    renderMuted(session, d.participantId); // its mute went with it
+    syncParticipants();
+  });
   on('publish-layers', (/** @type {import('./confab.js').PublishLayersDetail} */ d) => {
     state.sendingLayers[d.sourceTrackId] = d.encodings.filter((e) => e.active).map((e) => e.rid ?? '');
   });
@@ -632,8 +913,10 @@ function summarize(d) {
 /**
  * Stops the call and shows the join form again.
  * @param {string | null} message
+ * @param {string} [finalState]  the connection state shown (default: 'failed' with a message,
+ *   else 'disconnected')
  */
-function endCall(message) {
+function endCall(message, finalState = message ? 'failed' : 'disconnected') {
   const session = exposed.session;
   exposed.session = null;
   session?.leave();
@@ -648,7 +931,13 @@ function endCall(message) {
   state.sendingLayers = {};
   state.speakers = [];
   state.participantId = null;
-  state.connectionState = message ? 'failed' : 'disconnected';
+  if (hostNoticeTimer) clearTimeout(hostNoticeTimer);
+  hostNoticeTimer = null;
+  setHostNotice(null);
+  state.hostMuted = { audio: false, video: false };
+  ui.btnMic.title = ui.btnCam.title = '';
+  ui.toasts.replaceChildren();
+  state.connectionState = finalState;
   state.mediaState = 'new';
   renderStatus();
   ui.callView.hidden = true;
@@ -685,6 +974,8 @@ ui.btnMic.addEventListener('click', () => {
   const enable = !session.micEnabled;
   session.setMicEnabled(enable);
   setPressed(ui.btnMic, !enable, 'Mute', 'Unmute');
+  if (enable) dismissHostAllowed();
+  renderHostNotice(session); // still muted by the host: say that nobody hears it yet
 });
 
 ui.btnCam.addEventListener('click', () => {
@@ -693,6 +984,8 @@ ui.btnCam.addEventListener('click', () => {
   const enable = !session.cameraEnabled;
   session.setCameraEnabled(enable);
   setPressed(ui.btnCam, !enable, 'Camera off', 'Camera on');
+  if (enable) dismissHostAllowed();
+  renderHostNotice(session);
   const tile = /** @type {HTMLElement | null} */ (ui.tiles.querySelector('.tile.local'));
   if (tile && localStream) updateVideoPresence(tile, localStream);
 });

@@ -19,7 +19,8 @@
  *   (an outstanding offer of ours, candidates, track views) and emits `resumed`; the
  *   participant id stays the same and `joined` is not emitted again.
  * - **Full rejoin.** If resuming is impossible (no token, `error {code: 'resume-failed'}`, the
- *   grace period since the socket was lost is over, or the server `removed` us), the session
+ *   grace period since the socket was lost is over, or the server `removed` us because our media
+ *   connection failed or another session replaced ours; see `isRejoinableRemoval`), the session
  *   closes its PeerConnection, removes every member (with `participant-left`), and joins
  *   afresh (on the same socket after `resume-failed`, else on a new one after an exponential,
  *   jittered backoff: `backoffBaseMs` × 2^attempt up to `backoffMaxMs`, ±`backoffJitter`),
@@ -62,17 +63,35 @@
  * - The server names the dominant speakers (`active-speakers`, loudest first, our own id
  *   included while we speak); `activeSpeakers()` returns the current list. It is emptied when
  *   the socket drops, and a member who leaves is taken off it.
+ * - **Removed for good.** Any other `error {code: 'removed'}` (an admin removed us through the
+ *   room API, or the room was closed: "removed from the room", "the room was closed", or the
+ *   admin's own reason) ends the session like `leave()` without a rejoin or resume: `error`
+ *   (`fatal: true`), then `removed` with the server's reason (also `removedReason`), then
+ *   `connection-state` `disconnected`.
+ * - **Muted by the server.** `track-muted` / `track-unmuted` (`by_server`) for one of our own
+ *   tracks (its `source_track_id` is the local `MediaStreamTrack.id`) disables that local track
+ *   (`enabled = false`) and emits `local-muted-by-server`; `track-unmuted` only lifts that state
+ *   (`local-unmuted-by-server`) and never re-enables the track: the user unmutes with
+ *   `setMicEnabled`/`setCameraEnabled` as usual (allowed while still muted by the server, but
+ *   nobody hears or sees it until the server forwards the track again). `mutedByServer` tells
+ *   which kinds are muted now. For another member's track the session emits `track-muted` /
+ *   `track-unmuted` with `byServer: true`, and `mutedTracks()`, `isMuted()` and each
+ *   `Participant.muted` hold the current state.
+ * - `participant-updated` (a name or metadata set through the room API) updates the member (or,
+ *   for our own id, `name` and `metadata`) and emits `participant-updated`; `data` from the
+ *   server emits `data`.
  *
  * Events (all `CustomEvent`s; see the typedefs below for each `detail`):
  * `joined`, `participant-joined`, `participant-left`, `track-published`, `track-unpublished`,
  * `track`, `track-ended`, `track-muted`, `track-unmuted`, `track-paused`, `track-resumed`,
  * `publish-layers`, `active-speakers`, `connection-state`, `media-state`, `error`, `going-away`,
- * `reconnecting`, `resumed`, `media-reconnecting`, `media-connected`.
+ * `reconnecting`, `resumed`, `media-reconnecting`, `media-connected`, `local-muted-by-server`,
+ * `local-unmuted-by-server`, `participant-updated`, `data`, `removed`.
  */
 
 /**
  * @typedef {{track_id: string, kind: 'audio' | 'video'}} WireTrack
- * @typedef {{id: string, name: string, tracks: WireTrack[]}} WireParticipant
+ * @typedef {{id: string, name: string, metadata?: string, tracks: WireTrack[]}} WireParticipant
  * @typedef {{urls: string | string[], username?: string, credential?: string}} WireIceServer
  * @typedef {{candidate: string, sdp_mid?: string | null, sdp_m_line_index?: number | null,
  *            username_fragment?: string | null}} WireCandidate
@@ -83,8 +102,12 @@
  * @typedef {object} Participant
  * @property {string} id            participant id (also the id of the MediaStream we receive)
  * @property {string} name
+ * @property {string | null} metadata  application metadata set through the room API (free
+ *           text, often JSON); null when none
  * @property {WireTrack[]} tracks   tracks the server announced for this participant
  * @property {MediaStream | null} stream  the stream carrying its received tracks, once one arrived
+ * @property {{audio: boolean, video: boolean}} muted  whether a track of that kind is muted by
+ *           the server (`track-muted` not yet followed by `track-unmuted`)
  */
 
 /**
@@ -100,6 +123,35 @@
  * @typedef {{participantId: string, trackId: string, track: MediaStreamTrack, stream: MediaStream,
  *            receiver: RTCRtpReceiver}} TrackDetail  `trackId` is the server's id of the track
  *            (as in `track-published`; the `msid` track id of its m-line), not `track.id`
+ * @typedef {{participantId: string, trackId: string, kind: 'audio' | 'video' | null, byServer: boolean,
+ *            sourceTrackId: string | null, track: MediaStreamTrack | null, stream: MediaStream | null,
+ *            receiver: RTCRtpReceiver | null}} TrackMuteDetail  `track-muted` / `track-unmuted`
+ *            of another member's track. `byServer: true`: the server stopped (or resumed)
+ *            forwarding it (room API; `sourceTrackId` is the publisher's own track id; `track`,
+ *            `stream`, `receiver` are those of the received track, null while none is
+ *            received). `byServer: false`: the received `MediaStreamTrack` fired `mute` /
+ *            `unmute` (no media arriving, or arriving again); `sourceTrackId` is null and
+ *            `track`, `stream`, `receiver` are set
+ * @typedef {{kind: 'audio' | 'video' | null, trackId: string, sourceTrackId: string,
+ *            track: MediaStreamTrack | null}} LocalMutedDetail  `local-muted-by-server`: the
+ *            server no longer forwards our track `sourceTrackId` (the local
+ *            `MediaStreamTrack.id`; `trackId` is the server's id of it); the session has set
+ *            `track.enabled = false` (`track` null if no local track has that id)
+ * @typedef {{kind: 'audio' | 'video' | null, trackId: string, sourceTrackId: string,
+ *            track: MediaStreamTrack | null, cause: 'server' | 'session-ended'}} LocalUnmutedDetail
+ *            `local-unmuted-by-server`: the user may unmute again. The local track stays
+ *            disabled (`track.enabled` untouched). `cause: 'server'`: the server's
+ *            `track-unmuted`; `'session-ended'`: the session the mute applied to is gone (a
+ *            full rejoin: the server's mute does not carry over to the new participant)
+ * @typedef {{participantId: string, local: boolean, name: string, metadata: string | null,
+ *            changed: ('name' | 'metadata')[], participant: Participant | null}} ParticipantUpdatedDetail
+ *            a member's (or, `local: true`, our own) name and/or metadata changed; `participant`
+ *            is the updated member (null for ourselves); `changed` is never empty
+ * @typedef {{from: string | null, topic: string | null, payload: unknown}} DataDetail  a data
+ *            message: `from` null means the server (room API); `payload` any JSON value
+ * @typedef {{reason: string}} RemovedDetail  the server removed us for good (admin removal or
+ *            room closed); the session is over and will not rejoin
+ * @typedef {{participantId: string, trackId: string, kind: 'audio' | 'video' | null}} MutedTrack
  * @typedef {{participantId: string, trackId: string, reason: string}} TrackPausedDetail
  * @typedef {{participantId: string, trackId: string}} TrackResumedDetail
  * @typedef {{sourceTrackId: string, active: string[], sender: RTCRtpSender,
@@ -258,6 +310,21 @@ const FATAL_CODES = new Set(['room_full', 'server_full', 'unauthorized', 'invali
  * may succeed (so there is nothing to resume). */
 const CLOSING_CODES = new Set(['negotiation_timeout', 'internal', 'removed']);
 
+/**
+ * Whether an `error {code: 'removed'}` with this message is about a problem a fresh join may
+ * fix, so the session rejoins: the server removed us because our media connection failed
+ * ("media connection failed", "media connection lost", "media never connected"), or a session
+ * with the same identity replaced ours ("replaced by …"). Every other removal (an admin
+ * removed us through the room API, with the default "removed from the room" or a reason of
+ * their own; the room was closed, "the room was closed" / "the room is gone") ends the session
+ * for good. The server's `removed` carries no machine-readable reason, so this goes by the
+ * message; a removal the client does not recognise ends the session rather than fight an admin.
+ * @param {string} message
+ */
+export function isRejoinableRemoval(message) {
+  return /^\s*(media\b|replaced\b)/i.test(message);
+}
+
 /** Errors in reply to `resume` that mean the server will not resume this session (an older
  * server does not know `resume` at all): join afresh. Compared with `-` read as `_`. */
 const RESUME_REFUSED_CODES = new Set(['resume_failed', 'unknown_type', 'bad_message', 'not_joined']);
@@ -395,6 +462,20 @@ export class Session extends EventTarget {
    * still to apply (older ones waiting are dropped: the latest wins).
    * @type {WeakMap<RTCRtpSender, {busy: boolean, next: {sourceTrackId: string, active: string[]} | null}>} */
   #layerWork = new WeakMap();
+  /** Other members' tracks the server muted (`track-muted`, not yet `track-unmuted`): server
+   * track id → owner, kind and the publisher's own id of it. Gone with the track, its owner, or
+   * the session (a full rejoin).
+   * @type {Map<string, {participantId: string, kind: 'audio' | 'video' | null, sourceTrackId: string | null}>} */
+  #remoteMuted = new Map();
+  /** Our own tracks the server muted: the local `MediaStreamTrack.id` (the message's
+   * `source_track_id`) → the server's id of it, its kind, and the local track (null if none has
+   * that id). Cleared (with `local-unmuted-by-server`) by `track-unmuted` or a full rejoin.
+   * @type {Map<string, {trackId: string, kind: 'audio' | 'video' | null, track: MediaStreamTrack | null}>} */
+  #localMuted = new Map();
+  /** Our own metadata, as the server's last `participant-updated` for us said. @type {string | null} */
+  #metadata = null;
+  /** Why the server removed us for good (see `removed`), once it did. @type {string | null} */
+  #removedReason = null;
 
   #left = false;
   #everJoined = false;
@@ -517,7 +598,40 @@ export class Session extends EventTarget {
   /** `restartIce()` calls made on this session's PeerConnections. */
   get iceRestarts() { return this.#iceRestarts; }
   get room() { return this.#opts.room; }
+  /** Our display name: the one given, or the one the server last set (`participant-updated`
+   * for our own id, e.g. a rename through the room API; a later rejoin uses it too). */
   get name() { return this.#opts.name; }
+  /** Our own metadata as the server last set it (`participant-updated`), null when none. */
+  get metadata() { return this.#metadata; }
+  /** The server's reason when it removed us for good (`removed`); null otherwise. */
+  get removedReason() { return this.#removedReason; }
+
+  /** Which kinds of our own tracks the server has muted (`local-muted-by-server`, not yet
+   * followed by `local-unmuted-by-server`). While true, the track may be enabled again locally
+   * but the server forwards nothing of it. @returns {{audio: boolean, video: boolean}} */
+  get mutedByServer() {
+    const kinds = [...this.#localMuted.values()].map((m) => m.kind);
+    return { audio: kinds.includes('audio'), video: kinds.includes('video') };
+  }
+
+  /** Other members' tracks the server has muted (`track-muted` with `byServer`, not yet
+   * `track-unmuted`). @returns {MutedTrack[]} */
+  mutedTracks() {
+    return [...this.#remoteMuted].map(([trackId, m]) => ({
+      participantId: m.participantId, trackId, kind: m.kind ?? this.#kindOf(m.participantId, trackId),
+    }));
+  }
+
+  /**
+   * Whether the server has muted a track of `kind` of this participant; our own
+   * `participantId` asks about our own tracks (as `mutedByServer`).
+   * @param {string} participantId
+   * @param {'audio' | 'video'} kind
+   */
+  isMuted(participantId, kind) {
+    if (participantId === this.#participantId) return this.mutedByServer[kind];
+    return this.mutedTracks().some((m) => m.participantId === participantId && m.kind === kind);
+  }
 
   /**
    * The participant a received track belongs to.
@@ -666,7 +780,9 @@ export class Session extends EventTarget {
     }
   }
 
-  /** Mutes or unmutes the microphone (track.enabled; no renegotiation). @param {boolean} on */
+  /** Mutes or unmutes the microphone (track.enabled; no renegotiation). Unmuting is allowed
+   * while the server has muted it (`mutedByServer.audio`), but nobody hears it until the server
+   * forwards it again (`local-unmuted-by-server`). @param {boolean} on */
   setMicEnabled(on) {
     for (const t of this.#localStream?.getAudioTracks() ?? []) t.enabled = on;
   }
@@ -727,7 +843,9 @@ export class Session extends EventTarget {
     else this.#sentViews.delete(trackId);
   }
 
-  /** Turns the camera on or off (track.enabled; sends black frames; no renegotiation). @param {boolean} on */
+  /** Turns the camera on or off (track.enabled; sends black frames; no renegotiation). As with
+   * the microphone, turning it on while `mutedByServer.video` shows nothing to the others.
+   * @param {boolean} on */
   setCameraEnabled(on) {
     for (const t of this.#localStream?.getVideoTracks() ?? []) t.enabled = on;
   }
@@ -1029,6 +1147,8 @@ export class Session extends EventTarget {
     // The next server knows none of our views; received tracks are gone anyway.
     this.#forgetViews();
     this.#paused.clear();
+    // The server's mutes applied to this participant id; the next join is a new one.
+    this.#forgetMutes();
   }
 
   #closePc() {
@@ -1062,6 +1182,25 @@ export class Session extends EventTarget {
     this.#setState('failed');
   }
 
+  /**
+   * The server removed us for good (an admin, or the room closed): end the session as `leave()`
+   * does (nothing is sent: the server already dropped us), without a rejoin or resume. Emits
+   * `error` (`fatal: true`), then `removed`, then `connection-state` `disconnected`.
+   * @param {string} message the server's reason
+   */
+  #endRemoved(message) {
+    const reason = message.trim() || 'removed from the room';
+    this.#left = true;
+    this.#removedReason = reason;
+    if (this.#reconnectTimer) clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    this.#teardown('removed');
+    this.#emitError('removed', reason, true);
+    this.#emit('removed', /** @type {RemovedDetail} */ ({ reason }));
+    this.#rejectJoin(new JoinError('removed', reason));
+    this.#setState('disconnected');
+  }
+
   /** @param {Error} err */
   #rejectJoin(err) {
     const w = this.#joinWaiter;
@@ -1087,6 +1226,10 @@ export class Session extends EventTarget {
       case 'track-resumed': return this.#onTrackResumed(msg);
       case 'publish-layers': return this.#onPublishLayers(msg);
       case 'active-speakers': return this.#onActiveSpeakers(msg);
+      case 'track-muted': return this.#onTrackMuteChange(msg, true);
+      case 'track-unmuted': return this.#onTrackMuteChange(msg, false);
+      case 'participant-updated': return this.#onParticipantUpdated(msg.participant);
+      case 'data': return this.#onData(msg);
       case 'error': return this.#onServerError(String(msg.code), String(msg.message ?? ''), msg);
       case 'going-away':
         this.#emit('going-away', /** @type {GoingAwayDetail} */ ({ reason: String(msg.reason ?? '') }));
@@ -1210,8 +1353,8 @@ export class Session extends EventTarget {
     for (const p of next) {
       const known = this.#participants.get(p.id);
       if (known) {
-        known.name = p.name;
         known.tracks = p.tracks;
+        this.#updateParticipant(known, p.name, p.metadata);
       }
     }
     for (const id of diff.joined) {
@@ -1226,11 +1369,12 @@ export class Session extends EventTarget {
     const existing = this.#participants.get(wire.id);
     const p = toParticipant(wire);
     if (existing) {
-      existing.name = p.name;
       existing.tracks = p.tracks;
+      this.#updateParticipant(existing, p.name, p.metadata);
       return;
     }
     this.#participants.set(p.id, p);
+    this.#refreshMuted(p.id); // a `track-muted` that overtook the announcement
     this.#emit('participant-joined', /** @type {ParticipantJoinedDetail} */ ({ participant: p }));
     // Media that overtook the announcement.
     for (const [track, info] of this.#remoteTracks) {
@@ -1250,6 +1394,9 @@ export class Session extends EventTarget {
     }
     for (const [trackId, p] of [...this.#paused]) {
       if (p.participantId === id) this.#paused.delete(trackId);
+    }
+    for (const [trackId, m] of [...this.#remoteMuted]) {
+      if (m.participantId === id) this.#remoteMuted.delete(trackId);
     }
     this.#emit('participant-left', /** @type {ParticipantLeftDetail} */ ({ participantId: id, participant }));
     // Normally the server's next `active-speakers` says so too; do not wait for it.
@@ -1288,6 +1435,7 @@ export class Session extends EventTarget {
     const p = this.#participants.get(id);
     if (p) p.tracks = p.tracks.filter((t) => t.track_id !== trackId);
     this.#paused.delete(trackId);
+    if (this.#remoteMuted.delete(trackId)) this.#refreshMuted(id);
     this.#emit('track-unpublished', /** @type {TrackPublicationDetail} */ ({ participantId: id, trackId }));
   }
 
@@ -1306,6 +1454,173 @@ export class Session extends EventTarget {
     const trackId = String(msg.track_id);
     this.#paused.delete(trackId);
     this.#emit('track-resumed', /** @type {TrackResumedDetail} */ ({ participantId, trackId }));
+  }
+
+  // ---------------------------------------------------------------- room API: mute, update, data
+
+  /**
+   * `track-muted` / `track-unmuted`: the server stopped (or resumed) forwarding a published
+   * track (room API). One of ours: see `#onOwnMuteChange`. Another member's: keep the state and
+   * emit `track-muted` / `track-unmuted` (`byServer: true`). A repeat changes nothing and emits
+   * nothing; so does a `track-unmuted` for a track not known to be muted.
+   * @param {any} msg @param {boolean} muted
+   */
+  #onTrackMuteChange(msg, muted) {
+    const participantId = typeof msg.participant_id === 'string' ? msg.participant_id : '';
+    const trackId = msg.track_id != null ? String(msg.track_id) : '';
+    const sourceTrackId = typeof msg.source_track_id === 'string' && msg.source_track_id ? msg.source_track_id : null;
+    const byServer = msg.by_server !== false;
+    if (!participantId || !trackId) return;
+    if (participantId === this.#participantId) {
+      // `by_server: false` would only echo what we did ourselves.
+      if (byServer) this.#onOwnMuteChange(trackId, sourceTrackId ?? trackId, muted);
+      return;
+    }
+    if (muted) {
+      if (this.#remoteMuted.has(trackId)) return;
+      this.#remoteMuted.set(trackId, { participantId, kind: this.#kindOf(participantId, trackId), sourceTrackId });
+    } else if (!this.#remoteMuted.delete(trackId)) {
+      return;
+    }
+    this.#refreshMuted(participantId);
+    const received = [...this.#remoteTracks].find(([, info]) => info.trackId === trackId && info.announced);
+    /** @type {TrackMuteDetail} */
+    const detail = {
+      participantId,
+      trackId,
+      kind: this.#kindOf(participantId, trackId),
+      byServer,
+      sourceTrackId,
+      track: received ? received[0] : null,
+      stream: received ? received[1].stream : null,
+      receiver: received ? received[1].receiver : null,
+    };
+    this.#emit(muted ? 'track-muted' : 'track-unmuted', detail);
+  }
+
+  /**
+   * The server muted (or unmuted) one of our own tracks. Muted: the local track is disabled
+   * (`enabled = false`, again on a repeat) and `local-muted-by-server` emitted. Unmuted: only the
+   * state is lifted (`local-unmuted-by-server`); the track stays as it is, the user turns it
+   * back on (privacy: the server never turns a microphone or camera on).
+   * @param {string} trackId the server's id
+   * @param {string} sourceTrackId the local `MediaStreamTrack.id`
+   * @param {boolean} muted
+   */
+  #onOwnMuteChange(trackId, sourceTrackId, muted) {
+    const track = this.#localTrackFor(sourceTrackId);
+    const known = this.#localMuted.get(sourceTrackId);
+    /** @type {'audio' | 'video' | null} */
+    const kind = track ? (track.kind === 'audio' ? 'audio' : 'video') : known?.kind ?? null;
+    if (muted) {
+      if (track) track.enabled = false;
+      if (known) return;
+      this.#localMuted.set(sourceTrackId, { trackId, kind, track });
+      this.#emit('local-muted-by-server', /** @type {LocalMutedDetail} */ ({ kind, trackId, sourceTrackId, track }));
+      return;
+    }
+    if (!known) return;
+    this.#localMuted.delete(sourceTrackId);
+    this.#emit('local-unmuted-by-server', /** @type {LocalUnmutedDetail} */ ({
+      kind, trackId, sourceTrackId, track: track ?? known.track, cause: 'server',
+    }));
+  }
+
+  /** The local track whose id the server knows as `sourceTrackId`: a track of the published
+   * stream with that id, else the track our sender of that m-line sends now (after
+   * `replaceTrack` the m-line keeps the first track's id). @param {string} sourceTrackId */
+  #localTrackFor(sourceTrackId) {
+    for (const t of this.#localStream?.getTracks() ?? []) if (t.id === sourceTrackId) return t;
+    const pc = this.#pc;
+    return (pc && this.#ownTransceiverFor(pc, sourceTrackId)?.sender.track) || null;
+  }
+
+  /** The kind of another member's track: as announced, else as received, else unknown.
+   * @param {string} participantId @param {string} trackId @returns {'audio' | 'video' | null} */
+  #kindOf(participantId, trackId) {
+    const announced = this.#participants.get(participantId)?.tracks.find((t) => t.track_id === trackId);
+    if (announced) return announced.kind;
+    for (const [t, info] of this.#remoteTracks) {
+      if (info.trackId === trackId) return t.kind === 'audio' ? 'audio' : 'video';
+    }
+    return this.#remoteMuted.get(trackId)?.kind ?? null;
+  }
+
+  /** Brings `Participant.muted` of one member up to date. @param {string} participantId */
+  #refreshMuted(participantId) {
+    const p = this.#participants.get(participantId);
+    if (p) p.muted = { audio: this.isMuted(participantId, 'audio'), video: this.isMuted(participantId, 'video') };
+  }
+
+  /** Forgets every server mute: another member's silently (the members go too), ours with
+   * `local-unmuted-by-server` (`cause: 'session-ended'`) unless the session is over. */
+  #forgetMutes() {
+    this.#remoteMuted.clear();
+    const own = [...this.#localMuted];
+    this.#localMuted.clear();
+    if (this.#left) return;
+    for (const [sourceTrackId, m] of own) {
+      this.#emit('local-unmuted-by-server', /** @type {LocalUnmutedDetail} */ ({
+        kind: m.kind, trackId: m.trackId, sourceTrackId, track: m.track, cause: 'session-ended',
+      }));
+    }
+  }
+
+  /** `participant-updated`: a member's (or our own) name and/or metadata changed. A member we
+   * do not know is ignored (its `participant-joined` carries both). @param {any} wire */
+  #onParticipantUpdated(wire) {
+    if (!wire || typeof wire !== 'object' || wire.id == null) return;
+    const id = String(wire.id);
+    const name = typeof wire.name === 'string' && wire.name ? wire.name : null;
+    // The server sends the participant as it is now: no `metadata` means none.
+    const metadata = typeof wire.metadata === 'string' && wire.metadata ? wire.metadata : null;
+    if (id === this.#participantId) {
+      /** @type {('name' | 'metadata')[]} */
+      const changed = [];
+      if (name !== null && name !== this.#opts.name) {
+        this.#opts.name = name;
+        changed.push('name');
+      }
+      if (metadata !== this.#metadata) {
+        this.#metadata = metadata;
+        changed.push('metadata');
+      }
+      if (!changed.length) return;
+      this.#emit('participant-updated', /** @type {ParticipantUpdatedDetail} */ ({
+        participantId: id, local: true, name: this.#opts.name, metadata, changed, participant: null,
+      }));
+      return;
+    }
+    const p = this.#participants.get(id);
+    if (p) this.#updateParticipant(p, name ?? p.name, metadata);
+  }
+
+  /** Sets a member's name and metadata; emits `participant-updated` if that changes either.
+   * @param {Participant} p @param {string} name @param {string | null} metadata */
+  #updateParticipant(p, name, metadata) {
+    /** @type {('name' | 'metadata')[]} */
+    const changed = [];
+    if (name !== p.name) {
+      p.name = name;
+      changed.push('name');
+    }
+    if (metadata !== p.metadata) {
+      p.metadata = metadata;
+      changed.push('metadata');
+    }
+    if (!changed.length) return;
+    this.#emit('participant-updated', /** @type {ParticipantUpdatedDetail} */ ({
+      participantId: p.id, local: false, name: p.name, metadata: p.metadata, changed, participant: p,
+    }));
+  }
+
+  /** `data`: a data message (from the server when `from` is null). @param {any} msg */
+  #onData(msg) {
+    this.#emit('data', /** @type {DataDetail} */ ({
+      from: typeof msg.from === 'string' && msg.from ? msg.from : null,
+      topic: typeof msg.topic === 'string' ? msg.topic : null,
+      payload: msg.payload === undefined ? null : msg.payload,
+    }));
   }
 
   /** Dynacast: the server names the simulcast layers of one of our tracks anyone needs.
@@ -1420,6 +1735,10 @@ export class Session extends EventTarget {
           await pc.setLocalDescription({ type: 'rollback' });
         }
       });
+      return;
+    }
+    if (key === 'removed' && !isRejoinableRemoval(message)) {
+      this.#endRemoved(message);
       return;
     }
     const closing = CLOSING_CODES.has(key);
@@ -1923,8 +2242,12 @@ export class Session extends EventTarget {
       if (this.#remoteTracks.get(e.track)?.stream === stream) this.#endRemoteTrack(e.track);
     };
     track.onended = () => { if (mine()) this.#endRemoteTrack(track); };
-    track.onmute = () => { if (owns()) this.#emit('track-muted', trackDetail(track, info)); };
-    track.onunmute = () => { if (owns()) this.#emit('track-unmuted', trackDetail(track, info)); };
+    // No media arriving (or arriving again) on the received track: `byServer: false`.
+    const muteDetail = () => /** @type {TrackMuteDetail} */ ({
+      ...trackDetail(track, info), kind: track.kind === 'audio' ? 'audio' : 'video', byServer: false, sourceTrackId: null,
+    });
+    track.onmute = () => { if (owns()) this.#emit('track-muted', muteDetail()); };
+    track.onunmute = () => { if (owns()) this.#emit('track-unmuted', muteDetail()); };
     // A stream id that names no known member: wait for its announcement (`participant-joined`).
     if (!participant) return;
     participant.stream = stream;
@@ -2196,5 +2519,7 @@ function toParticipant(wire) {
       ? wire.tracks.map((/** @type {any} */ t) => ({ track_id: String(t.track_id), kind: t.kind === 'audio' ? 'audio' : 'video' }))
       : [],
     stream: null,
+    metadata: typeof wire.metadata === 'string' && wire.metadata ? wire.metadata : null,
+    muted: { audio: false, video: false },
   };
 }

@@ -52,13 +52,22 @@ pub fn routes() -> Router<AppState> {
         .route("/api/rooms/{room}/data", post(data))
 }
 
+/// A refused call: its status and message (`{"error": ...}`).
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_error(self.0, &self.1)
+    }
+}
+
 /// Checks the token for `room` (`None`: the list); the error response if it does not pass.
 fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
     room: Option<&str>,
-) -> Result<(), Response> {
+) -> Result<(), ApiError> {
     let token = request_token(headers, query);
     state
         .session
@@ -69,28 +78,32 @@ fn authorize(
                 AuthError::NotAllowed | AuthError::WrongRoom => StatusCode::FORBIDDEN,
                 _ => StatusCode::UNAUTHORIZED,
             };
-            json_error(code, &e.to_string())
+            ApiError(code, e.to_string())
         })
 }
 
-fn room_name(room: &str) -> Result<RoomName, Response> {
-    RoomName::parse(room).ok_or_else(|| json_error(StatusCode::NOT_FOUND, "no such room"))
+fn room_name(room: &str) -> Result<RoomName, ApiError> {
+    RoomName::parse(room).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such room".into()))
 }
 
-fn participant(id: &str) -> Result<ParticipantId, Response> {
-    ParticipantId::parse(id)
-        .ok_or_else(|| json_error(StatusCode::NOT_FOUND, "no such participant in the room"))
+fn participant(id: &str) -> Result<ParticipantId, ApiError> {
+    ParticipantId::parse(id).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "no such participant in the room".into(),
+        )
+    })
 }
 
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     if bytes.len() > MAX_BODY {
-        return Err(json_error(
+        return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
+            "request body too large".into(),
         ));
     }
     serde_json::from_slice(bytes)
-        .map_err(|e| json_error(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")))
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
 fn admin_error(e: AdminError) -> Response {
@@ -105,7 +118,7 @@ macro_rules! tri {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         }
     };
 }
@@ -203,7 +216,7 @@ struct Reason {
     reason: Option<String>,
 }
 
-fn reason(bytes: &Bytes, default: &str) -> Result<String, Response> {
+fn reason(bytes: &Bytes, default: &str) -> Result<String, ApiError> {
     if bytes.is_empty() {
         return Ok(default.to_owned());
     }
