@@ -314,3 +314,81 @@ fn an_ice_restart_moves_a_subscriber_to_its_new_address_with_a_new_ufrag_and_a_k
         assert!(errors(&h, i).is_empty(), "client {i}: {:?}", errors(&h, i));
     }
 }
+
+#[test]
+fn a_viewer_slot_follows_the_room_on_one_ssrc_with_continuous_sequence_numbers() {
+    let mut h = Harness::new(8);
+    let (a, b) = (h.join(), h.join());
+    for p in [a, b] {
+        h.add_video(p);
+        h.offer(p);
+    }
+    let v = h.join_as(confab::room::Role::Viewer { of: None });
+    h.add_receiver(v);
+    h.offer(v);
+    h.pump_until(Duration::from_secs(20), |h| {
+        h.clients.iter().all(|c| c.connected)
+    });
+    // Both publish; nobody speaks, so the slot shows the newest track (b's).
+    for _ in 0..3 {
+        for p in [a, b] {
+            h.send_video(p, true);
+        }
+        h.pump();
+    }
+    for _ in 0..50 {
+        h.send_video(a, false);
+        h.send_video(b, false);
+        h.deliver();
+    }
+    let before = h.clients[v].rtp.len();
+    assert!(before >= 50, "the viewer receives one source: {before}");
+    assert!(
+        h.clients[v]
+            .received
+            .iter()
+            .all(|m| !matches!(m, ServerMsg::Offer { .. })),
+        "a viewer is never sent an offer"
+    );
+    // b leaves: the slot is re-pointed to a, which is asked for a keyframe (past the PLI
+    // throttle of the request a got when it was the only source).
+    h.run_for(Duration::from_millis(600));
+    let plis = h.clients[a].plis;
+    h.leave(b);
+    h.run_for(Duration::from_millis(50));
+    assert!(
+        h.clients[a].plis > plis,
+        "the new source was asked for a keyframe"
+    );
+    for _ in 0..5 {
+        h.send_video(a, false);
+        h.deliver();
+    }
+    assert_eq!(
+        h.clients[v].rtp.len(),
+        before,
+        "no delta frame before the keyframe"
+    );
+    h.send_video(a, true);
+    for _ in 0..20 {
+        h.send_video(a, false);
+    }
+    h.deliver();
+    let rtp = &h.clients[v].rtp;
+    assert_eq!(rtp.len(), before + 21, "a's keyframe and what follows");
+    assert!(rtp.iter().all(|p| p.0 == rtp[0].0), "one SSRC for the slot");
+    for w in rtp.windows(2) {
+        assert_eq!(
+            w[1].1,
+            w[0].1.wrapping_add(1),
+            "sequence continues across the switch"
+        );
+    }
+    // Not a participant: the others were never told about it, and the snapshot counts it apart.
+    let snapshot = h.room.snapshot(h.now);
+    assert_eq!((snapshot.participants.len(), snapshot.viewers), (1, 1));
+    assert!(h.clients[a].received.iter().all(|m| !matches!(
+        m,
+        ServerMsg::ParticipantJoined { participant } if participant.id == h.clients[v].id
+    )));
+}

@@ -153,6 +153,11 @@ impl Harness {
 
     /// Joins a new client; returns its index.
     pub fn join(&mut self) -> usize {
+        self.join_as(confab::room::Role::Member)
+    }
+
+    /// Joins a new client taking part as `role` (a WHEP viewer, a WHIP publisher).
+    pub fn join_as(&mut self, role: confab::room::Role) -> usize {
         let i = self.clients.len();
         let addr = SocketAddr::from(([127, 0, 0, 1], 20000 + i as u16));
         let (signal_tx, signal_rx) = mpsc::channel(1024);
@@ -164,7 +169,7 @@ impl Harness {
                 id: id.clone(),
                 name: DisplayName::parse(&format!("c{i}")).expect("name"),
                 grant: Grant::open(),
-                role: confab::room::Role::Member,
+                role,
                 signal: signal_tx,
                 reply: reply_tx,
             },
