@@ -229,7 +229,10 @@ async fn room_api_needs_an_admin_token_and_shows_the_call() {
         &format!("Authorization: Bearer {}\r\n", token("api", "alice", true)),
     )
     .await;
-    assert_eq!(status, 401, "a join token is not an admin token");
+    assert_eq!(
+        status, 403,
+        "a join token is valid but not an admin token: forbidden, not unauthenticated"
+    );
     let admin = auth()
         .issue(
             KEY,
