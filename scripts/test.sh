@@ -10,12 +10,17 @@ cd "$(dirname "$0")/.."
 # chromium: browser E2E (/usr/bin/chromium); firefox-esr: the Firefox interop browser test
 # (/usr/bin/firefox-esr); prometheus: the scrape test (/usr/bin/prometheus);
 # coturn: the TURN test's server (/usr/bin/turnserver; the package leaves its service disabled);
+# gstreamer1.0-*, python3-gi, gir1.2-*: the WHIP interop test's GStreamer webrtcbin publisher
+# (driven by Debian's /usr/bin/python3 through PyGObject; libnice for its ICE);
 # python3 + pip: the aiortc interop tests (aiortc and websockets from PyPI), only when missing;
 # iproute2, util-linux, nftables: network namespaces, their links and filters (ip, unshare,
 # nft); ca-certificates + curl: HTTPS downloads (npm, rustup); nodejs + npm: the E2E runner,
 # only when no `node` / `npm` is on PATH (e.g. from NodeSource or nvm); gcc + libc6-dev: the C
 # parts of the build (ring, mimalloc), only when there is no `cc`.
-packages=(chromium firefox-esr prometheus coturn iproute2 nftables util-linux ca-certificates curl)
+packages=(chromium firefox-esr prometheus coturn iproute2 nftables util-linux ca-certificates curl
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-nice python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+  gir1.2-gst-plugins-bad-1.0)
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
 command -v cc >/dev/null || packages+=(gcc libc6-dev)
@@ -87,6 +92,9 @@ echo "== cargo test (unit + integration, whole workspace)"
 cargo test --workspace --all-targets
 echo "== client SDK unit tests (node:test)"
 node --test tests/client/
+echo "== alerting rules (promtool: syntax and unit tests)"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
 echo "== browser end-to-end (headless Chromium)"
 bash tests/browser/run.sh
 echo "== interop: aiortc joins 20 times over a veth (every join must connect; times printed)"
