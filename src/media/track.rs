@@ -19,18 +19,37 @@ fn codec_key(c: &RTCRtpCodecParameters) -> (String, String) {
     let mime = c.rtp_codec.mime_type.to_ascii_lowercase();
     let fmtp = c.rtp_codec.sdp_fmtp_line.to_ascii_lowercase();
     // Parameters that change how a payload is decoded; the rest (e.g. level-asymmetry) do not.
-    let mut relevant: Vec<&str> = fmtp
+    let mut relevant: Vec<String> = fmtp
         .split(';')
         .map(str::trim)
-        .filter(|kv| {
-            kv.starts_with("packetization-mode")
-                || kv.starts_with("profile-level-id")
+        .filter_map(|kv| match kv.strip_prefix("profile-level-id=") {
+            Some(id) => Some(format!("h264-profile={}", h264_profile(id))),
+            None => (kv.starts_with("packetization-mode")
                 || kv.starts_with("profile-id")
-                || kv.starts_with("apt")
+                || kv.starts_with("apt"))
+            .then(|| kv.to_owned()),
         })
         .collect();
     relevant.sort_unstable();
     (mime, relevant.join(";"))
+}
+
+/// The H.264 profile of a `profile-level-id` (RFC 6184: profile_idc, profile-iop, level_idc),
+/// without the level: two ends agree on a stream when their profiles match, whatever their
+/// levels (senders stay within what `level-asymmetry-allowed` receivers decode). Constrained
+/// Baseline is spelt several ways (`42e0..`, `42c0..`, `4240..`, `4d80..`): one name for all.
+fn h264_profile(id: &str) -> String {
+    let byte = |i: usize| {
+        id.get(i..i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+    };
+    match (byte(0), byte(2)) {
+        (Some(0x42), Some(iop)) if iop & 0x40 != 0 => "constrained-baseline".to_owned(),
+        (Some(0x4d), Some(iop)) if iop & 0x80 != 0 => "constrained-baseline".to_owned(),
+        (Some(0x64), Some(iop)) if iop & 0x0c == 0x0c => "constrained-high".to_owned(),
+        (Some(idc), Some(_)) => format!("{idc:02x}"),
+        _ => id.to_owned(),
+    }
 }
 
 /// Payload types and header extension ids negotiated on one leg.
@@ -233,6 +252,54 @@ mod tests {
             id,
             encrypted: false,
         }
+    }
+
+    #[test]
+    fn h264_matches_by_profile_whatever_the_level_or_spelling() {
+        // GStreamer's x264 offers Constrained Baseline as 42c01e; Chromium answers 42e01f.
+        let publisher = RtpMap::new(
+            &[codec(
+                "video/H264",
+                102,
+                "packetization-mode=1;profile-level-id=42c01e;level-asymmetry-allowed=1",
+            )],
+            &[],
+        );
+        let browser = RtpMap::new(
+            &[
+                codec(
+                    "video/H264",
+                    96,
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+                ),
+                codec(
+                    "video/H264",
+                    98,
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                ),
+                codec(
+                    "video/H264",
+                    100,
+                    "packetization-mode=0;profile-level-id=42e01f",
+                ),
+            ],
+            &[],
+        );
+        let t = publisher.translate_to(&browser);
+        assert_eq!(t.pt[102], 98, "constrained baseline, packetization mode 1");
+        assert_eq!(h264_profile("42e01f"), h264_profile("42401f"));
+        assert_ne!(
+            h264_profile("42001f"),
+            h264_profile("42e01f"),
+            "baseline is not constrained"
+        );
+        assert_eq!(h264_profile("640c1f"), "constrained-high");
+        assert_eq!(h264_profile("4d001f"), "4d");
+        assert_eq!(
+            h264_profile("zz"),
+            "zz",
+            "garbage stays itself (matches only itself)"
+        );
     }
 
     #[test]
