@@ -392,3 +392,38 @@ fn a_viewer_slot_follows_the_room_on_one_ssrc_with_continuous_sequence_numbers()
         ServerMsg::ParticipantJoined { participant } if participant.id == h.clients[v].id
     )));
 }
+
+#[test]
+fn media_alone_keeps_a_peer_that_rarely_checks_consent_connected() {
+    // libnice (GStreamer's webrtcbin, a WHIP encoder) sends its connectivity checks and then
+    // only a Binding Indication every 25 s; its media is what shows it is there. It was
+    // declared disconnected 5 s after connecting and removed 10 s later, media flowing.
+    let mut h = Harness::new(4);
+    h.client_keepalive = Some(Duration::from_secs(25));
+    let p = h.join();
+    h.add_video(p);
+    h.offer(p);
+    h.client_keepalive = None;
+    let s = h.join();
+    h.add_receiver(s);
+    h.offer(s);
+    h.pump_until(Duration::from_secs(20), |h| {
+        h.clients.iter().all(|c| c.connected)
+    });
+    h.send_video(p, true);
+    let start = h.now;
+    while h.now < start + Duration::from_secs(20) {
+        h.send_video(p, false);
+        for _ in 0..6 {
+            h.pump();
+        }
+    }
+    let snapshot = h.room.snapshot(h.now);
+    let publisher = snapshot
+        .participants
+        .iter()
+        .find(|x| x.id == h.clients[p].id)
+        .expect("the publisher is still in the room");
+    assert_eq!(publisher.connection_state, "connected");
+    assert!(errors(&h, p).is_empty(), "{:?}", errors(&h, p));
+}

@@ -81,17 +81,23 @@ pub struct Harness {
     pub demux: mpsc::UnboundedReceiver<DemuxCmd>,
     /// Datagrams the room sent to an address no client has.
     pub unrouted: usize,
+    /// ICE keepalive interval of clients joining from now on (`None`: the stack's default).
+    pub client_keepalive: Option<Duration>,
 }
 
-fn client_pc(addr: SocketAddr, now: Instant) -> RTCPeerConnection {
+fn client_pc(addr: SocketAddr, now: Instant, keepalive: Option<Duration>) -> RTCPeerConnection {
     let mut me = MediaEngine::default();
     me.register_default_codecs().expect("codecs");
     // Let keyframe requests reach the application (the default chain consumes inbound RTCP).
     let registry = Registry::new().with(Slot::from(14_000), RtcpTap::new(keyframe_request));
     let registry = register_default_interceptors(registry, &mut me).expect("interceptors");
-    let settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .build();
+    let mut settings =
+        SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
+    if let Some(k) = keepalive {
+        // A client that checks consent rarely (libnice: a Binding Indication every 25 s).
+        settings = settings.with_ice_timeouts(None, Some(Duration::from_secs(3600)), Some(k));
+    }
+    let settings = settings.build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(settings)
@@ -148,6 +154,7 @@ impl Harness {
             to_room: VecDeque::new(),
             demux: demux_rx,
             unrouted: 0,
+            client_keepalive: None,
         }
     }
 
@@ -177,7 +184,7 @@ impl Harness {
         reply_rx.try_recv().expect("reply").expect("joined");
         let key = self.room.key_of(&id).expect("joined peer has a key");
         self.clients.push(Client {
-            pc: client_pc(addr, self.now),
+            pc: client_pc(addr, self.now, self.client_keepalive),
             addr,
             key,
             id,

@@ -25,7 +25,14 @@ pub(crate) struct IceHandlerContext {
     /// accumulator up with this key instead of re-`format!`ing it on every packet
     /// — that formatting was a heap allocation on the hot path in both directions.
     pub(crate) selected_pair_key: Option<String>,
+
+    /// When inbound media last told the ICE agent that the remote candidate is alive (see
+    /// `handle_read`; at most every [`MEDIA_LIVENESS_INTERVAL`]).
+    pub(crate) media_seen_at: Option<Instant>,
 }
+
+/// How often inbound media refreshes the remote candidate's last-received time.
+const MEDIA_LIVENESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl IceHandlerContext {
     pub(crate) fn new(ice_transport: IceTransport) -> Self {
@@ -37,6 +44,7 @@ impl IceHandlerContext {
             event_outs: VecDeque::new(),
 
             selected_pair_key: None,
+            media_seen_at: None,
         }
     }
 }
@@ -83,6 +91,23 @@ impl<'a>
         {
             // only ICE connection is ready and bypass it
             debug!("bypass ice read {:?}", msg.transport.peer_addr);
+
+            // Media from a remote candidate is a sign of life, as STUN is: the agent's
+            // disconnect timer runs on the candidate's last-received time. Without this, a
+            // peer that checks consent rarely (libnice keeps a pair alive with a Binding
+            // Indication every 25 s) is declared disconnected 5 s after connecting while its
+            // media flows, and an ICE-lite side, which sends no checks, never recovers.
+            if self
+                .ctx
+                .media_seen_at
+                .is_none_or(|t| msg.now.saturating_duration_since(t) >= MEDIA_LIVENESS_INTERVAL)
+            {
+                self.ctx.media_seen_at = Some(msg.now);
+                self.ctx
+                    .ice_transport
+                    .agent
+                    .is_valid_non_stun_traffic(msg.now, msg.transport);
+            }
 
             // Track packets/bytes received on the selected candidate pair. Look
             // the accumulator up via the cached key (set on the last
