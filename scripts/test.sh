@@ -101,6 +101,8 @@ echo "== interop: aiortc joins 20 times over a veth (every join must connect; ti
 bash tests/interop/aiortc.sh
 echo "== TURN: coturn with Confab's short-lived credentials; a browser relayed through it"
 bash tests/browser/turn.sh
+echo "== interop: WHIP from GStreamer webrtcbin (VP8, H.264) decoded by Chromium; WHEP to aiortc; session semantics"
+WHIP_WHEP_H264=1 bash tests/interop/whip_whep.sh
 echo "== join -> first remote frame, 20 joins on loopback (printed: p50/p95; not enforced on a shared machine)"
 CONFAB_E2E_SCRIPT=connect_time.mjs bash tests/browser/run.sh
 # The address-change recovery is enforced at 10 s here; 5 s is the target and the test's default.

@@ -470,7 +470,7 @@ impl Peer {
                 kind,
                 sender,
                 ssrc,
-                codec: None,
+                codecs: Vec::new(),
                 clock_rate: 0,
                 bound: None,
                 parked: None,
@@ -479,27 +479,32 @@ impl Peer {
         Ok(())
     }
 
-    /// After the answer: which codec each slot sends.
+    /// After the answer: which codecs each slot can send (its media codecs, not RTX/FEC).
     fn learn_slot_codecs(&mut self) {
         for i in 0..self.slots.len() {
             let sender = self.slots[i].sender;
-            let codec = self.pc.rtp_sender(sender).and_then(|mut s| {
-                s.get_parameters()
-                    .rtp_parameters
-                    .codecs
-                    .iter()
-                    .map(|c| &c.rtp_codec)
-                    .find(|c| {
-                        let m = c.mime_type.to_ascii_lowercase();
-                        !m.ends_with("/rtx")
-                            && !m.ends_with("/ulpfec")
-                            && !m.ends_with("/flexfec-03")
-                    })
-                    .map(|c| (family(&c.mime_type), c.clock_rate))
-            });
-            if let Some((family, clock_rate)) = codec {
-                self.slots[i].codec = Some(family);
-                self.slots[i].clock_rate = clock_rate;
+            let Some(mut s) = self.pc.rtp_sender(sender) else {
+                continue;
+            };
+            let media: Vec<(String, u32)> = s
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .iter()
+                .map(|c| &c.rtp_codec)
+                .filter(|c| {
+                    let m = c.mime_type.to_ascii_lowercase();
+                    !m.ends_with("/rtx") && !m.ends_with("/ulpfec") && !m.ends_with("/flexfec-03")
+                })
+                .map(|c| (family(&c.mime_type), c.clock_rate))
+                .collect();
+            let slot = &mut self.slots[i];
+            slot.clock_rate = media.first().map_or(0, |(_, rate)| *rate);
+            slot.codecs.clear();
+            for (f, _) in media {
+                if !slot.codecs.contains(&f) {
+                    slot.codecs.push(f);
+                }
             }
         }
     }

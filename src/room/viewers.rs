@@ -25,8 +25,9 @@ pub struct ViewerSlot {
     pub sender: RTCRtpSenderId,
     /// The SSRC the viewer sees on this slot, whatever the source.
     pub ssrc: u32,
-    /// The codec family the answer chose for it (see [`family`]; `None`: not negotiated).
-    pub codec: Option<String>,
+    /// The codec families the answer accepted for it (see [`family`]; empty: not negotiated).
+    /// A source in any of them can be shown: the leg maps its payload type.
+    pub codecs: Vec<String>,
     /// RTP clock rate of that codec.
     pub clock_rate: u32,
     /// The track it shows now.
@@ -38,31 +39,46 @@ pub struct ViewerSlot {
 /// The audio and video m-lines of an SDP, in order, with whether the remote side wants to
 /// receive on them (`recvonly` or `sendrecv`).
 pub fn media_sections(sdp: &str) -> Vec<(TrackKind, bool)> {
-    let mut out: Vec<(TrackKind, bool)> = Vec::new();
-    let mut current: Option<(TrackKind, bool)> = None;
+    /// One m-section as read so far.
+    struct Section {
+        kind: Option<TrackKind>,
+        port_zero: bool,
+        receives: bool,
+        bundle_only: bool,
+    }
+    let mut sections: Vec<Section> = Vec::new();
     for line in sdp.lines().map(str::trim_end) {
         if let Some(m) = line.strip_prefix("m=") {
-            if let Some(c) = current.take() {
-                out.push(c);
-            }
-            let port_zero = m.split_whitespace().nth(1) == Some("0");
-            current = match m.split_whitespace().next() {
-                Some("audio") => Some((TrackKind::Audio, !port_zero)),
-                Some("video") => Some((TrackKind::Video, !port_zero)),
+            let mut parts = m.split_whitespace();
+            let kind = match parts.next() {
+                Some("audio") => Some(TrackKind::Audio),
+                Some("video") => Some(TrackKind::Video),
                 _ => None,
             };
-            // Receiving until a direction attribute says otherwise (sendrecv is the default).
-        } else if let Some((_, wants)) = current.as_mut() {
+            sections.push(Section {
+                kind,
+                port_zero: parts.next() == Some("0"),
+                // Receiving until a direction attribute says otherwise (sendrecv is the default).
+                receives: true,
+                bundle_only: false,
+            });
+        } else if let Some(s) = sections.last_mut() {
             match line {
-                "a=sendonly" | "a=inactive" => *wants = false,
+                "a=sendonly" | "a=inactive" => s.receives = false,
+                "a=bundle-only" => s.bundle_only = true,
                 _ => {}
             }
         }
     }
-    if let Some(c) = current {
-        out.push(c);
-    }
-    out
+    // Port 0 refuses a section, unless it is `bundle-only` (RFC 8843: a max-bundle offerer such
+    // as GStreamer offers every section after the first that way).
+    sections
+        .into_iter()
+        .filter_map(|s| {
+            let kind = s.kind?;
+            Some((kind, s.receives && (!s.port_zero || s.bundle_only)))
+        })
+        .collect()
 }
 
 /// A track a viewer could be shown.
@@ -90,33 +106,27 @@ pub fn family(mime: &str) -> String {
     }
 }
 
-/// Which track each slot shows: per kind, the best-ranked compatible candidates, each shown
-/// once; a slot keeps its track while that track is still among the ones to show (no switch
-/// for a reshuffle). `slots`: (kind, negotiated codec, current track) per slot.
+/// Which track each slot shows: per kind, the best-ranked candidates in a codec the slot
+/// negotiated, each shown once; a slot keeps its track while that track is still among the
+/// ones to show (no switch for a reshuffle). `slots`: (kind, negotiated codec families,
+/// current track) per slot.
 pub fn assign(
-    slots: &[(TrackKind, Option<String>, Option<TrackKey>)],
+    slots: &[(TrackKind, Vec<String>, Option<TrackKey>)],
     candidates: &[Candidate],
 ) -> Vec<Option<TrackKey>> {
     let mut ranked: Vec<Candidate> = candidates.to_vec();
     ranked.sort_by_key(|c| c.rank);
-    let same = |a: &Option<String>, b: &str| a.as_deref() == Some(b);
     let mut out: Vec<Option<TrackKey>> = vec![None; slots.len()];
     let mut taken: Vec<TrackKey> = Vec::new();
-    // The tracks each slot could show, best first, as many as there are slots of its kind
-    // and codec: the ones that should be on screen.
+    // The tracks each slot could show, best first, as many as there are slots of its kind:
+    // the ones that should be on screen.
     let shown: Vec<Vec<TrackKey>> = slots
         .iter()
-        .map(|(kind, codec, _)| {
-            let Some(codec) = codec else {
-                return Vec::new();
-            };
-            let n = slots
-                .iter()
-                .filter(|(k, c, _)| k == kind && same(c, codec))
-                .count();
+        .map(|(kind, codecs, _)| {
+            let n = slots.iter().filter(|(k, _, _)| k == kind).count();
             ranked
                 .iter()
-                .filter(|c| c.kind == *kind && &c.codec == codec)
+                .filter(|c| c.kind == *kind && codecs.contains(&c.codec))
                 .take(n)
                 .map(|c| c.track)
                 .collect()
@@ -174,7 +184,7 @@ impl Room {
         let slots: Vec<_> = peer
             .slots()
             .iter()
-            .map(|s| (s.kind, s.codec.clone(), s.bound))
+            .map(|s| (s.kind, s.codecs.clone(), s.bound))
             .collect();
         let candidates: Vec<Candidate> = self
             .forwarder
@@ -292,7 +302,8 @@ mod tests {
                    m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendrecv\r\n\
                    m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\n\
                    m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
-                   m=video 0 UDP/TLS/RTP/SAVPF 96\r\n";
+                   m=video 0 UDP/TLS/RTP/SAVPF 96\r\n\
+                   m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=bundle-only\r\na=recvonly\r\n";
         assert_eq!(
             media_sections(sdp),
             vec![
@@ -300,6 +311,7 @@ mod tests {
                 (TrackKind::Video, true),
                 (TrackKind::Video, false),
                 (TrackKind::Video, false),
+                (TrackKind::Audio, true),
             ]
         );
     }
@@ -309,8 +321,8 @@ mod tests {
         let a = TrackKind::Audio;
         let v = TrackKind::Video;
         let slots = [
-            (a, Some(family("audio/opus")), None),
-            (v, Some(family("video/VP8")), None),
+            (a, vec![family("audio/opus")], None),
+            (v, vec![family("video/VP8")], None),
         ];
         let c = [
             cand(1, a, "audio/red", 1),
@@ -338,21 +350,25 @@ mod tests {
         );
         // Two video slots bound to the top two stay put when those two swap ranks.
         let two = [
-            (v, Some(family("video/VP8")), Some(TrackKey(2))),
-            (v, Some(family("video/VP8")), Some(TrackKey(4))),
+            (v, vec![family("video/VP8")], Some(TrackKey(2))),
+            (v, vec![family("video/VP8")], Some(TrackKey(4))),
         ];
         assert_eq!(assign(&two, &c), vec![Some(TrackKey(2)), Some(TrackKey(4))]);
         // A slot whose track left takes the next one; one with nothing to show is idle.
         let three = [
-            (v, Some(family("video/VP8")), Some(TrackKey(9))),
-            (v, Some(family("video/VP8")), None),
-            (v, Some(family("video/VP8")), None),
+            (v, vec![family("video/VP8")], Some(TrackKey(9))),
+            (v, vec![family("video/VP8")], None),
+            (v, vec![family("video/VP8")], None),
         ];
         assert_eq!(
             assign(&three, &c),
             vec![Some(TrackKey(4)), Some(TrackKey(2)), None]
         );
         // Not negotiated yet: nothing.
-        assert_eq!(assign(&[(v, None, None)], &c), vec![None]);
+        assert_eq!(assign(&[(v, vec![], None)], &c), vec![None]);
+        // A slot that negotiated VP8 and H.264 shows an H.264 publisher too.
+        let h264 = [cand(5, v, "video/H264", 0)];
+        let both = [(v, vec![family("video/VP8"), family("video/H264")], None)];
+        assert_eq!(assign(&both, &h264), vec![Some(TrackKey(5))]);
     }
 }

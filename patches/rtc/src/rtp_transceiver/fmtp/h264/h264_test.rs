@@ -119,6 +119,18 @@ fn test_h264_fmtp_compare() {
             false,
         ),
         (
+            "ConstrainedBaselineSpelledTwoWays",
+            "packetization-mode=1;profile-level-id=42c01e",
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            true,
+        ),
+        (
+            "ConstrainedBaselineIsNotBaseline",
+            "packetization-mode=1;profile-level-id=42c01e",
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f",
+            false,
+        ),
+        (
             "Inconsistent_InvalidProfileLevelID",
             "packetization-mode=1;profile-level-id=42e029",
             "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=41e029",

@@ -24,7 +24,22 @@ fn profile_level_id_matches(a: &str, b: &str) -> bool {
         Err(_) => return false,
     };
 
-    aa[0] == bb[0] && aa[1] == bb[1]
+    profile(aa[0], aa[1]) == profile(bb[0], bb[1])
+}
+
+/// The H.264 profile a profile_idc + profile-iop pair names (RFC 6184 section 8.1, as libwebrtc
+/// reads it). Constrained Baseline has several spellings (`42e0`, `42c0`, `4240`, `4d80`, ...):
+/// comparing the two bytes as they are took GStreamer's `42c01e` for another profile than
+/// `42e01f`, and an answer then fell back to the first H.264 entry (Baseline).
+fn profile(idc: u8, iop: u8) -> (u8, u8) {
+    match idc {
+        0x42 if iop & 0x40 != 0 => (0x42, 0x40),
+        0x4d if iop & 0x80 != 0 => (0x42, 0x40),
+        0x58 if iop & 0xc0 == 0xc0 => (0x42, 0x40),
+        0x42 | 0x4d | 0x58 => (idc, 0),
+        0x64 if iop & 0x0c == 0x0c => (0x64, 0x0c),
+        _ => (idc, iop),
+    }
 }
 
 #[derive(Debug, PartialEq)]
