@@ -1276,6 +1276,7 @@ export class Session extends EventTarget {
     for (const p of detail.participants) {
       this.#emit('participant-joined', /** @type {ParticipantJoinedDetail} */ ({ participant: p }));
     }
+    for (const p of Array.isArray(msg.participants) ? msg.participants : []) this.#applyAnnouncedMutes(p);
     const w = this.#joinWaiter;
     this.#joinWaiter = null;
     w?.resolve(detail);
@@ -1360,6 +1361,23 @@ export class Session extends EventTarget {
     for (const id of diff.joined) {
       const p = next.find((q) => q.id === id);
       if (p) this.#onParticipantJoined(p);
+    }
+    for (const p of list) if (p && p.id != null) this.#applyAnnouncedMutes(p);
+  }
+
+  /** A member as `joined` / `resumed` lists it says which of its tracks the server has muted
+   * (`muted: true`; a mute from before we joined, or while our socket was away): the same
+   * state and events as the `track-muted` / `track-unmuted` messages. @param {any} wire */
+  #applyAnnouncedMutes(wire) {
+    if (!wire || wire.id == null || !Array.isArray(wire.tracks)) return;
+    const participantId = String(wire.id);
+    for (const t of wire.tracks) {
+      if (!t || t.track_id == null) continue;
+      const trackId = String(t.track_id);
+      const muted = t.muted === true;
+      if (muted !== this.#remoteMuted.has(trackId)) {
+        this.#onTrackMuteChange({ participant_id: participantId, track_id: trackId, by_server: true }, muted);
+      }
     }
   }
 

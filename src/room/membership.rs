@@ -140,6 +140,7 @@ impl Room {
                     .map(|t| TrackInfo {
                         track_id: t.id.clone(),
                         kind: t.kind,
+                        muted: t.muted,
                     })
                     .collect(),
             })
@@ -260,6 +261,7 @@ impl Room {
                         bitrate_in_bps: t.rate.bps(),
                         packets_in: t.packets_in,
                         subscribers: t.downs.len(),
+                        muted: t.muted,
                     })
                     .collect();
                 let (subscribed_tracks, bitrate_out_bps) = self

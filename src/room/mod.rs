@@ -395,4 +395,6 @@ pub struct TrackSnapshot {
     pub packets_in: u64,
     /// Subscribers this track is forwarded to.
     pub subscribers: usize,
+    /// Muted through the room API (not forwarded).
+    pub muted: bool,
 }

@@ -90,6 +90,9 @@ pub struct TrackInfo {
     pub track_id: TrackId,
     /// Audio or video.
     pub kind: TrackKind,
+    /// Muted through the room API (not forwarded); omitted when not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub muted: bool,
 }
 
 /// A room member, as other participants see it.

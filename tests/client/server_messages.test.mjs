@@ -118,7 +118,7 @@ function joinedMsg(extra = {}) {
  * every event it emits from then on.
  * @param {Partial<import('../../client/confab.js').SessionOptions>} [options]
  */
-async function joinedSession(options = {}) {
+async function joinedSession(options = {}, joined = {}) {
   globals.WebSocket = FakeWebSocket;
   globals.RTCPeerConnection = SendingPeerConnection;
   const session = new Session({ url: 'ws://test/ws', room: 'r', name: 'me', random: () => 0.5, ...options });
@@ -137,7 +137,7 @@ async function joinedSession(options = {}) {
   const done = session.join();
   const ws = lastSocket();
   ws.open();
-  ws.serverSays(joinedMsg());
+  ws.serverSays(joinedMsg(joined));
   await done;
   const pc = /** @type {SendingPeerConnection} */ (/** @type {unknown} */ (session.pc));
   events.length = 0;
@@ -264,6 +264,17 @@ describe('our own track muted by the server', () => {
 // ------------------------------------------------------------------ other members' tracks
 
 describe("another member's track muted by the server", () => {
+  test('a mute from before we joined comes in the member list (muted: true)', async () => {
+    const { session } = await joinedSession({}, {
+      participants: [
+        { id: BOB, name: 'bob', tracks: [{ track_id: 'tb1', kind: 'audio', muted: true }, { track_id: 'tb2', kind: 'video' }] },
+      ],
+    });
+    assert.deepEqual(session.participants.get(BOB)?.muted, { audio: true, video: false });
+    assert.equal(session.isMuted(BOB, 'audio'), true);
+    assert.deepEqual(session.mutedTracks(), [{ participantId: BOB, trackId: 'tb1', kind: 'audio' }]);
+  });
+
   test('track-muted / track-unmuted events with byServer, and the state to read', async () => {
     const { session, ws, events } = await joinedSession();
     ws.serverSays(muteMsg(true, BOB, 'tb1', 'bob-mic'));

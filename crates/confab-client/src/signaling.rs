@@ -106,6 +106,9 @@ pub struct PublishedTrack {
     pub track_id: String,
     /// Audio or video.
     pub kind: TrackKind,
+    /// Muted through the room API.
+    #[serde(default)]
+    pub muted: bool,
 }
 
 /// An ICE server from `joined`.

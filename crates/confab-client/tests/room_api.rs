@@ -158,6 +158,11 @@ async fn admins_manage_rooms_and_participants_see_it() {
         .await;
         assert!(matches!(msg, ServerMessage::TrackMuted { .. }));
     }
+    let (_, room) = call(addr, "GET", "/api/rooms/ops", "", "ops").await;
+    assert!(
+        room.to_string().contains(r#""muted":true"#),
+        "the room API shows the mute: {room}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let muted_at = audio_packets(&alice, &bob_id);
     tokio::time::sleep(Duration::from_secs(1)).await;
