@@ -1,5 +1,5 @@
 //! HTTP routes (axum): the embedded web client at `/`, signaling at `/ws`, WHIP and WHEP
-//! ([`whip`]), `/metrics`, `/healthz`, `/readyz` and the room API at `/api/rooms`.
+//! (`http::whip`), `/metrics`, `/healthz`, `/readyz` and the room API at `/api/rooms`.
 
 mod api;
 mod whip;

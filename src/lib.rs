@@ -22,6 +22,10 @@
 //!    collects the encrypted datagrams and [`room::task`] sends them through
 //!    [`transport::udp::UdpTx`] (`sendmmsg` batches).
 //!
+//! Beside the WebSocket: WHIP/WHEP sessions ([`signal::whip`], over HTTP in `http::whip`) join
+//! rooms with one offer/answer; the room API's writes (`http::api`) become [`room::admin`]
+//! commands; rooms' events go out as signed [`webhooks`].
+//!
 //! Around the packet path: [`server`] composes everything; [`config`] loads settings;
 //! [`auth`] verifies access tokens; [`telemetry`] holds logging and the Prometheus metrics;
 //! [`room::registry`] is the room directory. The Rust client (async webrtc-rs) used by the
