@@ -82,7 +82,14 @@ fn authorize(
         })
 }
 
-fn room_name(room: &str) -> Result<RoomName, ApiError> {
+/// The room a call is about, once its token may act on it.
+fn admin_room(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    room: &str,
+) -> Result<RoomName, ApiError> {
+    authorize(state, headers, query, Some(room))?;
     RoomName::parse(room).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such room".into()))
 }
 
@@ -139,8 +146,7 @@ async fn show(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    tri!(authorize(&state, &headers, &query, Some(&room)));
-    let name = tri!(room_name(&room));
+    let name = tri!(admin_room(&state, &headers, &query, &room));
     match state.rooms.snapshot(&name).await {
         Some(s) => Json(s).into_response(),
         None => no_room(),
@@ -233,8 +239,7 @@ async fn close(
     Query(query): Query<HashMap<String, String>>,
     bytes: Bytes,
 ) -> Response {
-    tri!(authorize(&state, &headers, &query, Some(&room)));
-    let name = tri!(room_name(&room));
+    let name = tri!(admin_room(&state, &headers, &query, &room));
     let why = tri!(reason(&bytes, "the room was closed"));
     if state.rooms.close(&name, &why).await {
         Json(serde_json::json!({ "closed": name.as_str() })).into_response()
@@ -250,8 +255,7 @@ async fn remove(
     Query(query): Query<HashMap<String, String>>,
     bytes: Bytes,
 ) -> Response {
-    tri!(authorize(&state, &headers, &query, Some(&room)));
-    let name = tri!(room_name(&room));
+    let name = tri!(admin_room(&state, &headers, &query, &room));
     let id = tri!(participant(&id));
     let why = tri!(reason(&bytes, "removed from the room"));
     let pid = id.clone();
@@ -287,8 +291,7 @@ async fn update(
     Query(query): Query<HashMap<String, String>>,
     bytes: Bytes,
 ) -> Response {
-    tri!(authorize(&state, &headers, &query, Some(&room)));
-    let name = tri!(room_name(&room));
+    let name = tri!(admin_room(&state, &headers, &query, &room));
     let id = tri!(participant(&id));
     let req: Update = tri!(body(&bytes));
     let display = match req.name.as_deref().map(DisplayName::parse) {
@@ -339,8 +342,7 @@ async fn mute(
     Query(query): Query<HashMap<String, String>>,
     bytes: Bytes,
 ) -> Response {
-    tri!(authorize(&state, &headers, &query, Some(&room)));
-    let name = tri!(room_name(&room));
+    let name = tri!(admin_room(&state, &headers, &query, &room));
     let id = tri!(participant(&id));
     let req: Mute = tri!(body(&bytes));
     let Some(track_id) = TrackId::parse(&track) else {
@@ -384,8 +386,7 @@ async fn data(
     Query(query): Query<HashMap<String, String>>,
     bytes: Bytes,
 ) -> Response {
-    tri!(authorize(&state, &headers, &query, Some(&room)));
-    let name = tri!(room_name(&room));
+    let name = tri!(admin_room(&state, &headers, &query, &room));
     let req: Data = tri!(body(&bytes));
     if req.topic.as_ref().is_some_and(|t| t.len() > 128) {
         return json_error(StatusCode::BAD_REQUEST, "topic is limited to 128 bytes");
