@@ -181,3 +181,39 @@ mod tests {
         assert!(TrackId::mint().as_str().starts_with('t'));
     }
 }
+
+/// What a published track carries.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrackSource {
+    /// A camera (or any video not said to be a screen).
+    #[default]
+    Camera,
+    /// A microphone (or any audio not said to be a screen's).
+    Microphone,
+    /// A screen, window or tab being shared.
+    Screen,
+    /// The audio of a shared screen or tab.
+    ScreenAudio,
+}
+
+impl TrackSource {
+    /// The source a track of `kind` has when its publisher said nothing.
+    pub fn default_for(kind: TrackKind) -> Self {
+        match kind {
+            TrackKind::Audio => TrackSource::Microphone,
+            TrackKind::Video => TrackSource::Camera,
+        }
+    }
+
+    /// The source claimed for a track of `kind`, if it fits the kind; else the default.
+    pub fn checked(claimed: Option<TrackSource>, kind: TrackKind) -> Self {
+        match (claimed, kind) {
+            (Some(s @ (TrackSource::Camera | TrackSource::Screen)), TrackKind::Video)
+            | (Some(s @ (TrackSource::Microphone | TrackSource::ScreenAudio)), TrackKind::Audio) => {
+                s
+            }
+            _ => TrackSource::default_for(kind),
+        }
+    }
+}

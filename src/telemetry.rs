@@ -18,7 +18,8 @@ use crate::config::LogFormat;
 /// Label values of `confab_ice_tcp_closed_total`.
 pub const TCP_CLOSE_REASONS: [&str; 6] = ["eof", "error", "unrouted", "bad_frame", "idle", "full"];
 use crate::ids::TrackKind;
-use crate::signal::protocol::ErrorCode;
+use crate::signal::chat::Rejection;
+use crate::signal::protocol::{ErrorCode, Quality};
 
 /// Initialises `tracing` on stderr: `RUST_LOG` wins over `level`. ANSI colours only when stderr
 /// is a terminal (and `NO_COLOR` is unset): journald, files and pipes get plain text.
@@ -131,6 +132,14 @@ pub struct Metrics {
     pub whip_sessions: IntGauge,
     /// WHEP viewers (receive-only, not participants).
     pub whep_sessions: IntGauge,
+    /// Chat messages relayed (each counted once, however many members got it).
+    pub chat_messages: IntCounter,
+    /// Chat messages refused, by reason (indexed like [`Rejection::ALL`]).
+    pub chat_rejections: Vec<IntCounter>,
+    /// Chat frames not written to a member's channel (gone, or backed up).
+    pub chat_undelivered: IntCounter,
+    /// Members by the server's connection-quality level (indexed like [`Quality::ALL`]).
+    pub connection_quality: Vec<IntGauge>,
     /// Published tracks by kind.
     pub tracks: [IntGauge; 2],
     /// Peer connections by state (index into [`PC_STATES`]).
@@ -228,6 +237,9 @@ impl Metrics {
         }
         let gauge = |n: &str, h: &str| IntGauge::new(n, h).expect("valid metric");
         let counter = |n: &str, h: &str| IntCounter::new(n, h).expect("valid metric");
+        let gauge_vec = |n: &str, h: &str, l: &[&str]| {
+            IntGaugeVec::new(Opts::new(n, h), l).expect("valid metric")
+        };
         let counter_vec = |n: &str, h: &str, l: &[&str]| {
             IntCounterVec::new(Opts::new(n, h), l).expect("valid metric")
         };
@@ -304,6 +316,36 @@ impl Metrics {
                 "confab_whep_sessions",
                 "WHEP viewing sessions (not counted as participants)"
             )),
+            chat_messages: reg!(counter(
+                "confab_chat_messages_total",
+                "Chat messages relayed to a room"
+            )),
+            chat_rejections: {
+                let v = reg!(counter_vec(
+                    "confab_chat_rejected_total",
+                    "Chat messages refused, by reason",
+                    &["reason"]
+                ));
+                Rejection::ALL
+                    .iter()
+                    .map(|r| v.with_label_values(&[r.as_str()]))
+                    .collect()
+            },
+            chat_undelivered: reg!(counter(
+                "confab_chat_undelivered_total",
+                "Chat frames not written to a member's data channel (closed or backed up)"
+            )),
+            connection_quality: {
+                let v = reg!(gauge_vec(
+                    "confab_connection_quality",
+                    "Members by the server's view of their connection quality",
+                    &["quality"]
+                ));
+                Quality::ALL
+                    .iter()
+                    .map(|q| v.with_label_values(&[q.as_str()]))
+                    .collect()
+            },
             tracks: [
                 tracks_vec.with_label_values(&["audio"]),
                 tracks_vec.with_label_values(&["video"]),
@@ -483,6 +525,17 @@ impl Metrics {
     pub fn count_drop(&self, reason: DropReason, n: u64) {
         if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
             self.drops[i].inc_by(n);
+        }
+    }
+
+    /// Counts a refused chat message.
+    pub fn chat_rejected(&self, reason: Rejection) {
+        if let Some(c) = Rejection::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .and_then(|i| self.chat_rejections.get(i))
+        {
+            c.inc();
         }
     }
 

@@ -19,8 +19,8 @@ use super::sentlog::Refusal;
 use super::simulcast::{vp8_keyframe_width, LayerIndex, Layers, SenderClock, MAX_LAYERS};
 use super::track::RtpMap;
 use super::DropReason;
-use crate::ids::TrackKind;
 use crate::ids::{ParticipantId, PeerKey, TrackId};
+use crate::ids::{TrackKind, TrackSource};
 
 /// Room-local key of a published track (minted from a counter, cheap to hash).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,6 +54,10 @@ pub struct UpTrack {
     pub downs: Vec<DownTrack>,
     /// Muted through the room API: received, not forwarded.
     pub muted: bool,
+    /// What it carries, as its publisher said (camera unless told otherwise).
+    pub source: TrackSource,
+    /// Turned off by its publisher (still forwarded: the browser sends silence or black).
+    pub self_muted: bool,
     /// Packets received from the publisher.
     pub packets_in: u64,
     /// Payload bytes received from the publisher.
@@ -200,6 +204,8 @@ impl Forwarder {
                 rtp_map,
                 downs: Vec::new(),
                 muted: false,
+                source: TrackSource::default_for(kind),
+                self_muted: false,
                 packets_in: 0,
                 bytes_in: 0,
                 rate: RateMeter::default(),
@@ -226,12 +232,29 @@ impl Forwarder {
         self.tracks.get(&key)
     }
 
+    /// A published track, to change what its publisher says of it (source, self mute).
+    pub fn track_mut(&mut self, key: TrackKey) -> Option<&mut UpTrack> {
+        self.tracks.get_mut(&key)
+    }
+
     /// All tracks.
     pub fn tracks(&self) -> impl Iterator<Item = (TrackKey, &UpTrack)> {
         self.tracks.iter().map(|(k, t)| (*k, t))
     }
 
-    /// Keys of the tracks a peer publishes.
+    /// Packets `publisher`'s tracks should have delivered (their sequence-number spans) and
+    /// packets that arrived (duplicates not counted; repaired ones are), over all their layers.
+    pub fn upstream_totals(&self, publisher: PeerKey) -> (u64, u64) {
+        self.tracks
+            .values()
+            .filter(|t| t.publisher == publisher)
+            .flat_map(|t| t.layers.iter())
+            .fold((0, 0), |(expected, received), (_, l)| {
+                (expected + l.seq.expected(), received + l.packets)
+            })
+    }
+
+    /// The keys of `publisher`'s tracks, in order.
     pub fn tracks_of(&self, publisher: PeerKey) -> Vec<TrackKey> {
         let mut keys: Vec<TrackKey> = self
             .tracks
@@ -413,6 +436,7 @@ impl Forwarder {
                 return outcome;
             }
             l.packets += 1;
+            l.seq.on_packet(pkt.header.sequence_number);
             l.bytes += pkt.payload.len() as u64;
             l.last_packet = Some(now);
             if outcome.keyframe {

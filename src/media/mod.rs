@@ -9,6 +9,7 @@
 //! - [`track`]: negotiated payload-type/extension tables.
 //! - [`codec`]: keyframe detection per codec.
 //! - [`rate`]: bitrate meters for the room API.
+//! - [`loss`]: a received stream's sequence-number span (upstream loss).
 //! - [`read_hook`]: a pass-through interceptor around one hook on inbound packets.
 //! - [`rtcp_tap`]: lets chosen inbound RTCP (PLI, FIR, NACK) reach the application.
 //! - [`rtx_unwrap`]: turns a publisher's retransmissions back into the packets they repair.
@@ -29,6 +30,7 @@ pub mod egress;
 pub mod feedback;
 pub mod forwarder;
 pub mod keyframe;
+pub mod loss;
 pub mod munger;
 pub mod probe;
 pub mod rate;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::cache::PacketCache;
 use super::codec::vp8_frame_start;
 use super::keyframe::KeyframeRequester;
+use super::loss::SeqSpan;
 use super::rate::RateMeter;
 
 /// Most encodings one track may have.
@@ -56,6 +57,8 @@ pub struct Layer {
     pub bytes: u64,
     /// Packets received.
     pub packets: u64,
+    /// The span of their sequence numbers (with `packets`: the loss on the way in).
+    pub seq: SeqSpan,
     /// Payload bitrate.
     pub rate: RateMeter,
     /// Packet rate (a [`RateMeter`] over a packet counter, so `bps / 8` is packets per second).
@@ -162,6 +165,7 @@ impl Layers {
             keyframes,
             bytes: 0,
             packets: 0,
+            seq: SeqSpan::default(),
             rate: RateMeter::default(),
             packet_rate: RateMeter::default(),
             last_wire_bps: 0,

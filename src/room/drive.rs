@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtp::packet::Packet;
@@ -143,6 +143,12 @@ impl Room {
                     self.unpublish(tk, now);
                 }
             }
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(channel)) => {
+                self.chat_channel_opened(key, channel, now)
+            }
+            RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(channel)) => {
+                self.chat_channel_closed(key, channel)
+            }
             _ => {}
         }
     }
@@ -159,6 +165,10 @@ impl Room {
             }
             RTCMessage::RtcpPacket(_, pkts) => {
                 self.on_rtcp(key, &pkts, now);
+                0
+            }
+            RTCMessage::DataChannelMessage(channel, msg) => {
+                self.on_chat_frame(key, channel, msg, now);
                 0
             }
             _ => 0,

@@ -112,6 +112,7 @@ impl Room {
         self.empty_since = None;
         self.mark_dirty(key);
         if !viewer {
+            self.quality.joined(key);
             let who = self.peers.get(&key).map(Room::participant_ref);
             self.event(EventKind::ParticipantJoined, who, None);
             self.broadcast(key, ServerMsg::ParticipantJoined { participant: info }, now);
@@ -140,7 +141,9 @@ impl Room {
                     .map(|t| TrackInfo {
                         track_id: t.id.clone(),
                         kind: t.kind,
+                        source: t.source,
                         muted: t.muted,
+                        self_muted: t.self_muted,
                     })
                     .collect(),
             })
@@ -210,6 +213,8 @@ impl Room {
         }
         self.forwarder.drop_subscriber(key);
         self.speakers.forget(key);
+        self.chat.forget(key);
+        self.quality.forget(key);
         if let Some((code, message)) = reason {
             METRICS.signaling_error(code);
             let _ = peer.send(ServerMsg::error(code, message));

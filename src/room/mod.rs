@@ -14,11 +14,14 @@
 
 pub mod admin;
 pub mod allocation;
+pub mod chat;
 pub mod drive;
 pub mod lease;
 pub mod membership;
 pub mod negotiation;
 pub mod peer;
+pub mod presence;
+pub mod quality;
 pub mod registry;
 pub mod resume;
 pub mod rtcp;
@@ -28,15 +31,16 @@ pub mod task;
 pub mod tracks;
 pub mod viewers;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Grant;
 use crate::config::{IceServer, LimitsConfig, MediaConfig};
-use crate::ids::{DisplayName, ParticipantId, TrackId, TrackKind};
+use crate::ids::{DisplayName, ParticipantId, TrackId, TrackKind, TrackSource};
 pub use crate::media::downtrack::View;
 use crate::signal::protocol::{CandidateInit, ErrorCode, ParticipantInfo, ServerMsg};
 use crate::transport::udp::{DemuxHandle, UdpTx};
@@ -70,7 +74,38 @@ impl RoomContext {
             media: self.media.clone(),
             limits: self.limits.clone(),
             resume_grace: self.resume_grace,
+            epoch: WallClock::now(),
         }
+    }
+}
+
+/// Maps the room's `Instant`s to Unix time, read once by the I/O shell when the room is made
+/// (the room itself never reads a clock).
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    at: Instant,
+    unix_ms: u64,
+}
+
+impl WallClock {
+    /// `at` is `unix_ms` milliseconds after the Unix epoch.
+    pub fn new(at: Instant, unix_ms: u64) -> Self {
+        Self { at, unix_ms }
+    }
+
+    /// The clocks now.
+    pub fn now() -> Self {
+        let unix_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self::new(Instant::now(), unix_ms)
+    }
+
+    /// Unix milliseconds at `now` (times before the reading count as the reading).
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.at).as_millis();
+        self.unix_ms
+            .saturating_add(u64::try_from(since).unwrap_or(u64::MAX))
     }
 }
 
@@ -125,6 +160,8 @@ pub struct RoomSettings {
     pub limits: LimitsConfig,
     /// How long a participant whose socket dropped waits for a resume.
     pub resume_grace: Duration,
+    /// Unix time of the room's `Instant`s (chat time stamps).
+    pub epoch: WallClock,
 }
 
 /// How a participant takes part: through the web app's signaling, or through one HTTP
@@ -233,6 +270,17 @@ pub enum RoomCmd {
         id: ParticipantId,
         /// SDP.
         sdp: String,
+        /// What its tracks are, by its own track id.
+        sources: HashMap<String, TrackSource>,
+    },
+    /// The participant turned one of its own tracks off or on.
+    SelfMute {
+        /// Who.
+        id: ParticipantId,
+        /// Its own id of the track.
+        track_id: String,
+        /// Off or on.
+        muted: bool,
     },
     /// The client's answer.
     Answer {

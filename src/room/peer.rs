@@ -47,6 +47,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::mpsc;
 
 use super::negotiation::Negotiation;
+use super::presence::TrackClaims;
 use super::resume::Presence;
 use super::viewers::{family, media_sections, ViewerSlot};
 use super::{Advertised, Role};
@@ -128,6 +129,8 @@ pub struct Peer {
     remote_ufrag: Option<String>,
     /// The SDP of the outstanding server offer (sent again on resume).
     offer_sdp: Option<String>,
+    /// What it says about its own tracks (sources, self mutes).
+    claims: TrackClaims,
     /// How it takes part (WebSocket member, WHIP publisher, WHEP viewer).
     role: Role,
     /// A viewer's fixed receive slots (its offer's m-lines).
@@ -379,6 +382,7 @@ impl Peer {
             presence: Presence::default(),
             remote_ufrag: None,
             offer_sdp: None,
+            claims: TrackClaims::default(),
             role: Role::Member,
             slots: Vec::new(),
             metadata: None,
@@ -389,6 +393,16 @@ impl Peer {
     pub fn with_role(mut self, role: Role) -> Self {
         self.role = role;
         self
+    }
+
+    /// What it said about its own tracks.
+    pub fn claims(&self) -> &TrackClaims {
+        &self.claims
+    }
+
+    /// What it says about its own tracks, to update.
+    pub fn claims_mut(&mut self) -> &mut TrackClaims {
+        &mut self.claims
     }
 
     /// Renames it (room API).

@@ -71,6 +71,7 @@ impl Room {
                         .is_some_and(|p| p.down_track_of(ssrc).is_some())
                     {
                         METRICS.leg_loss.observe(f64::from(fraction_lost) / 256.0);
+                        self.quality.on_downstream_loss(key, fraction_lost);
                     }
                 }
             }

@@ -14,7 +14,9 @@ use bytes::BytesMut;
 use tracing::info;
 
 use super::admin::RoomOptions;
+use super::chat::Chat;
 use super::peer::{Drain, Peer};
+use super::quality::Links;
 use super::{Role, RoomCmd, RoomSettings};
 use crate::ids::{ParticipantId, PeerKey, RoomName};
 use crate::media::egress::Egress;
@@ -100,6 +102,10 @@ pub struct Room {
     pub(super) closed: bool,
     /// Events for the webhooks, taken by the task after each input.
     pub(super) events: Vec<WebhookEvent>,
+    /// Chat over the members' data channels.
+    pub(super) chat: Chat,
+    /// Each member's connection quality.
+    pub(super) quality: Links,
 }
 
 impl Room {
@@ -140,6 +146,8 @@ impl Room {
             empty_since: None,
             closed: false,
             events: Vec::new(),
+            chat: Chat::default(),
+            quality: Links::default(),
         }
     }
 
@@ -254,6 +262,7 @@ impl Room {
     pub fn on_cmd(&mut self, now: Instant, cmd: RoomCmd) {
         let span = match &cmd {
             RoomCmd::Offer { id, .. }
+            | RoomCmd::SelfMute { id, .. }
             | RoomCmd::Answer { id, .. }
             | RoomCmd::Candidate { id, .. }
             | RoomCmd::TrackView { id, .. }
@@ -275,7 +284,17 @@ impl Room {
                 let result = self.join(id, name, grant, role, signal, now);
                 let _ = reply.send(result);
             }
-            RoomCmd::Offer { id, sdp } => self.on_offer(&id, sdp, now),
+            RoomCmd::Offer { id, sdp, sources } => {
+                if let Some(p) = self.key_of(&id).and_then(|k| self.peers.get_mut(&k)) {
+                    p.claims_mut().set_sources(sources);
+                }
+                self.on_offer(&id, sdp, now)
+            }
+            RoomCmd::SelfMute {
+                id,
+                track_id,
+                muted,
+            } => self.self_mute(&id, &track_id, muted, now),
             RoomCmd::Answer { id, sdp } => self.on_answer(&id, sdp, now),
             RoomCmd::Candidate { id, candidate } => self.on_candidate(&id, candidate),
             RoomCmd::TrackView { id, track_id, view } => {
@@ -400,6 +419,7 @@ impl Room {
         self.send_probes(now);
         self.send_reports_if_due(now);
         self.announce_speakers(now);
+        self.evaluate_quality(now);
         for request in self.forwarder.due_keyframe_requests(now) {
             self.send_pli(request, now);
         }

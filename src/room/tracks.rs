@@ -103,7 +103,9 @@ impl Room {
         self.forwarder.add_layer(tk, init.rid.as_deref(), init.ssrc);
         peer.add_published(init.track_id.clone(), tk);
         METRICS.tracks[kind_index(kind)].inc();
-        let Some(track_id) = self.forwarder.track(tk).map(|t| t.id.clone()) else {
+        self.apply_claims(key, tk);
+        let Some((track_id, source)) = self.forwarder.track(tk).map(|t| (t.id.clone(), t.source))
+        else {
             return;
         };
         info!(track = %track_id, ?kind, "track published");
@@ -123,6 +125,7 @@ impl Room {
             participant_id: publisher_id,
             track_id,
             kind,
+            source,
         };
         self.broadcast(key, msg, now);
         self.rebind_viewers(now);

@@ -1,7 +1,8 @@
-//! Signaling: the JSON protocol ([`protocol`]), one WebSocket session per participant
+//! Signaling: the JSON protocol ([`protocol`]), the chat frames of the data channel ([`chat`]), one WebSocket session per participant
 //! ([`session`]), the TURN credentials it hands out ([`turn`]), and the one-exchange WHIP/WHEP
 //! sessions ([`whip`]).
 
+pub mod chat;
 pub mod protocol;
 pub mod session;
 pub mod turn;

@@ -1,6 +1,8 @@
 //! The signaling wire format (see `docs/protocol.md`): JSON objects tagged by `type`. Pure: no
 //! I/O, no room state. Parsing never panics; every failure maps to an [`ErrorCode`].
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::IceServer;
@@ -50,6 +52,10 @@ pub enum ClientMsg {
     Offer {
         /// Session description.
         sdp: String,
+        /// What each of its tracks is, by `MediaStreamTrack.id` (the `msid` track id): a track
+        /// not listed is a microphone (audio) or a camera (video).
+        #[serde(default)]
+        sources: HashMap<String, TrackSource>,
     },
     /// The client's answer to a server offer.
     Answer {
@@ -75,13 +81,66 @@ pub enum ClientMsg {
         #[serde(default)]
         height: u32,
     },
+    /// The participant turned one of its own tracks off or on (`MediaStreamTrack.enabled`):
+    /// the others are told. It cannot lift a server mute.
+    Mute {
+        /// Its own id of the track (`MediaStreamTrack.id`, the `msid` track id).
+        track_id: String,
+        /// Off (`true`) or on.
+        muted: bool,
+    },
     /// Leave the room.
     Leave,
     /// Liveness probe.
     Ping,
 }
 
-pub use crate::ids::TrackKind;
+pub use crate::ids::{TrackKind, TrackSource};
+
+/// The server's view of a member's connection (loss both ways), coarse for a UI.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    /// Under 2 % loss.
+    Excellent,
+    /// Under 8 % loss.
+    Good,
+    /// 8 % loss or more.
+    Poor,
+    /// Its media connection is down, or nothing arrives from its published tracks.
+    Lost,
+}
+
+impl Quality {
+    /// Every level, best first (metric label order).
+    pub const ALL: [Quality; 4] = [
+        Quality::Excellent,
+        Quality::Good,
+        Quality::Poor,
+        Quality::Lost,
+    ];
+
+    /// The wire name, also the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Excellent => "excellent",
+            Quality::Good => "good",
+            Quality::Poor => "poor",
+            Quality::Lost => "lost",
+        }
+    }
+}
+
+/// One member's connection quality in `connection-quality`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct QualityInfo {
+    /// Who.
+    pub participant_id: ParticipantId,
+    /// How good.
+    pub quality: Quality,
+    /// The larger of its upstream and downstream loss over the last window, 0..1.
+    pub loss: f32,
+}
 
 /// A published track, as other participants see it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -90,9 +149,14 @@ pub struct TrackInfo {
     pub track_id: TrackId,
     /// Audio or video.
     pub kind: TrackKind,
+    /// What it carries.
+    pub source: TrackSource,
     /// Muted through the room API (not forwarded); omitted when not.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub muted: bool,
+    /// Turned off by its publisher (`mute`); omitted when not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub self_muted: bool,
 }
 
 /// A room member, as other participants see it.
@@ -173,6 +237,8 @@ pub enum ServerMsg {
         track_id: TrackId,
         /// Audio or video.
         kind: TrackKind,
+        /// What it carries.
+        source: TrackSource,
     },
     /// A member's track ended.
     TrackUnpublished {
@@ -231,7 +297,7 @@ pub enum ServerMsg {
         track_id: TrackId,
         /// The publisher's own id of it (its `MediaStreamTrack.id`).
         source_track_id: String,
-        /// Muted by the server (room API), not by the participant.
+        /// Muted by the server (room API); `false`: by its publisher (`mute`), relayed.
         by_server: bool,
     },
     /// A track muted through the room API is forwarded again (the publisher's client decides
@@ -260,6 +326,12 @@ pub enum ServerMsg {
         topic: Option<String>,
         /// The message: any JSON value.
         payload: serde_json::Value,
+    },
+    /// The server's view of each member's connection (itself included), sent when a level
+    /// changes.
+    ConnectionQuality {
+        /// Every member.
+        qualities: Vec<QualityInfo>,
     },
     /// Reply to `ping`.
     Pong,
@@ -309,6 +381,7 @@ impl ServerMsg {
             ServerMsg::TrackUnmuted { .. } => "track-unmuted",
             ServerMsg::ParticipantUpdated { .. } => "participant-updated",
             ServerMsg::Data { .. } => "data",
+            ServerMsg::ConnectionQuality { .. } => "connection-quality",
             ServerMsg::Pong => "pong",
             ServerMsg::GoingAway { .. } => "going-away",
         }
@@ -376,11 +449,13 @@ pub enum ErrorCode {
     /// A `resume` that cannot be honoured (unknown or expired session, wrong or spent token):
     /// join afresh.
     ResumeFailed,
+    /// A `mute` for a track the participant does not publish.
+    UnknownTrack,
 }
 
 impl ErrorCode {
     /// Every code (for pre-creating metric labels).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
         ErrorCode::MessageTooLarge,
@@ -400,6 +475,7 @@ impl ErrorCode {
         ErrorCode::Removed,
         ErrorCode::Internal,
         ErrorCode::ResumeFailed,
+        ErrorCode::UnknownTrack,
     ];
 
     /// The wire name, also used as a metrics label.
@@ -424,6 +500,7 @@ impl ErrorCode {
             ErrorCode::Removed => "removed",
             ErrorCode::Internal => "internal",
             ErrorCode::ResumeFailed => "resume_failed",
+            ErrorCode::UnknownTrack => "unknown_track",
         }
     }
 }
@@ -436,6 +513,7 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "answer",
     "candidate",
     "track-view",
+    "mute",
     "leave",
     "ping",
 ];
@@ -468,6 +546,31 @@ pub fn parse_client_msg(text: &str) -> Result<ClientMsg, (ErrorCode, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_offer_sources_and_mute() {
+        let m = parse_client_msg(
+            r#"{"type":"offer","sdp":"v=0","sources":{"t1":"screen","t2":"screen-audio"}}"#,
+        )
+        .expect("offer");
+        let ClientMsg::Offer { sources, .. } = m else {
+            panic!("offer expected");
+        };
+        assert_eq!(sources.get("t1"), Some(&TrackSource::Screen));
+        assert_eq!(sources.get("t2"), Some(&TrackSource::ScreenAudio));
+        let m = parse_client_msg(r#"{"type":"offer","sdp":"v=0"}"#).expect("no sources");
+        assert!(matches!(m, ClientMsg::Offer { sources, .. } if sources.is_empty()));
+        let bad = parse_client_msg(r#"{"type":"offer","sdp":"v=0","sources":{"t":"webcam"}}"#);
+        assert_eq!(bad.expect_err("unknown source").0, ErrorCode::BadMessage);
+        let m = parse_client_msg(r#"{"type":"mute","track_id":"t1","muted":true}"#).expect("mute");
+        assert_eq!(
+            m,
+            ClientMsg::Mute {
+                track_id: "t1".into(),
+                muted: true
+            }
+        );
+    }
 
     #[test]
     fn parses_join() {

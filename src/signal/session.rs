@@ -247,6 +247,7 @@ fn type_name(m: &ClientMsg) -> &'static str {
         ClientMsg::Answer { .. } => "answer",
         ClientMsg::Candidate { .. } => "candidate",
         ClientMsg::TrackView { .. } => "track-view",
+        ClientMsg::Mute { .. } => "mute",
         ClientMsg::Leave => "leave",
         ClientMsg::Ping => "ping",
     }
@@ -293,9 +294,15 @@ async fn handle<S: Sink<Message> + Unpin>(
             reply_error(tx, ErrorCode::NotJoined, "send join first").await;
             return Flow::Continue;
         }
-        (ClientMsg::Offer { sdp }, Some(j)) => RoomCmd::Offer {
+        (ClientMsg::Offer { sdp, sources }, Some(j)) => RoomCmd::Offer {
             id: j.id.clone(),
             sdp,
+            sources,
+        },
+        (ClientMsg::Mute { track_id, muted }, Some(j)) => RoomCmd::SelfMute {
+            id: j.id.clone(),
+            track_id,
+            muted,
         },
         (ClientMsg::Answer { sdp }, Some(j)) => RoomCmd::Answer {
             id: j.id.clone(),

@@ -244,6 +244,7 @@ impl HttpSessions {
         let offer = RoomCmd::Offer {
             id: participant.clone(),
             sdp: req.offer,
+            sources: Default::default(),
         };
         if handle.cmds.send(offer).await.is_err() {
             return Err(WhipError::Internal("the room closed".to_owned()));

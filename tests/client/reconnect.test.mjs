@@ -383,7 +383,7 @@ describe('session resume', () => {
       ['participant-left', 'track-unpublished', 'track-published', 'participant-joined', 'connection-state', 'resumed']);
     assert.equal(events[0].detail.participantId, CAROL);
     assert.deepEqual(events[1].detail, { participantId: BOB, trackId: 'tb2' });
-    assert.deepEqual(events[2].detail, { participantId: BOB, trackId: 'tb3', kind: 'video' });
+    assert.deepEqual(events[2].detail, { participantId: BOB, trackId: 'tb3', kind: 'video', source: 'camera' });
     assert.equal(events[3].detail.participant.id, DAVE);
     assert.deepEqual([...session.participants.keys()].sort(), [BOB, DAVE].sort());
     assert.deepEqual(session.participants.get(BOB)?.tracks.map((t) => t.track_id), ['tb1', 'tb3']);

@@ -4,14 +4,14 @@
 //! (`#[path]`-included there).
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use confab::auth::Grant;
 use confab::config::{LimitsConfig, MediaConfig};
-use confab::ids::{DisplayName, ParticipantId, PeerKey, RoomName};
+use confab::ids::{DisplayName, ParticipantId, PeerKey, RoomName, TrackSource};
 use confab::media::rtcp_tap::{keyframe_request, RtcpTap};
 use confab::room::peer::host_candidate;
 use confab::room::state::Room;
@@ -134,6 +134,7 @@ impl Harness {
         let settings = RoomSettings {
             advertised: Advertised::udp_only(SERVER),
             resume_grace: std::time::Duration::from_secs(15),
+            epoch: confab::room::WallClock::new(Instant::now(), 1_700_000_000_000),
             media,
             limits: LimitsConfig {
                 max_participants_per_room: max_participants,
@@ -243,13 +244,18 @@ impl Harness {
 
     /// Client `i` makes an offer.
     pub fn offer(&mut self, i: usize) {
+        self.offer_with_sources(i, HashMap::new());
+    }
+
+    /// Client `i` makes an offer saying what its tracks are (`offer.sources`).
+    pub fn offer_with_sources(&mut self, i: usize, sources: HashMap<String, TrackSource>) {
         let now = self.now;
         let c = &mut self.clients[i];
         let offer = c.pc.create_offer(None).expect("offer");
         c.pc.set_local_description(now, offer).expect("set local");
         let sdp = c.pc.local_description().expect("local").sdp;
         let id = c.id.clone();
-        self.room.on_cmd(now, RoomCmd::Offer { id, sdp });
+        self.room.on_cmd(now, RoomCmd::Offer { id, sdp, sources });
     }
 
     /// Client `i` leaves.

@@ -20,6 +20,7 @@ pub mod signaling;
 pub mod stats;
 pub mod synth;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,7 @@ use self::synth::{
     AudioSynth, Pacing, PayloadCodec, SendCounters, SentLog, StreamParams, VideoCodec, VideoParams,
     VideoSynth,
 };
+use confab::signal::chat::CHANNEL_LABEL as CHAT_LABEL;
 use confab::signal::protocol::TrackKind;
 
 /// Client failures.
@@ -109,6 +111,11 @@ pub struct ClientConfig {
     pub ping_interval: Option<Duration>,
     /// Access token for servers with API keys (sent in `join`).
     pub token: Option<String>,
+    /// What the video track is said to be in `offer.sources` (`None`: nothing said, a camera).
+    pub video_source: Option<String>,
+    /// Open the `confab` chat data channel before the first offer; its frames arrive as
+    /// [`ClientEvent::ChatFrame`], [`Client::chat_send`] writes one.
+    pub chat: bool,
 }
 
 impl ClientConfig {
@@ -131,7 +138,23 @@ impl ClientConfig {
             join_timeout: Duration::from_secs(10),
             ping_interval: Some(signaling::PING_INTERVAL),
             token: None,
+            video_source: None,
+            chat: false,
         }
+    }
+
+    /// `offer.sources` for this client's tracks.
+    fn sources(&self) -> HashMap<String, String> {
+        let i = self.publisher_index;
+        let mut sources = HashMap::new();
+        if self.audio {
+            sources.insert(format!("audio{i}"), "microphone".to_owned());
+        }
+        if self.video.is_some() {
+            let source = self.video_source.as_deref().unwrap_or("camera");
+            sources.insert(format!("video{i}"), source.to_owned());
+        }
+        sources
     }
 
     /// Publishes audio and/or video (publisher index `index`).
@@ -175,6 +198,10 @@ pub enum ClientEvent {
         /// Whether our outstanding offer was rolled back.
         rolled_back: bool,
     },
+    /// A text frame on the chat data channel (`chat`, `chat-history`, `chat-rejected`).
+    ChatFrame(serde_json::Value),
+    /// The chat data channel opened.
+    ChatOpen,
     /// A negotiation step failed.
     Failure(String),
     /// The client stopped.
@@ -239,6 +266,7 @@ impl Shared {
 }
 
 enum Cmd {
+    Mute(String, bool),
     StopMedia,
     Renegotiate,
     ArmGlare,
@@ -258,6 +286,7 @@ pub struct Client {
     cmds: mpsc::UnboundedSender<Cmd>,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
+    chat: Option<Arc<dyn webrtc::data_channel::DataChannel>>,
 }
 
 impl Drop for Client {
@@ -340,10 +369,24 @@ impl Client {
             peer.add_recvonly(RtpCodecKind::Audio).await?;
             peer.add_recvonly(RtpCodecKind::Video).await?;
         }
+        let chat = if cfg.chat {
+            let dc = peer
+                .connection()
+                .create_data_channel(CHAT_LABEL, None)
+                .await
+                .map_err(|e| ClientError::Peer(PeerError::from(e)))?;
+            tokio::spawn(read_chat(dc.clone(), shared.clone()));
+            Some(dc)
+        } else {
+            None
+        };
         let sdp = peer
             .create_offer(Some((&mut peer_events, Duration::from_secs(2))))
             .await?;
-        sig_tx.send(&ClientMessage::Offer { sdp })?;
+        sig_tx.send(&ClientMessage::Offer {
+            sdp,
+            sources: cfg.sources(),
+        })?;
 
         let pc = Arc::downgrade(peer.connection());
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
@@ -372,7 +415,22 @@ impl Client {
             cmds: cmd_tx,
             shared,
             task: Some(task),
+            chat,
         })
+    }
+
+    /// Writes one text frame on the chat data channel (any text: tests send bad ones too).
+    pub async fn chat_send(&self, frame: &str) -> Result<(), ClientError> {
+        let dc = self.chat.as_ref().ok_or(ClientError::Stopped)?;
+        dc.send_text(frame)
+            .await
+            .map_err(|e| ClientError::Peer(PeerError::from(e)))
+    }
+
+    /// Sends `mute` for one of our own tracks (`audio{i}` / `video{i}`).
+    pub fn send_mute(&self, track_id: &str, muted: bool) -> Result<(), ClientError> {
+        let _ = self.cmds.send(Cmd::Mute(track_id.to_owned(), muted));
+        Ok(())
     }
 
     /// Our participant id.
@@ -708,6 +766,9 @@ impl Run {
                 },
                 cmd = cmds.recv() => match cmd {
                     Some(Cmd::StopMedia) => self.pacing_cancel.cancel(),
+                    Some(Cmd::Mute(track_id, muted)) => {
+                        let _ = self.sig_tx.send(&ClientMessage::Mute { track_id, muted });
+                    }
                     Some(Cmd::Renegotiate) => self.want_offer = true,
                     Some(Cmd::ArmGlare) => self.glare_armed = true,
                     Some(Cmd::Leave) => {
@@ -740,7 +801,10 @@ impl Run {
             ServerMessage::Offer { sdp } => {
                 if std::mem::take(&mut self.glare_armed) && !self.peer.has_local_offer() {
                     let ours = self.peer.create_offer(None).await?;
-                    self.sig_tx.send(&ClientMessage::Offer { sdp: ours })?;
+                    self.sig_tx.send(&ClientMessage::Offer {
+                        sdp: ours,
+                        sources: self.cfg.sources(),
+                    })?;
                 }
                 let (answer, rolled_back) = self.peer.answer_offer(sdp).await?;
                 self.sig_tx.send(&ClientMessage::Answer { sdp: answer })?;
@@ -791,7 +855,10 @@ impl Run {
         if self.want_offer && !self.peer.has_local_offer() {
             self.want_offer = false;
             let sdp = self.peer.create_offer(None).await?;
-            self.sig_tx.send(&ClientMessage::Offer { sdp })?;
+            self.sig_tx.send(&ClientMessage::Offer {
+                sdp,
+                sources: self.cfg.sources(),
+            })?;
         }
         if !self.publishing && self.answered && self.connected {
             self.publishing = true;
@@ -860,5 +927,23 @@ impl Run {
             }
         }
         Ok(())
+    }
+}
+
+/// Forwards the chat channel's text frames as events until it closes.
+async fn read_chat(dc: Arc<dyn webrtc::data_channel::DataChannel>, shared: Arc<Shared>) {
+    use webrtc::data_channel::DataChannelEvent;
+    while let Some(ev) = dc.poll().await {
+        match ev {
+            DataChannelEvent::OnOpen => shared.emit(ClientEvent::ChatOpen),
+            DataChannelEvent::OnMessage(msg) => {
+                match serde_json::from_slice::<serde_json::Value>(&msg.data) {
+                    Ok(v) => shared.emit(ClientEvent::ChatFrame(v)),
+                    Err(e) => tracing::debug!(%e, "undecodable chat frame"),
+                }
+            }
+            DataChannelEvent::OnClose => break,
+            _ => {}
+        }
     }
 }

@@ -67,6 +67,16 @@ pub enum ClientMessage {
     Offer {
         /// SDP.
         sdp: String,
+        /// What our tracks are, by track id (`camera`, `microphone`, `screen`, `screen-audio`).
+        #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
+        sources: std::collections::HashMap<String, String>,
+    },
+    /// One of our tracks turned off or on.
+    Mute {
+        /// Our track id.
+        track_id: String,
+        /// Off or on.
+        muted: bool,
     },
     /// Our answer to a server offer.
     Answer {
@@ -106,9 +116,26 @@ pub struct PublishedTrack {
     pub track_id: String,
     /// Audio or video.
     pub kind: TrackKind,
+    /// What it carries (`camera`, `microphone`, `screen`, `screen-audio`).
+    #[serde(default)]
+    pub source: String,
     /// Muted through the room API.
     #[serde(default)]
     pub muted: bool,
+    /// Turned off by its publisher.
+    #[serde(default)]
+    pub self_muted: bool,
+}
+
+/// One member's connection quality (`connection-quality`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct QualityEntry {
+    /// Who.
+    pub participant_id: String,
+    /// `excellent`, `good`, `poor` or `lost`.
+    pub quality: String,
+    /// Loss fraction.
+    pub loss: f32,
 }
 
 /// An ICE server from `joined`.
@@ -173,6 +200,9 @@ pub enum ServerMessage {
         track_id: String,
         /// Kind.
         kind: TrackKind,
+        /// What it carries.
+        #[serde(default)]
+        source: String,
     },
     /// A track ended.
     TrackUnpublished {
@@ -224,6 +254,11 @@ pub enum ServerMessage {
         /// The participant now.
         participant: Participant,
     },
+    /// Every member's connection quality.
+    ConnectionQuality {
+        /// One entry per member.
+        qualities: Vec<QualityEntry>,
+    },
     /// A data message.
     Data {
         /// Sender (`None`: the server).
@@ -255,6 +290,7 @@ impl ServerMessage {
             ServerMessage::TrackUnmuted { .. } => "track-unmuted",
             ServerMessage::ParticipantUpdated { .. } => "participant-updated",
             ServerMessage::Data { .. } => "data",
+            ServerMessage::ConnectionQuality { .. } => "connection-quality",
         }
     }
 

@@ -14,28 +14,15 @@ use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use tokio_tungstenite::tungstenite::Message;
 
-const KEY: &str = "testkey";
-const SECRET: &str = "test-secret-that-is-long-enough";
+const KEY: &str = TEST_KEY;
+const SECRET: &str = TEST_SECRET;
 
 fn auth() -> Auth {
-    Auth::new(HashMap::from([(KEY.to_owned(), SECRET.to_owned())]))
+    test_auth()
 }
 
 fn token(room: &str, identity: &str, publish: bool) -> String {
-    auth()
-        .issue(
-            KEY,
-            &TokenRequest {
-                room: Some(room.into()),
-                identity: identity.into(),
-                name: Some(identity.into()),
-                ttl: Duration::from_secs(600),
-                can_publish: publish,
-                can_subscribe: true,
-                admin: false,
-            },
-        )
-        .expect("token")
+    test_token(room, identity, publish)
 }
 
 fn config() -> Config {

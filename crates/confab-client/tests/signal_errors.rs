@@ -83,6 +83,7 @@ async fn every_error_keeps_the_connection_usable() {
 
     tx.send(&ClientMessage::Offer {
         sdp: "v=0\r\n".into(),
+        sources: Default::default(),
     })
     .expect("send");
     expect_error_then_pong(&tx, &mut rx, "not_joined").await;
@@ -103,9 +104,17 @@ async fn every_error_keeps_the_connection_usable() {
 
     tx.send(&ClientMessage::Offer {
         sdp: "this is not an SDP".into(),
+        sources: Default::default(),
     })
     .expect("send");
     expect_error_then_pong(&tx, &mut rx, "bad_sdp").await;
+
+    tx.send(&ClientMessage::Mute {
+        track_id: "no-such-track".into(),
+        muted: true,
+    })
+    .expect("send");
+    expect_error_then_pong(&tx, &mut rx, "unknown_track").await;
 
     tx.send(&ClientMessage::Answer {
         sdp: "v=0\r\n".into(),

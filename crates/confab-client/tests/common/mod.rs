@@ -26,6 +26,37 @@ pub fn init_logging() {
     }
 }
 
+/// The API key the token tests configure, and its secret.
+pub const TEST_KEY: &str = "testkey";
+/// See [`TEST_KEY`].
+pub const TEST_SECRET: &str = "test-secret-that-is-long-enough";
+
+/// The signer of tokens under [`TEST_KEY`].
+pub fn test_auth() -> confab::auth::Auth {
+    confab::auth::Auth::new(std::collections::HashMap::from([(
+        TEST_KEY.to_owned(),
+        TEST_SECRET.to_owned(),
+    )]))
+}
+
+/// A join token for `identity` in `room` (publish and data grants as `publish`), 10 minutes.
+pub fn test_token(room: &str, identity: &str, publish: bool) -> String {
+    test_auth()
+        .issue(
+            TEST_KEY,
+            &confab::auth::TokenRequest {
+                room: Some(room.into()),
+                identity: identity.into(),
+                name: Some(identity.into()),
+                ttl: Duration::from_secs(600),
+                can_publish: publish,
+                can_subscribe: true,
+                admin: false,
+            },
+        )
+        .expect("token")
+}
+
 /// A server config bound to random loopback ports.
 pub fn test_config() -> Config {
     let mut cfg = Config::default();
