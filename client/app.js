@@ -42,11 +42,34 @@
  * - A data message from the host appears as a toast in `#toasts` (a polite live region): the
  *   topic, and the payload as text if it is a string, else as JSON; gone after 10 s or when
  *   dismissed. `state.messages` keeps them.
+ * In the call (issue 13):
+ * - Chat (`client/chat.js`, `#btn-chat` with the unread count, `#chat-panel`): the messages as
+ *   the server stamped them (name, time); refused sends say why in `#chat-error`; a late joiner
+ *   sees the history. `state.chat` lists what is shown.
+ * - Screen share (`#btn-share`): ours is sent beside the camera; a member's shared screen
+ *   (`source: 'screen'`) gets its own tile `.tile.screen` (`data-participant-id="screen:<id>"`)
+ *   shown large (`.stage`) in speaker view with the others in a strip, and goes when the share
+ *   stops. `state.screenShares` lists whose screens show ('local': ours).
+ * - Layouts: `#btn-layout` toggles grid / speaker view (the loudest speaker large); a shared
+ *   screen always shows speaker view (`state.layout`, `state.speakerView`). Tiles report their
+ *   size to the server as before.
+ * - Mutes: a member's own mic/camera off (`track-muted`, `byServer: false`) shows like the
+ *   host's (badge `data-by="self"`, "Mic muted" / "Camera off", the initial instead of the
+ *   picture); the host's say so (`data-by="host"`).
+ * - Connection quality: each tile shows the server's rating (`.quality[data-quality]`, ●●●
+ *   excellent, ●●○ good, ●○○ poor, ○○○ lost, with an accessible label); `state.quality`.
+ * - Devices (`client/devices.js`): the join form has a camera preview, a microphone level meter
+ *   and camera/microphone/speaker choice; in the call `#btn-devices` opens the same choice and a
+ *   change switches the device without renegotiating (speaker: `setSinkId` where supported).
+ * - `#btn-invite` copies a link to the room (no name, no token) and says "Link copied".
+ * - Keyboard (not while typing): m microphone, v camera, c chat, s share screen, l layout.
  * - Removed by the host or the room closed (`removed`): the call ends with the reason on the
  *   join form ("You are no longer in the call: the room was closed."); no rejoin.
  *   `state.removedReason` holds it.
  */
 import { Session } from './confab.js';
+import { ChatPanel } from './chat.js';
+import { Devices } from './devices.js';
 
 /**
  * @typedef {object} AppState
@@ -73,6 +96,14 @@ import { Session } from './confab.js';
  * @property {{from: string | null, topic: string | null, text: string, at: number}[]} messages
  *           data messages shown as toasts, oldest first (`text`: the payload as shown)
  * @property {string | null} removedReason  why the server ended our session (`removed`)
+ * @property {{id: number, from: string, name: string, text: string, self: boolean}[]} chat
+ *           the chat messages shown, by id (`client/chat.js`)
+ * @property {string[]} screenShares  participant ids whose screen is shown ('local': ours)
+ * @property {Record<string, string>} quality  the server's connection quality per participant
+ *           id (ours under our own id): excellent, good, poor, lost
+ * @property {'grid' | 'speaker'} layout  the layout chosen (a screen share shows speaker view)
+ * @property {boolean} speakerView  speaker view shown now (chosen, or a screen is shared)
+ * @property {string | null} invite  the last invite link copied
  */
 
 /** @type {AppState} */
@@ -94,6 +125,14 @@ const state = {
   hostNotice: null,
   messages: [],
   removedReason: null,
+  get chat() {
+    return chat.messages;
+  },
+  screenShares: [],
+  quality: {},
+  layout: 'grid',
+  speakerView: false,
+  invite: null,
 };
 
 /** @type {{session: Session | null, state: AppState}} */
@@ -173,7 +212,29 @@ const ui = {
   btnMic: el('btn-mic', HTMLButtonElement),
   btnCam: el('btn-cam', HTMLButtonElement),
   btnLeave: el('btn-leave', HTMLButtonElement),
+  btnShare: el('btn-share', HTMLButtonElement),
+  btnChat: el('btn-chat', HTMLButtonElement),
+  btnLayout: el('btn-layout', HTMLButtonElement),
+  btnDevices: el('btn-devices', HTMLButtonElement),
+  btnInvite: el('btn-invite', HTMLButtonElement),
+  inviteStatus: el('invite-status', HTMLElement),
+  devicesPanel: el('devices-panel', HTMLElement),
 };
+
+const chat = new ChatPanel();
+const devices = new Devices({
+  cameraConstraints: CAMERA_CONSTRAINTS,
+  onSwitched: () => {
+    // The SDK put the new track in our stream: show it.
+    const tile = /** @type {HTMLElement | null} */ (ui.tiles.querySelector('.tile.local'));
+    if (tile && localStream) {
+      const video = tileVideo(tile);
+      video.srcObject = localStream;
+      video.play().catch(() => {});
+      updateVideoPresence(tile, localStream);
+    }
+  },
+});
 
 /** @param {string | null} text */
 function showNotice(text) {
@@ -411,8 +472,9 @@ function renderSpeaking(tile) {
   const notes = [
     ...(tile.classList.contains('local') ? ['you'] : []),
     ...(rank >= 0 ? ['speaking'] : []),
-    ...(tile.classList.contains('mic-muted') ? ['microphone muted by the host'] : []),
-    ...(tile.classList.contains('cam-muted') ? ['camera turned off by the host'] : []),
+    ...(tile.classList.contains('mic-muted') ? [tile.dataset.micBy === 'host' ? 'microphone muted by the host' : 'microphone muted'] : []),
+    ...(tile.classList.contains('cam-muted') ? [tile.dataset.camBy === 'host' ? 'camera turned off by the host' : 'camera off'] : []),
+    ...(tile.dataset.quality ? [`connection ${tile.dataset.quality}`] : []),
   ];
   const name = `${tile.dataset.name ?? ''}${notes.length ? ` (${notes.join(', ')})` : ''}`;
   if (tile.getAttribute('aria-label') !== name) tile.setAttribute('aria-label', name);
@@ -471,18 +533,26 @@ function renderMuted(session, id) {
   const muted = id === 'local' ? session.mutedByServer : p?.muted ?? { audio: false, video: false };
   tile.classList.toggle('mic-muted', muted.audio);
   tile.classList.toggle('cam-muted', muted.video);
+  const by = (/** @type {'audio' | 'video'} */ kind) =>
+    id === 'local' || session.mutedBy(id, kind).server ? 'host' : 'self';
+  tile.dataset.micBy = by('audio');
+  tile.dataset.camBy = by('video');
   const badges = /** @type {HTMLElement} */ (tile.querySelector('.badges'));
   badges.setAttribute('aria-hidden', 'true');
   /** @type {('audio' | 'video')[]} */
   const want = [...(muted.audio ? /** @type {const} */ (['audio']) : []), ...(muted.video ? /** @type {const} */ (['video']) : [])];
   const have = [...badges.querySelectorAll('.badge-muted')].map((b) => /** @type {HTMLElement} */ (b).dataset.kind);
-  if (want.join() !== have.join()) {
+  const key = want.map((k) => `${k}:${by(k)}`).join();
+  if (want.join() !== have.join() || badges.dataset.key !== key) {
+    badges.dataset.key = key;
     badges.querySelectorAll('.badge-muted').forEach((b) => b.remove());
     for (const kind of want) {
       const badge = document.createElement('span');
       badge.className = 'badge badge-muted';
       badge.dataset.kind = kind;
-      badge.title = kind === 'audio' ? 'Microphone muted by the host' : 'Camera turned off by the host';
+      badge.dataset.by = by(kind);
+      const host = by(kind) === 'host';
+      badge.title = kind === 'audio' ? `Microphone muted${host ? ' by the host' : ''}` : `Camera turned off${host ? ' by the host' : ''}`;
       badge.append(mutedIcon(kind), document.createTextNode(kind === 'audio' ? 'Mic muted' : 'Camera off'));
       badges.append(badge);
     }
@@ -674,6 +744,7 @@ async function startCall(room, name, token, simulcast) {
   showNotice(null);
   ui.btnMic.disabled = true;
   ui.btnCam.disabled = true;
+  ui.btnShare.disabled = !navigator.mediaDevices?.getDisplayMedia;
 
   mark('confab:call-start');
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
@@ -690,6 +761,8 @@ async function startCall(room, name, token, simulcast) {
   });
   exposed.session = session;
   wireSession(session);
+  chat.attach(session);
+  devices.attach(session);
   // Join while the camera starts (or while the user answers the permission prompt): we see the
   // others sooner, and our tracks follow in their own offer as soon as they exist.
   const joined = session.join().then(() => true, (e) => {
@@ -706,7 +779,7 @@ async function startCall(room, name, token, simulcast) {
   try {
     // `mediaDevices` only exists in secure contexts (https://, or http://localhost).
     if (!navigator.mediaDevices) throw new Error('the page is not served over HTTPS');
-    stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: CAMERA_CONSTRAINTS });
+    stream = await navigator.mediaDevices.getUserMedia(devices.constraints());
     mark('confab:local-media');
   } catch (e) {
     const why = e instanceof DOMException ? e.name : e instanceof Error ? e.message : String(e);
@@ -804,35 +877,50 @@ function wireSession(session) {
   });
   on('participant-left', (/** @type {import('./confab.js').ParticipantLeftDetail} */ d) => {
     removeTile(d.participantId);
+    for (const [trackId, owner] of screenTiles) if (owner === d.participantId) removeScreenTile(trackId);
     syncParticipants();
   });
   on('track', (/** @type {import('./confab.js').TrackDetail} */ d) => {
     mark('confab:first-remote-track');
     const p = session.participants.get(d.participantId);
-    const tile = ensureTile(d.participantId, p?.name ?? d.participantId);
+    const screen = isScreen(d);
+    const tile = screen
+      ? showScreenTile(d.participantId, d.trackId, p?.name ?? d.participantId)
+      : ensureTile(d.participantId, p?.name ?? d.participantId);
     const video = tileVideo(tile);
-    if (video.srcObject !== d.stream) video.srcObject = d.stream;
-    updateVideoPresence(tile, d.stream);
+    const stream = tileStream(tile, d.track);
+    if (video.srcObject !== stream) video.srcObject = stream;
+    updateVideoPresence(tile, stream);
+    if (screen) {
+      // A screen's frames start (and pause, while nothing changes on it) as its track says.
+      for (const type of ['mute', 'unmute']) d.track.addEventListener(type, () => updateVideoPresence(tile, stream));
+    }
     renderPaused(session, d.participantId);
+    renderQuality(tile);
+    devices.applySpeaker(tile);
     playRemote(video);
     if (d.track.kind === 'video') {
       tileViews.get(video)?.trackIds.add(d.trackId);
       updateView(video, {});
     }
   });
-  const refresh = (/** @type {import('./confab.js').TrackDetail} */ d) => {
-    const tile = findTile(d.participantId);
-    if (tile) updateVideoPresence(tile, d.stream);
-  };
   on('track-ended', (/** @type {import('./confab.js').TrackDetail} */ d) => {
+    if (removeScreenTile(d.trackId)) return;
     const tile = findTile(d.participantId);
-    if (tile) tileViews.get(tileVideo(tile))?.trackIds.delete(d.trackId);
-    refresh(d);
+    if (!tile) return;
+    tileViews.get(tileVideo(tile))?.trackIds.delete(d.trackId);
+    const stream = tileVideo(tile).srcObject;
+    if (stream instanceof MediaStream) {
+      if (d.track) stream.removeTrack(d.track);
+      updateVideoPresence(tile, stream);
+    }
   });
   const muteChanged = (/** @type {import('./confab.js').TrackMuteDetail} */ d) => {
     const tile = findTile(d.participantId);
-    if (tile && d.stream) updateVideoPresence(tile, d.stream);
-    if (d.byServer) {
+    const stream = tile && tileVideo(tile).srcObject;
+    if (tile && stream instanceof MediaStream) updateVideoPresence(tile, stream);
+    if (d.byServer || d.sourceTrackId) {
+      // The host's mute or the member's own: both show on the tile.
       renderMuted(session, d.participantId);
       syncParticipants();
     }
@@ -870,7 +958,8 @@ function wireSession(session) {
   const paused = (/** @type {{participantId: string}} */ d) => renderPaused(session, d.participantId);
   on('track-paused', paused);
   on('track-resumed', paused);
-  on('track-unpublished', (/** @type {{participantId: string}} */ d) => {
+  on('track-unpublished', (/** @type {{participantId: string, trackId: string}} */ d) => {
+    removeScreenTile(d.trackId);
     paused(d);
     renderMuted(session, d.participantId); // its mute went with it
     syncParticipants();
@@ -881,8 +970,27 @@ function wireSession(session) {
   on('active-speakers', (/** @type {import('./confab.js').ActiveSpeakersDetail} */ d) => {
     state.speakers = d.speakers.map((s) => s.participantId);
     renderAllSpeaking();
+    applyLayout();
     window.dispatchEvent(new CustomEvent('confab:active-speakers', { detail: { speakers: [...state.speakers] } }));
   }, false); // several a second while people talk: would crowd everything else out of `state.events`
+  on('connection-quality', (/** @type {import('./confab.js').ConnectionQualityDetail} */ d) => {
+    state.quality = Object.fromEntries(Object.entries(d.qualities).map(([id, q]) => [id, q.quality]));
+    for (const tile of ui.tiles.querySelectorAll('.tile')) renderQuality(/** @type {HTMLElement} */ (tile));
+  }, false);
+  on('local-screen', (/** @type {import('./confab.js').LocalScreenDetail} */ d) => {
+    setPressed(ui.btnShare, !!d.track, 'Share screen', 'Stop sharing');
+    if (d.track) {
+      const tile = showScreenTile('local', d.track.id, state.name ?? 'You');
+      tile.classList.add('local-screen');
+      const video = tileVideo(tile);
+      video.muted = true;
+      video.srcObject = new MediaStream([d.track]);
+      tile.classList.remove('no-video');
+      video.play().catch(() => {});
+    } else {
+      for (const [trackId, owner] of screenTiles) if (owner === 'local') removeScreenTile(trackId);
+    }
+  });
   on('error', (/** @type {import('./confab.js').ErrorDetail} */ d) => {
     state.errors.push(d);
     if (state.errors.length > 50) state.errors.shift();
@@ -891,6 +999,124 @@ function wireSession(session) {
   on('going-away', (/** @type {import('./confab.js').GoingAwayDetail} */ d) => {
     showNotice(`The server is restarting${d.reason ? ` (${d.reason})` : ''}; reconnecting…`);
   });
+}
+
+// ------------------------------------------------------------------ screens, layout, quality
+
+/** Screen tiles shown: track id → owner participant id ('local': our own share). @type {Map<string, string>} */
+const screenTiles = new Map();
+
+/** The streams tiles made for themselves. @type {WeakSet<MediaStream>} */
+const tileStreams = new WeakSet();
+
+/** A shared screen (or its audio). @param {{source?: string}} d */
+function isScreen(d) {
+  return d.source === 'screen' || d.source === 'screen-audio';
+}
+
+/**
+ * The stream a tile plays: its own, holding one track per kind (a member's camera and
+ * microphone arrive in one stream with its screen; each tile shows only its own).
+ * @param {HTMLElement} tile
+ * @param {MediaStreamTrack} track
+ */
+function tileStream(tile, track) {
+  const video = tileVideo(tile);
+  let stream = video.srcObject instanceof MediaStream && tileStreams.has(video.srcObject) ? video.srcObject : null;
+  if (!stream) {
+    stream = new MediaStream();
+    tileStreams.add(stream);
+  }
+  for (const t of stream.getTracks()) if (t.kind === track.kind && t !== track) stream.removeTrack(t);
+  if (!stream.getTracks().includes(track)) stream.addTrack(track);
+  return stream;
+}
+
+/** Shows a shared screen as its own large tile. @param {string} owner @param {string} trackId @param {string} name */
+function showScreenTile(owner, trackId, name) {
+  const id = `screen:${owner}`;
+  const tile = ensureTile(id, `${name} (screen)`, false);
+  tile.classList.add('screen');
+  screenTiles.set(trackId, owner);
+  state.screenShares = [...new Set(screenTiles.values())];
+  applyLayout();
+  return tile;
+}
+
+/** Removes a screen tile; false if `trackId` was not a shared screen. @param {string} trackId */
+function removeScreenTile(trackId) {
+  const owner = screenTiles.get(trackId);
+  if (owner === undefined) return false;
+  screenTiles.delete(trackId);
+  if (![...screenTiles.values()].includes(owner)) removeTile(`screen:${owner}`);
+  state.screenShares = [...new Set(screenTiles.values())];
+  applyLayout();
+  return true;
+}
+
+/**
+ * Grid, or speaker view: one tile large (the first shared screen, else the loudest speaker,
+ * else the first other member), the rest in a strip. A shared screen always shows speaker view.
+ */
+function applyLayout() {
+  const speaker = state.layout === 'speaker' || screenTiles.size > 0;
+  state.speakerView = speaker;
+  ui.tiles.classList.toggle('layout-speaker', speaker);
+  ui.tiles.classList.toggle('layout-grid', !speaker);
+  const screen = ui.tiles.querySelector('.tile.screen');
+  const loudest = state.speakers[0] ? findTile(speakerTileId(state.speakers[0])) : null;
+  const stage = speaker ? (screen ?? loudest ?? ui.tiles.querySelector('.tile:not(.local)') ?? ui.tiles.querySelector('.tile')) : null;
+  for (const tile of ui.tiles.querySelectorAll('.tile')) tile.classList.toggle('stage', tile === stage);
+  if (stage && ui.tiles.firstElementChild !== stage) ui.tiles.prepend(stage);
+  updateAllViews(); // tile sizes changed: the server picks layers for them
+}
+
+const QUALITY_TEXT = /** @type {Record<string, string>} */ ({ excellent: '●●●', good: '●●○', poor: '●○○', lost: '○○○' });
+
+/** The connection-quality mark on a member's tile (ours on the self view). @param {HTMLElement} tile */
+function renderQuality(tile) {
+  let id = tile.dataset.participantId ?? '';
+  if (id.startsWith('screen:')) return;
+  if (id === 'local') id = state.participantId ?? '';
+  const q = state.quality[id];
+  let mark = /** @type {HTMLElement | null} */ (tile.querySelector('.quality'));
+  if (!q) {
+    mark?.remove();
+    delete tile.dataset.quality;
+  } else {
+    if (!mark) {
+      mark = document.createElement('span');
+      mark.className = 'quality';
+      mark.setAttribute('role', 'img');
+      tile.append(mark);
+    }
+    mark.dataset.quality = q;
+    mark.textContent = QUALITY_TEXT[q] ?? '';
+    mark.setAttribute('aria-label', `Connection ${q}`);
+    mark.title = `Connection ${q}`;
+    tile.dataset.quality = q;
+  }
+  renderSpeaking(tile);
+}
+
+/** Copies a link to this room (without our name or token). */
+async function copyInvite() {
+  const url = `${location.origin}${location.pathname}?room=${encodeURIComponent(state.room ?? '')}`;
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(url);
+    ok = true;
+  } catch {
+    const input = document.createElement('input');
+    input.value = url;
+    document.body.append(input);
+    input.select();
+    ok = document.execCommand('copy');
+    input.remove();
+  }
+  ui.inviteStatus.textContent = ok ? 'Link copied' : `Copy this link: ${url}`;
+  state.invite = url;
+  setTimeout(() => { ui.inviteStatus.textContent = ''; }, 4000);
 }
 
 /**
@@ -937,6 +1163,14 @@ function endCall(message, finalState = message ? 'failed' : 'disconnected') {
   state.hostMuted = { audio: false, video: false };
   ui.btnMic.title = ui.btnCam.title = '';
   ui.toasts.replaceChildren();
+  chat.attach(null);
+  chat.toggle(false);
+  devices.attach(null);
+  ui.devicesPanel.hidden = true;
+  screenTiles.clear();
+  state.screenShares = [];
+  state.quality = {};
+  setPressed(ui.btnShare, false, 'Share screen', 'Stop sharing');
   state.connectionState = finalState;
   state.mediaState = 'new';
   renderStatus();
@@ -992,6 +1226,49 @@ ui.btnCam.addEventListener('click', () => {
 
 ui.btnLeave.addEventListener('click', () => endCall(null));
 
+ui.btnShare.addEventListener('click', async () => {
+  const session = exposed.session;
+  if (!session) return;
+  try {
+    if (session.screenTrack) await session.stopScreenShare();
+    else await session.shareScreen();
+  } catch (e) {
+    const why = e instanceof DOMException ? e.name : String(e);
+    if (why !== 'NotAllowedError') showNotice(`Screen sharing failed (${why}).`);
+  }
+});
+
+ui.btnChat.addEventListener('click', () => {
+  if (chat.open) ui.devicesPanel.hidden = true;
+});
+
+ui.btnLayout.addEventListener('click', () => {
+  state.layout = state.layout === 'grid' ? 'speaker' : 'grid';
+  setPressed(ui.btnLayout, state.layout === 'speaker', 'Speaker view', 'Grid view');
+  applyLayout();
+});
+
+ui.btnDevices.addEventListener('click', () => {
+  const open = ui.devicesPanel.hidden;
+  ui.devicesPanel.hidden = !open;
+  ui.btnDevices.setAttribute('aria-expanded', String(open));
+  if (open) chat.toggle(false);
+});
+
+ui.btnInvite.addEventListener('click', () => void copyInvite());
+
+// Keyboard: m microphone, v camera, c chat, s share screen, l layout (not while typing).
+document.addEventListener('keydown', (ev) => {
+  if (!exposed.session || ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
+  const target = /** @type {HTMLElement | null} */ (ev.target);
+  if (target && (target.closest('input, textarea, select, [contenteditable]'))) return;
+  const button = { m: ui.btnMic, v: ui.btnCam, c: ui.btnChat, s: ui.btnShare, l: ui.btnLayout }[ev.key.toLowerCase()];
+  if (button && !button.disabled) {
+    ev.preventDefault();
+    button.click();
+  }
+});
+
 ui.joinForm.addEventListener('submit', (ev) => {
   ev.preventDefault();
   const room = ui.joinRoom.value.trim();
@@ -1026,6 +1303,7 @@ function main() {
     ui.joinName.value = name;
     ui.joinView.hidden = false;
     (room ? ui.joinName : ui.joinRoom).focus();
+    void devices.startPreview();
   }
 }
 

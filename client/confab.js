@@ -76,7 +76,35 @@
  *   nobody hears or sees it until the server forwards the track again). `mutedByServer` tells
  *   which kinds are muted now. For another member's track the session emits `track-muted` /
  *   `track-unmuted` with `byServer: true`, and `mutedTracks()`, `isMuted()` and each
- *   `Participant.muted` hold the current state.
+ *   `Participant.muted` hold the current state. A server mute of ours also counts as our own
+ *   (the track is off; see the next point), so the others still see it off after the server
+ *   lifts it, until the user turns it on.
+ * - **Self mute.** `setMicEnabled` / `setCameraEnabled` (and a server mute of ours) send
+ *   `{type: 'mute', track_id, muted}` for each track whose state changed, by the id the server
+ *   knows it by, once an offer of ours has named that track in its `sources` (a new join: after
+ *   its first offer; a `mute` before would be refused); after `resumed` a `mute: true` goes
+ *   again for every track that is off. Another member's self mute arrives as `track-muted` /
+ *   `track-unmuted` with `byServer: false` (and a `sourceTrackId`), or as `self_muted` in a
+ *   member list. The server's and the member's own mute are kept apart (`mutedBy()`); a track
+ *   is muted (`isMuted()`, `Participant.muted`) while either holds.
+ * - **Sources.** Every offer of ours carries `sources`: each track we send, by the id the
+ *   server knows it by (the `msid` of its m-line), as `camera`, `microphone` or `screen`.
+ *   Another member's tracks carry `source` (`track-published`, `track` details,
+ *   `remoteTracks()`, `Participant.tracks`), the default by kind when not announced.
+ * - **Screen share.** `shareScreen()` sends the display on a transceiver of its own (one
+ *   encoding, `contentHint = 'detail'`); `stopScreenShare()` (also on the track's `ended`)
+ *   removes its sender. `local-screen` tells the UI. It is sent again after a full rejoin.
+ * - **Devices.** `switchDevice()` replaces the microphone or camera track without
+ *   renegotiating (`replaceTrack`; mute state kept); the new local track maps to the id the
+ *   server knows (the first track's), for `mute`, server mutes and `publish-layers`.
+ *   `listDevices()` lists the devices by kind.
+ * - **Chat.** Every new PeerConnection opens the data channel `confab` (ordered, reliable)
+ *   before its first offer; a resume keeps it. `sendChat()` resolves with the server-stamped
+ *   message (matched by a generated `client_id`) or rejects with a `ChatError`;
+ *   `chatMessages()` keeps the last `MAX_CHAT_KEPT` (history included, by id). Frames that
+ *   are not valid JSON chat messages are ignored.
+ * - **Connection quality.** `connection-quality` from the server (every member, ours too)
+ *   emits `connection-quality`; `connectionQuality(id)` reads the latest rating.
  * - `participant-updated` (a name or metadata set through the room API) updates the member (or,
  *   for our own id, `name` and `metadata`) and emits `participant-updated`; `data` from the
  *   server emits `data`.
@@ -86,11 +114,18 @@
  * `track`, `track-ended`, `track-muted`, `track-unmuted`, `track-paused`, `track-resumed`,
  * `publish-layers`, `active-speakers`, `connection-state`, `media-state`, `error`, `going-away`,
  * `reconnecting`, `resumed`, `media-reconnecting`, `media-connected`, `local-muted-by-server`,
- * `local-unmuted-by-server`, `participant-updated`, `data`, `removed`.
+ * `local-unmuted-by-server`, `participant-updated`, `data`, `removed`, `local-screen`,
+ * `local-track-replaced`, `chat` (detail: a `ChatMessage`; each new message once, ours
+ * included), `chat-history`, `chat-rejected`, `chat-state`, `connection-quality`.
  */
 
 /**
- * @typedef {{track_id: string, kind: 'audio' | 'video'}} WireTrack
+ * What a published track carries (`offer.sources`, `TrackInfo.source`).
+ * @typedef {'camera' | 'microphone' | 'screen' | 'screen-audio'} TrackSource
+ * A kind (any track of it) or a source, for `isMuted` / `mutedBy`.
+ * @typedef {'audio' | 'video' | TrackSource} MuteQuery
+ * A member's track as this session knows it: `source` as announced (default by kind).
+ * @typedef {{track_id: string, kind: 'audio' | 'video', source?: TrackSource}} WireTrack
  * @typedef {{id: string, name: string, metadata?: string, tracks: WireTrack[]}} WireParticipant
  * @typedef {{urls: string | string[], username?: string, credential?: string}} WireIceServer
  * @typedef {{candidate: string, sdp_mid?: string | null, sdp_m_line_index?: number | null,
@@ -106,8 +141,24 @@
  *           text, often JSON); null when none
  * @property {WireTrack[]} tracks   tracks the server announced for this participant
  * @property {MediaStream | null} stream  the stream carrying its received tracks, once one arrived
- * @property {{audio: boolean, video: boolean}} muted  whether a track of that kind is muted by
- *           the server (`track-muted` not yet followed by `track-unmuted`)
+ * @property {{audio: boolean, video: boolean}} muted  whether a track of that kind is muted, by
+ *           the server or by the member itself (see `Session.mutedBy` for which)
+ */
+
+/**
+ * Another member's muted track (see `Session#remoteMuted`).
+ * @typedef {{participantId: string, kind: 'audio' | 'video' | null, sourceTrackId: string | null,
+ *            server: boolean, self: boolean}} RemoteMute
+ */
+
+/**
+ * A chat message as the server stamped it. `self`: sent by us (`from` is our participant id
+ * when it arrived).
+ * @typedef {{id: number, from: string, name: string, ts: number, text: string, self: boolean}} ChatMessage
+ * The server's rating of a member's link: loss 0..1 of what it sends us and we send it.
+ * @typedef {{quality: 'excellent' | 'good' | 'poor' | 'lost', loss: number}} ConnectionQuality
+ * A media device (`listDevices`).
+ * @typedef {{deviceId: string, groupId: string, kind: string, label: string}} DeviceEntry
  */
 
 /**
@@ -119,19 +170,25 @@
  * @typedef {{participantId: string, room: string, participants: Participant[], reconnected: boolean}} JoinedDetail
  * @typedef {{participant: Participant}} ParticipantJoinedDetail
  * @typedef {{participantId: string, participant: Participant | undefined}} ParticipantLeftDetail
- * @typedef {{participantId: string, trackId: string, kind?: string}} TrackPublicationDetail
+ * @typedef {{participantId: string, trackId: string, kind?: string, source?: TrackSource}} TrackPublicationDetail
+ *            `kind` and `source` on `track-published` only (`source` as the publisher said, else
+ *            the default of the kind: `microphone` / `camera`)
  * @typedef {{participantId: string, trackId: string, track: MediaStreamTrack, stream: MediaStream,
- *            receiver: RTCRtpReceiver}} TrackDetail  `trackId` is the server's id of the track
- *            (as in `track-published`; the `msid` track id of its m-line), not `track.id`
+ *            receiver: RTCRtpReceiver, source: TrackSource}} TrackDetail  `trackId` is the server's
+ *            id of the track (as in `track-published`; the `msid` track id of its m-line), not
+ *            `track.id`; `source` what it carries (as announced, else the default of its kind)
  * @typedef {{participantId: string, trackId: string, kind: 'audio' | 'video' | null, byServer: boolean,
  *            sourceTrackId: string | null, track: MediaStreamTrack | null, stream: MediaStream | null,
  *            receiver: RTCRtpReceiver | null}} TrackMuteDetail  `track-muted` / `track-unmuted`
  *            of another member's track. `byServer: true`: the server stopped (or resumed)
  *            forwarding it (room API; `sourceTrackId` is the publisher's own track id; `track`,
  *            `stream`, `receiver` are those of the received track, null while none is
- *            received). `byServer: false`: the received `MediaStreamTrack` fired `mute` /
- *            `unmute` (no media arriving, or arriving again); `sourceTrackId` is null and
- *            `track`, `stream`, `receiver` are set
+ *            received). `byServer: false` with a `sourceTrackId`: the publisher turned it off
+ *            (on) itself (`mute`; `track`… as for the server's). `byServer: false` with
+ *            `sourceTrackId` null: the received `MediaStreamTrack` fired `mute` / `unmute` (no
+ *            media arriving, or arriving again); `track`, `stream`, `receiver` are set. The
+ *            server's and the publisher's mute are separate: after a `track-unmuted` of one the
+ *            track may still be muted by the other (`Session.isMuted` / `mutedBy`)
  * @typedef {{kind: 'audio' | 'video' | null, trackId: string, sourceTrackId: string,
  *            track: MediaStreamTrack | null}} LocalMutedDetail  `local-muted-by-server`: the
  *            server no longer forwards our track `sourceTrackId` (the local
@@ -149,6 +206,19 @@
  *            is the updated member (null for ourselves); `changed` is never empty
  * @typedef {{from: string | null, topic: string | null, payload: unknown}} DataDetail  a data
  *            message: `from` null means the server (room API); `payload` any JSON value
+ * @typedef {{track: MediaStreamTrack | null}} LocalScreenDetail  `local-screen`: the screen now
+ *            shared (`shareScreen`), or null once sharing stopped
+ * @typedef {{kind: 'audioinput' | 'videoinput', track: MediaStreamTrack,
+ *            previous: MediaStreamTrack | null}} LocalTrackReplacedDetail  `local-track-replaced`:
+ *            `switchDevice(kind)` put `track` in place of `previous` (stopped; null if there was none)
+ * @typedef {{ready: boolean}} ChatStateDetail  `chat-state`: the chat data channel opened or closed
+ * @typedef {{messages: ChatMessage[]}} ChatHistoryDetail  `chat-history`: the room's last messages
+ *            as the server sent them when the channel opened, oldest first (also merged into
+ *            `chatMessages()`; not emitted as `chat` too)
+ * @typedef {{reason: string, clientId: string | null, retryAfterMs: number | null}} ChatRejectedDetail
+ *            `chat-rejected`: the server refused a message of ours (its `sendChat` rejects too)
+ * @typedef {{qualities: Record<string, ConnectionQuality>}} ConnectionQualityDetail
+ *            `connection-quality`: every member's link (ours too), by participant id
  * @typedef {{reason: string}} RemovedDetail  the server removed us for good (admin removal or
  *            room closed); the session is over and will not rejoin
  * @typedef {{participantId: string, trackId: string, kind: 'audio' | 'video' | null}} MutedTrack
@@ -413,6 +483,177 @@ export class JoinError extends Error {
   }
 }
 
+/** The longest chat text, in code points (Unicode scalar values, as the server counts). */
+export const MAX_CHAT_CHARS = 2000;
+/** Chat messages a session keeps (the newest). */
+export const MAX_CHAT_KEPT = 200;
+/** How long `sendChat` waits for the server's stamped echo. */
+export const CHAT_TIMEOUT_MS = 10_000;
+
+const SOURCES = new Set(['camera', 'microphone', 'screen', 'screen-audio']);
+const QUALITIES = new Set(['excellent', 'good', 'poor', 'lost']);
+
+/** What a track of `kind` carries when nobody said. @param {'audio' | 'video'} kind @returns {TrackSource} */
+function defaultSource(kind) {
+  return kind === 'audio' ? 'microphone' : 'camera';
+}
+
+/** A wire `source`, or the default of `kind` when it is missing or unknown.
+ * @param {unknown} value @param {'audio' | 'video'} kind @returns {TrackSource} */
+function toSource(value, kind) {
+  return typeof value === 'string' && SOURCES.has(value) ? /** @type {TrackSource} */ (value) : defaultSource(kind);
+}
+
+/** Whether a track of `kind` carrying `source` is what `query` asks about (a kind or a source).
+ * @param {MuteQuery} query @param {string} kind @param {TrackSource} source */
+function matchesQuery(query, kind, source) {
+  return query === kind || query === source;
+}
+
+/** `navigator.mediaDevices`, or an error saying there is none (not a browser, or not a secure
+ * context). @returns {MediaDevices} */
+function mediaDevices() {
+  const devices = globalThis.navigator?.mediaDevices;
+  if (!devices) throw new Error('navigator.mediaDevices is not available (a secure context is needed)');
+  return devices;
+}
+
+/**
+ * The media devices, by kind (`enumerateDevices()`; labels are empty until the page may use
+ * the camera or microphone). Each entry is `{deviceId, groupId, kind, label}`.
+ * @returns {Promise<{audioinput: DeviceEntry[], videoinput: DeviceEntry[], audiooutput: DeviceEntry[]}>}
+ */
+export async function listDevices() {
+  /** @type {{audioinput: DeviceEntry[], videoinput: DeviceEntry[], audiooutput: DeviceEntry[]}} */
+  const out = { audioinput: [], videoinput: [], audiooutput: [] };
+  for (const d of await mediaDevices().enumerateDevices()) {
+    const list = out[/** @type {keyof typeof out} */ (d.kind)];
+    if (list) list.push({ deviceId: d.deviceId, groupId: d.groupId, kind: d.kind, label: d.label });
+  }
+  return out;
+}
+
+/** Why `sendChat` failed: `reason` is a `chat-rejected` reason of the server (`rate_limited`,
+ * `too_long`, `empty`, `not_allowed`, `malformed`, `spoofed`), or `not_connected` / `timeout`;
+ * `retryAfterMs` the server's wait for `rate_limited`, else null. */
+export class ChatError extends Error {
+  /** @param {string} reason @param {number | null} [retryAfterMs=null] */
+  constructor(reason, retryAfterMs = null) {
+    super(`chat message not sent: ${reason}${retryAfterMs !== null ? ` (retry in ${retryAfterMs} ms)` : ''}`);
+    this.name = 'ChatError';
+    this.reason = reason;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** Why the server would refuse `text` (`empty`, `too_long`), or null if it would not.
+ * @param {string} text */
+export function chatTextProblem(text) {
+  if (!text.trim()) return 'empty';
+  let n = 0;
+  for (const _ of text) if (++n > MAX_CHAT_CHARS) return 'too_long';
+  return null;
+}
+
+/** A stamped chat message of the server, or null if it is not one.
+ * @param {unknown} wire @param {string | null} selfId @returns {ChatMessage | null} */
+function toChatMessage(wire, selfId) {
+  if (!wire || typeof wire !== 'object') return null;
+  const { id, from, name, ts, text } = /** @type {Record<string, unknown>} */ (wire);
+  if (typeof id !== 'number' || !Number.isFinite(id) || typeof from !== 'string' || typeof text !== 'string') return null;
+  return {
+    id,
+    from,
+    name: typeof name === 'string' ? name : from,
+    ts: typeof ts === 'number' && Number.isFinite(ts) ? ts : 0,
+    text,
+    self: selfId !== null && from === selfId,
+  };
+}
+
+/**
+ * Reads one frame of the server on the chat data channel: a stamped `chat` (with the
+ * `client_id` echoed to its sender, else null), a `chat-history` (its valid messages), or a
+ * `chat-rejected` (`retryAfterMs` a number for `rate_limited` only, else null). Null for
+ * anything else: not text, bad JSON, an unknown type, a message without a numeric `id`, a
+ * string `from` and `text`. Never throws.
+ * @param {unknown} data
+ * @param {string | null} selfId  our participant id (sets `ChatMessage.self`)
+ * @returns {{type: 'chat', message: ChatMessage, clientId: string | null}
+ *   | {type: 'chat-history', messages: ChatMessage[]}
+ *   | {type: 'chat-rejected', reason: string, clientId: string | null, retryAfterMs: number | null} | null}
+ */
+export function parseChatFrame(data, selfId) {
+  if (typeof data !== 'string') return null;
+  /** @type {any} */
+  let msg;
+  try { msg = JSON.parse(data); } catch { return null; }
+  if (!msg || typeof msg !== 'object') return null;
+  const clientId = typeof msg.client_id === 'string' && msg.client_id ? msg.client_id : null;
+  if (msg.type === 'chat') {
+    const message = toChatMessage(msg, selfId);
+    return message ? { type: 'chat', message, clientId } : null;
+  }
+  if (msg.type === 'chat-history') {
+    if (!Array.isArray(msg.messages)) return null;
+    const messages = /** @type {ChatMessage[]} */ (msg.messages.map((/** @type {unknown} */ m) => toChatMessage(m, selfId)).filter(Boolean));
+    return { type: 'chat-history', messages };
+  }
+  if (msg.type === 'chat-rejected') {
+    if (typeof msg.reason !== 'string' || !msg.reason) return null;
+    const after = msg.retry_after_ms;
+    const retryAfterMs = msg.reason === 'rate_limited' && typeof after === 'number' && Number.isFinite(after) && after >= 0
+      ? after : null;
+    return { type: 'chat-rejected', reason: msg.reason, clientId, retryAfterMs };
+  }
+  return null;
+}
+
+/**
+ * Merges chat messages into a list: ordered by id, an id already there kept as it is (never
+ * twice), the newest `max` kept. Pure. `added` are the messages of `incoming` that were new
+ * (and are still kept), in id order.
+ * @param {readonly ChatMessage[]} list  sorted by id
+ * @param {readonly ChatMessage[]} incoming
+ * @param {number} [max=MAX_CHAT_KEPT]
+ * @returns {{list: ChatMessage[], added: ChatMessage[]}}
+ */
+export function mergeChat(list, incoming, max = MAX_CHAT_KEPT) {
+  /** @type {Map<number, ChatMessage>} */
+  const byId = new Map(list.map((m) => [m.id, m]));
+  /** @type {Set<ChatMessage>} */
+  const fresh = new Set();
+  for (const m of incoming) {
+    if (byId.has(m.id)) continue;
+    byId.set(m.id, m);
+    fresh.add(m);
+  }
+  const merged = [...byId.values()].sort((a, b) => a.id - b.id).slice(-max);
+  return { list: merged, added: merged.filter((m) => fresh.has(m)) };
+}
+
+/**
+ * Converts the `qualities` of a `connection-quality` message: participant id → `{quality,
+ * loss}`. An entry counts if it has a non-empty string `participant_id` and a known `quality`
+ * (`excellent`, `good`, `poor`, `lost`); `loss` is clamped to 0..1 (0 when missing). Null when
+ * `list` is not an array (the message is malformed and should change nothing). Never throws.
+ * @param {unknown} list
+ * @returns {Record<string, ConnectionQuality> | null}
+ */
+export function parseConnectionQuality(list) {
+  if (!Array.isArray(list)) return null;
+  /** @type {Map<string, ConnectionQuality>} */
+  const out = new Map();
+  for (const entry of list) {
+    if (!entry || typeof entry !== 'object') continue;
+    const { participant_id: id, quality, loss } = /** @type {Record<string, unknown>} */ (entry);
+    if (typeof id !== 'string' || !id || typeof quality !== 'string' || !QUALITIES.has(quality)) continue;
+    const l = typeof loss === 'number' && Number.isFinite(loss) ? Math.min(1, Math.max(0, loss)) : 0;
+    out.set(id, { quality: /** @type {ConnectionQuality['quality']} */ (quality), loss: l });
+  }
+  return Object.fromEntries(out);
+}
+
 export class Session extends EventTarget {
   /** @type {Required<Omit<SessionOptions, 'token' | 'backoffMs'>> & {token?: string, backoffMs?: number[]}} */
   #opts;
@@ -462,10 +703,12 @@ export class Session extends EventTarget {
    * still to apply (older ones waiting are dropped: the latest wins).
    * @type {WeakMap<RTCRtpSender, {busy: boolean, next: {sourceTrackId: string, active: string[]} | null}>} */
   #layerWork = new WeakMap();
-  /** Other members' tracks the server muted (`track-muted`, not yet `track-unmuted`): server
-   * track id → owner, kind and the publisher's own id of it. Gone with the track, its owner, or
-   * the session (a full rejoin).
-   * @type {Map<string, {participantId: string, kind: 'audio' | 'video' | null, sourceTrackId: string | null}>} */
+  /** Other members' muted tracks: server track id → owner, kind, the publisher's own id of it,
+   * and who muted it: `server` (`track-muted` with `by_server`, not yet `track-unmuted`) and/or
+   * `self` (its publisher turned it off: `by_server: false`, or `self_muted` in a member list).
+   * An entry with neither flag is removed. Gone with the track, its owner, or the session (a
+   * full rejoin).
+   * @type {Map<string, RemoteMute>} */
   #remoteMuted = new Map();
   /** Our own tracks the server muted: the local `MediaStreamTrack.id` (the message's
    * `source_track_id`) → the server's id of it, its kind, and the local track (null if none has
@@ -476,6 +719,37 @@ export class Session extends EventTarget {
   #metadata = null;
   /** Why the server removed us for good (see `removed`), once it did. @type {string | null} */
   #removedReason = null;
+
+  /** What each of our sending transceivers of the current PeerConnection carries: the id the
+   * server knows its track by (the `MediaStreamTrack.id` of the track it was created with, the
+   * `msid` of its m-line; kept across `replaceTrack`, so after `switchDevice` the new local
+   * track still maps to it) and its `offer.sources` value.
+   * @type {WeakMap<RTCRtpTransceiver, {id: string, source: TrackSource}>} */
+  #senderInfo = new WeakMap();
+  /** Source ids of our latest offer's `sources` on this server session: a `mute` for any other
+   * would be refused (`unknown_track`), so it waits for the offer naming it. @type {Set<string>} */
+  #announced = new Set();
+  /** What this server session was last told with `mute`, per source id (absent: not muted).
+   * @type {Map<string, boolean>} */
+  #sentMutes = new Map();
+  /** The screen being shared (`shareScreen`), and the transceiver sending it on the current
+   * PeerConnection. @type {MediaStreamTrack | null} */
+  #screenTrack = null;
+  /** @type {RTCRtpTransceiver | null} */
+  #screenTransceiver = null;
+  /** The "confab" data channel of the current PeerConnection (chat). @type {RTCDataChannel | null} */
+  #chatChannel = null;
+  #chatReady = false;
+  /** Chat messages received (history included): by id, oldest first, at most `MAX_CHAT_KEPT`.
+   * Kept across rejoins (the same room). @type {ChatMessage[]} */
+  #chat = [];
+  /** `sendChat` calls waiting for their stamped echo, by `client_id`.
+   * @type {Map<string, {resolve: (m: ChatMessage) => void, reject: (e: ChatError) => void, timer: ReturnType<typeof setTimeout>}>} */
+  #chatPending = new Map();
+  #chatSeq = 0;
+  /** The server's last `connection-quality`, per participant id (our own too). Emptied by a
+   * full rejoin. @type {Map<string, ConnectionQuality>} */
+  #quality = new Map();
 
   #left = false;
   #everJoined = false;
@@ -615,23 +889,71 @@ export class Session extends EventTarget {
   }
 
   /** Other members' tracks the server has muted (`track-muted` with `byServer`, not yet
-   * `track-unmuted`). @returns {MutedTrack[]} */
+   * `track-unmuted`); self mutes are not listed (see `mutedBy`). @returns {MutedTrack[]} */
   mutedTracks() {
-    return [...this.#remoteMuted].map(([trackId, m]) => ({
+    return [...this.#remoteMuted].filter(([, m]) => m.server).map(([trackId, m]) => ({
       participantId: m.participantId, trackId, kind: m.kind ?? this.#kindOf(m.participantId, trackId),
     }));
   }
 
   /**
-   * Whether the server has muted a track of `kind` of this participant; our own
-   * `participantId` asks about our own tracks (as `mutedByServer`).
+   * Whether a track of `kind` of this participant is muted, by the server or by its publisher
+   * (`mutedBy` tells which). Our own `participantId` asks about our own tracks.
    * @param {string} participantId
-   * @param {'audio' | 'video'} kind
+   * @param {MuteQuery} kind
    */
   isMuted(participantId, kind) {
-    if (participantId === this.#participantId) return this.mutedByServer[kind];
-    return this.mutedTracks().some((m) => m.participantId === participantId && m.kind === kind);
+    const by = this.mutedBy(participantId, kind);
+    return by.server || by.self;
   }
+
+  /**
+   * Who muted a track of `kind` of this participant: `server` (room API) and/or `self` (its
+   * publisher turned it off). `kind` is `'audio'` / `'video'` (any track of that kind, screen
+   * included) or a source (`'camera'`, `'microphone'`, `'screen'`, `'screen-audio'`). For our
+   * own `participantId`: `server` as `mutedByServer`, `self` when a local track of it is
+   * disabled (a server mute disables it too, and we then tell the others it is off).
+   * @param {string} participantId
+   * @param {MuteQuery} kind
+   * @returns {{server: boolean, self: boolean}}
+   */
+  mutedBy(participantId, kind) {
+    if (participantId === this.#participantId) {
+      const server = [...this.#localMuted.values()].some((m) => m.track
+        ? matchesQuery(kind, m.track.kind, this.#localSourceOf(m.track)) : m.kind === kind);
+      const tracks = this.#localSendTracks().filter((t) => matchesQuery(kind, t.kind, this.#localSourceOf(t)));
+      return { server, self: tracks.some((t) => !t.enabled) };
+    }
+    const out = { server: false, self: false };
+    for (const [trackId, m] of this.#remoteMuted) {
+      if (m.participantId !== participantId) continue;
+      const trackKind = m.kind ?? this.#kindOf(participantId, trackId);
+      if (!trackKind || !matchesQuery(kind, trackKind, this.#remoteSource(participantId, trackId, trackKind))) continue;
+      out.server ||= m.server;
+      out.self ||= m.self;
+    }
+    return out;
+  }
+
+  /** The link quality of a participant (our own id too) as the server last rated it
+   * (`connection-quality`); null before it named it. @param {string} participantId
+   * @returns {ConnectionQuality | null} */
+  connectionQuality(participantId) {
+    const q = this.#quality.get(participantId);
+    return q ? { ...q } : null;
+  }
+
+  /** Chat messages received so far (the room's history included), oldest first, deduplicated
+   * by id, at most `MAX_CHAT_KEPT` (the newest). @returns {ChatMessage[]} */
+  chatMessages() {
+    return this.#chat.map((m) => ({ ...m }));
+  }
+
+  /** Whether the chat data channel is open (`sendChat` can send). */
+  get chatReady() { return this.#chatReady; }
+
+  /** The screen being shared (`shareScreen`), null when none. */
+  get screenTrack() { return this.#screenTrack; }
 
   /**
    * The participant a received track belongs to.
@@ -644,7 +966,7 @@ export class Session extends EventTarget {
 
   /** Every track currently received, with its owner and the server's id for it. */
   remoteTracks() {
-    return [...this.#remoteTracks].map(([track, info]) => trackDetail(track, info));
+    return [...this.#remoteTracks].map(([track, info]) => this.#trackDetail(track, info));
   }
 
   /** Received tracks the server has paused for bandwidth (`track-paused` not yet followed by
@@ -722,6 +1044,33 @@ export class Session extends EventTarget {
     return undefined;
   }
 
+  /** @param {MediaStreamTrack} track @param {RemoteTrackInfo} info @returns {TrackDetail} */
+  #trackDetail(track, { participantId, trackId, stream, receiver }) {
+    const source = this.#remoteSource(participantId, trackId, track.kind === 'audio' ? 'audio' : 'video');
+    return { participantId, trackId, track, stream, receiver, source };
+  }
+
+  /** What another member's track carries: as announced (`track-published`, member lists),
+   * else the default of its kind. @param {string} participantId @param {string} trackId
+   * @param {'audio' | 'video'} kind @returns {TrackSource} */
+  #remoteSource(participantId, trackId, kind) {
+    const announced = this.#participants.get(participantId)?.tracks.find((t) => t.track_id === trackId);
+    return announced?.source ?? defaultSource(kind);
+  }
+
+  /** Every local track we send or mean to send: the published stream's and the screen. */
+  #localSendTracks() {
+    const tracks = [...(this.#localStream?.getTracks() ?? [])];
+    if (this.#screenTrack) tracks.push(this.#screenTrack);
+    return tracks;
+  }
+
+  /** What a local track carries. @param {MediaStreamTrack} track @returns {TrackSource} */
+  #localSourceOf(track) {
+    if (track === this.#screenTrack) return 'screen';
+    return defaultSource(track.kind === 'audio' ? 'audio' : 'video');
+  }
+
   // ---------------------------------------------------------------- public API
 
   /**
@@ -780,11 +1129,13 @@ export class Session extends EventTarget {
     }
   }
 
-  /** Mutes or unmutes the microphone (track.enabled; no renegotiation). Unmuting is allowed
-   * while the server has muted it (`mutedByServer.audio`), but nobody hears it until the server
-   * forwards it again (`local-unmuted-by-server`). @param {boolean} on */
+  /** Mutes or unmutes the microphone (track.enabled; no renegotiation) and tells the server
+   * (`mute`, see `#syncMutes`), which tells the others. Unmuting is allowed while the server
+   * has muted it (`mutedByServer.audio`), but nobody hears it until the server forwards it
+   * again (`local-unmuted-by-server`). @param {boolean} on */
   setMicEnabled(on) {
     for (const t of this.#localStream?.getAudioTracks() ?? []) t.enabled = on;
+    this.#syncMutes(false);
   }
 
   /**
@@ -843,11 +1194,194 @@ export class Session extends EventTarget {
     else this.#sentViews.delete(trackId);
   }
 
-  /** Turns the camera on or off (track.enabled; sends black frames; no renegotiation). As with
-   * the microphone, turning it on while `mutedByServer.video` shows nothing to the others.
+  /** Turns the camera on or off (track.enabled; sends black frames; no renegotiation) and tells
+   * the server (`mute`). As with the microphone, turning it on while `mutedByServer.video`
+   * shows nothing to the others.
    * @param {boolean} on */
   setCameraEnabled(on) {
     for (const t of this.#localStream?.getVideoTracks() ?? []) t.enabled = on;
+    this.#syncMutes(false);
+  }
+
+  /**
+   * Tells the server which of our tracks are off (`mute`), so it can tell the others: for every
+   * track we send whose source id our latest offer named (the server refuses others; they are
+   * told after the offer that names them), `muted: !track.enabled` when that differs from what
+   * this server session was last told, and with `resend` also `muted: true` again for every
+   * track that is off (after a resume: a `mute` may have been lost with the old socket).
+   * Nothing is sent while signaling is down.
+   * @param {boolean} resend
+   */
+  #syncMutes(resend) {
+    const pc = this.#pc;
+    if (!pc || !this.#signalingReady()) return;
+    for (const t of this.#ownTransceivers) {
+      const track = t.sender.track;
+      if (isStopped(t) || !track) continue;
+      const id = this.#sourceIdOf(pc, t);
+      if (!this.#announced.has(id)) continue;
+      const muted = !track.enabled;
+      if (muted === (this.#sentMutes.get(id) ?? false) && !(resend && muted)) continue;
+      this.#send({ type: 'mute', track_id: id, muted });
+      this.#sentMutes.set(id, muted);
+    }
+  }
+
+  /**
+   * Shares the screen: `getDisplayMedia({video, audio: false})`, sent on a transceiver of its
+   * own (one encoding: no simulcast; `contentHint = 'detail'`), named `screen` in the `sources`
+   * of every offer from then on. The browser's own "stop sharing" (the track's `ended`) calls
+   * `stopScreenShare()`. Kept across reconnects (a full rejoin sends it on the new
+   * PeerConnection). Resolves with the track (the current one if already sharing); rejects as
+   * `getDisplayMedia` does (e.g. the user cancelled). Emits `local-screen`.
+   * @param {{video?: boolean | MediaTrackConstraints}} [opts]
+   * @returns {Promise<MediaStreamTrack>}
+   */
+  async shareScreen(opts = {}) {
+    if (this.#screenTrack) return this.#screenTrack;
+    const media = await mediaDevices().getDisplayMedia({ video: opts.video ?? true, audio: false });
+    const track = media.getVideoTracks()[0];
+    for (const t of media.getTracks()) if (t !== track) t.stop();
+    if (!track) throw new Error('getDisplayMedia gave no video track');
+    if (this.#left || this.#screenTrack) {
+      track.stop();
+      if (this.#screenTrack) return this.#screenTrack;
+      throw new Error('session already left');
+    }
+    try { track.contentHint = 'detail'; } catch { /* read-only in some browsers */ }
+    this.#screenTrack = track;
+    track.addEventListener('ended', () => {
+      if (this.#screenTrack === track) this.stopScreenShare();
+    });
+    if (this.#pc) this.#attachScreen(this.#pc);
+    this.#emit('local-screen', /** @type {LocalScreenDetail} */ ({ track }));
+    return track;
+  }
+
+  /** Stops sharing the screen: stops the track, removes its sender (`pc.removeTrack`; the
+   * offer that follows no longer names it) and emits `local-screen` with `track: null`. Does
+   * nothing when not sharing. @returns {Promise<void>} */
+  async stopScreenShare() {
+    const track = this.#screenTrack;
+    if (!track) return;
+    this.#screenTrack = null;
+    const transceiver = this.#screenTransceiver;
+    this.#screenTransceiver = null;
+    track.stop();
+    const pc = this.#pc;
+    if (pc && transceiver) {
+      this.#ownTransceivers.delete(transceiver);
+      if (!isStopped(transceiver)) {
+        try {
+          pc.removeTrack(transceiver.sender);
+        } catch (e) {
+          this.#emitError('client', `removeTrack: ${e}`, false);
+        }
+      }
+    }
+    this.#emit('local-screen', /** @type {LocalScreenDetail} */ ({ track: null }));
+  }
+
+  /** Sends the shared screen on `pc`. @param {RTCPeerConnection} pc */
+  #attachScreen(pc) {
+    const track = this.#screenTrack;
+    if (!track || track.readyState === 'ended') return;
+    const stream = this.#localStream;
+    const transceiver = pc.addTransceiver(track, { direction: 'sendonly', streams: stream ? [stream] : [] });
+    this.#addOwnTransceiver(transceiver, track, 'screen');
+    this.#screenTransceiver = transceiver;
+  }
+
+  /** Counts `transceiver` as one of ours, sending `track` as `source`.
+   * @param {RTCRtpTransceiver} transceiver @param {MediaStreamTrack} track @param {TrackSource} source */
+  #addOwnTransceiver(transceiver, track, source) {
+    this.#ownTransceivers.add(transceiver);
+    this.#senderInfo.set(transceiver, { id: track.id, source });
+  }
+
+  /**
+   * Switches the microphone (`audioinput`) or camera (`videoinput`) to another device without
+   * renegotiating: `getUserMedia` for that device only (the old track's other constraints
+   * kept), the new track takes the old one's `enabled` (mute) state and place in the local
+   * stream, the sender `replaceTrack`s to it, the old track is stopped. The server still knows
+   * the track by its original id, and so does the session (`mute`, server mutes,
+   * `publish-layers`). Emits `local-track-replaced`. With no track of that kind in the local
+   * stream, the new one is added and published. Rejects (the old track kept) if the device
+   * cannot be opened or the sender refuses it.
+   * @param {'audioinput' | 'videoinput'} kind
+   * @param {string} deviceId
+   * @returns {Promise<MediaStreamTrack>}
+   */
+  async switchDevice(kind, deviceId) {
+    if (kind !== 'audioinput' && kind !== 'videoinput') throw new TypeError(`switchDevice: bad kind ${kind}`);
+    const stream = this.#localStream;
+    if (!stream) throw new Error('switchDevice: nothing published');
+    const audio = kind === 'audioinput';
+    const previous = (audio ? stream.getAudioTracks() : stream.getVideoTracks())[0] ?? null;
+    const { deviceId: _old, groupId: _group, ...kept } = previous?.getConstraints?.() ?? {};
+    const constraints = { ...kept, deviceId: { exact: deviceId } };
+    const media = await mediaDevices().getUserMedia(audio ? { audio: constraints } : { video: constraints });
+    const track = (audio ? media.getAudioTracks() : media.getVideoTracks())[0];
+    for (const t of media.getTracks()) if (t !== track) t.stop();
+    if (!track) throw new Error(`getUserMedia gave no ${audio ? 'audio' : 'video'} track`);
+    if (this.#localStream !== stream || (previous && !stream.getTracks().includes(previous))) {
+      track.stop(); // published or switched again meanwhile
+      throw new Error('switchDevice: the local stream changed meanwhile');
+    }
+    if (!previous) {
+      stream.addTrack(track);
+      if (this.#pc) this.#attachLocalTracks(this.#pc);
+    } else {
+      track.enabled = previous.enabled;
+      // The stream first: a PeerConnection made meanwhile (a full rejoin) sends the new track.
+      stream.removeTrack(previous);
+      stream.addTrack(track);
+      const pc = this.#pc;
+      const transceiver = pc ? [...this.#ownTransceivers].find((t) => t.sender.track === previous && !isStopped(t)) : undefined;
+      try {
+        await transceiver?.sender.replaceTrack(track);
+      } catch (e) {
+        stream.removeTrack(track);
+        stream.addTrack(previous);
+        track.stop();
+        throw e;
+      }
+      for (const m of this.#localMuted.values()) if (m.track === previous) m.track = track;
+      previous.stop();
+    }
+    this.#emit('local-track-replaced', /** @type {LocalTrackReplacedDetail} */ ({ kind, track, previous }));
+    return track;
+  }
+
+  /**
+   * Sends a chat message on the data channel. Resolves with the message as the server stamped
+   * it (matched by a generated `client_id`); rejects with a `ChatError`: `empty` (nothing but
+   * whitespace) or `too_long` (over `MAX_CHAT_CHARS` code points, as the server counts) before
+   * sending, `not_connected` when the channel is not open (or closes before the reply),
+   * `timeout` after `CHAT_TIMEOUT_MS` without a reply, or the server's `chat-rejected` reason
+   * (`retryAfterMs` set for `rate_limited`). The text is sent as given (not trimmed). The
+   * stamped message is also emitted as `chat`, like everyone's.
+   * @param {string} text
+   * @returns {Promise<ChatMessage>}
+   */
+  sendChat(text) {
+    const body = String(text ?? '');
+    const invalid = chatTextProblem(body);
+    if (invalid) return Promise.reject(new ChatError(invalid));
+    const dc = this.#chatChannel;
+    if (!dc || !this.#chatReady || dc.readyState !== 'open') return Promise.reject(new ChatError('not_connected'));
+    const clientId = `c${(++this.#chatSeq).toString(36)}${Math.random().toString(36).slice(2, 10)}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this.#chatPending.delete(clientId)) reject(new ChatError('timeout'));
+      }, CHAT_TIMEOUT_MS);
+      this.#chatPending.set(clientId, { resolve, reject, timer });
+      try {
+        dc.send(JSON.stringify({ type: 'chat', text: body, client_id: clientId }));
+      } catch {
+        this.#settleChat(clientId, new ChatError('not_connected'));
+      }
+    });
   }
 
   get micEnabled() {
@@ -1149,6 +1683,7 @@ export class Session extends EventTarget {
     this.#paused.clear();
     // The server's mutes applied to this participant id; the next join is a new one.
     this.#forgetMutes();
+    this.#quality.clear();
   }
 
   #closePc() {
@@ -1165,6 +1700,8 @@ export class Session extends EventTarget {
     this.#mediaUp = false;
     this.#mediaEverUp = false;
     this.#stopStallWatch();
+    this.#screenTransceiver = null;
+    this.#closeChat();
     if (!pc) return;
     pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = null;
     pc.onconnectionstatechange = pc.oniceconnectionstatechange = null;
@@ -1218,7 +1755,10 @@ export class Session extends EventTarget {
       case 'offer': return this.#enqueue(() => this.#onServerOffer(String(msg.sdp)));
       case 'answer': return this.#enqueue(() => this.#onServerAnswer(String(msg.sdp)));
       case 'candidate': return this.#onServerCandidate(msg.candidate);
-      case 'participant-joined': return this.#onParticipantJoined(msg.participant);
+      case 'participant-joined':
+        this.#onParticipantJoined(msg.participant);
+        this.#applyAnnouncedMutes(msg.participant, false);
+        return;
       case 'participant-left': return this.#removeParticipant(String(msg.participant_id));
       case 'track-published': return this.#onTrackPublished(msg);
       case 'track-unpublished': return this.#onTrackUnpublished(msg);
@@ -1230,6 +1770,7 @@ export class Session extends EventTarget {
       case 'track-unmuted': return this.#onTrackMuteChange(msg, false);
       case 'participant-updated': return this.#onParticipantUpdated(msg.participant);
       case 'data': return this.#onData(msg);
+      case 'connection-quality': return this.#onConnectionQuality(msg);
       case 'error': return this.#onServerError(String(msg.code), String(msg.message ?? ''), msg);
       case 'going-away':
         this.#emit('going-away', /** @type {GoingAwayDetail} */ ({ reason: String(msg.reason ?? '') }));
@@ -1326,11 +1867,13 @@ export class Session extends EventTarget {
       const desc = now.localDescription;
       if (now.signalingState === 'have-local-offer' && desc) {
         // Our offer may never have arrived; an answer to it may have been lost. Offer it again.
-        this.#send({ type: 'offer', sdp: desc.sdp });
+        this.#sendOffer(now, desc.sdp);
       } else {
         await this.#offerIfNeeded();
       }
     });
+    // A `mute` may have been lost with the old socket: say again what is off.
+    this.#syncMutes(true);
     const deferred = this.#iceRestartDeferred;
     this.#iceRestartDeferred = null;
     if (!pc) return;
@@ -1349,7 +1892,7 @@ export class Session extends EventTarget {
       this.#onTrackUnpublished({ participant_id: participantId, track_id: trackId });
     }
     for (const { participantId, track } of diff.published) {
-      this.#onTrackPublished({ participant_id: participantId, track_id: track.track_id, kind: track.kind });
+      this.#onTrackPublished({ participant_id: participantId, track_id: track.track_id, kind: track.kind, source: track.source });
     }
     for (const p of next) {
       const known = this.#participants.get(p.id);
@@ -1365,18 +1908,23 @@ export class Session extends EventTarget {
     for (const p of list) if (p && p.id != null) this.#applyAnnouncedMutes(p);
   }
 
-  /** A member as `joined` / `resumed` lists it says which of its tracks the server has muted
-   * (`muted: true`; a mute from before we joined, or while our socket was away): the same
-   * state and events as the `track-muted` / `track-unmuted` messages. @param {any} wire */
-  #applyAnnouncedMutes(wire) {
+  /** A member as `joined` / `resumed` / `participant-joined` lists it says which of its tracks
+   * are muted: by the server (`muted: true`) and/or by itself (`self_muted: true`); a mute from
+   * before we joined, or while our socket was away. The same state and events as the
+   * `track-muted` / `track-unmuted` messages (`byServer` true and false). `lift`: a mute it
+   * does not list is lifted (the lists of `joined` / `resumed` are the state now; a
+   * `participant-joined` may have been overtaken by a `track-muted`, so it only adds).
+   * @param {any} wire @param {boolean} [lift=true] */
+  #applyAnnouncedMutes(wire, lift = true) {
     if (!wire || wire.id == null || !Array.isArray(wire.tracks)) return;
     const participantId = String(wire.id);
     for (const t of wire.tracks) {
       if (!t || t.track_id == null) continue;
       const trackId = String(t.track_id);
-      const muted = t.muted === true;
-      if (muted !== this.#remoteMuted.has(trackId)) {
-        this.#onTrackMuteChange({ participant_id: participantId, track_id: trackId, by_server: true }, muted);
+      for (const [byServer, muted] of [[true, t.muted === true], [false, t.self_muted === true]]) {
+        const entry = this.#remoteMuted.get(trackId);
+        if (muted === !!entry?.[byServer ? 'server' : 'self'] || (!muted && !lift)) continue;
+        this.#onTrackMuteChange({ participant_id: participantId, track_id: trackId, by_server: byServer }, muted);
       }
     }
   }
@@ -1399,7 +1947,7 @@ export class Session extends EventTarget {
       if (info.participantId !== p.id || info.announced) continue;
       info.announced = true;
       p.stream = info.stream;
-      this.#emit('track', trackDetail(track, info));
+      this.#emit('track', this.#trackDetail(track, info));
     }
   }
 
@@ -1416,6 +1964,7 @@ export class Session extends EventTarget {
     for (const [trackId, m] of [...this.#remoteMuted]) {
       if (m.participantId === id) this.#remoteMuted.delete(trackId);
     }
+    this.#quality.delete(id);
     this.#emit('participant-left', /** @type {ParticipantLeftDetail} */ ({ participantId: id, participant }));
     // Normally the server's next `active-speakers` says so too; do not wait for it.
     this.#setSpeakers(this.#speakers.filter((s) => s.participantId !== id));
@@ -1442,8 +1991,11 @@ export class Session extends EventTarget {
     const p = this.#participants.get(id);
     const trackId = String(msg.track_id);
     const kind = msg.kind === 'audio' ? 'audio' : 'video';
-    if (p && !p.tracks.some((t) => t.track_id === trackId)) p.tracks.push({ track_id: trackId, kind });
-    this.#emit('track-published', /** @type {TrackPublicationDetail} */ ({ participantId: id, trackId, kind }));
+    const source = toSource(msg.source, kind);
+    const known = p?.tracks.find((t) => t.track_id === trackId);
+    if (known) known.source = source;
+    else p?.tracks.push({ track_id: trackId, kind, source });
+    this.#emit('track-published', /** @type {TrackPublicationDetail} */ ({ participantId: id, trackId, kind, source }));
   }
 
   /** @param {any} msg */
@@ -1478,9 +2030,11 @@ export class Session extends EventTarget {
 
   /**
    * `track-muted` / `track-unmuted`: the server stopped (or resumed) forwarding a published
-   * track (room API). One of ours: see `#onOwnMuteChange`. Another member's: keep the state and
-   * emit `track-muted` / `track-unmuted` (`byServer: true`). A repeat changes nothing and emits
-   * nothing; so does a `track-unmuted` for a track not known to be muted.
+   * track (room API, `by_server`), or (`by_server: false`) its publisher turned it off (on).
+   * One of ours (only ever `by_server`): see `#onOwnMuteChange`. Another member's: keep the
+   * state (server and self flags apart) and emit `track-muted` / `track-unmuted` with
+   * `byServer` as sent. A repeat changes nothing and emits nothing; so does a `track-unmuted`
+   * for a track not known to be muted that way.
    * @param {any} msg @param {boolean} muted
    */
   #onTrackMuteChange(msg, muted) {
@@ -1494,11 +2048,21 @@ export class Session extends EventTarget {
       if (byServer) this.#onOwnMuteChange(trackId, sourceTrackId ?? trackId, muted);
       return;
     }
+    // The server's and the publisher's mute are separate: lifting one leaves the other.
+    const flag = byServer ? 'server' : 'self';
+    let entry = this.#remoteMuted.get(trackId);
     if (muted) {
-      if (this.#remoteMuted.has(trackId)) return;
-      this.#remoteMuted.set(trackId, { participantId, kind: this.#kindOf(participantId, trackId), sourceTrackId });
-    } else if (!this.#remoteMuted.delete(trackId)) {
-      return;
+      if (entry?.[flag]) return;
+      if (!entry) {
+        entry = { participantId, kind: this.#kindOf(participantId, trackId), sourceTrackId, server: false, self: false };
+        this.#remoteMuted.set(trackId, entry);
+      }
+      entry[flag] = true;
+      entry.sourceTrackId ??= sourceTrackId;
+    } else {
+      if (!entry?.[flag]) return;
+      entry[flag] = false;
+      if (!entry.server && !entry.self) this.#remoteMuted.delete(trackId);
     }
     this.#refreshMuted(participantId);
     const received = [...this.#remoteTracks].find(([, info]) => info.trackId === trackId && info.announced);
@@ -1532,6 +2096,8 @@ export class Session extends EventTarget {
     const kind = track ? (track.kind === 'audio' ? 'audio' : 'video') : known?.kind ?? null;
     if (muted) {
       if (track) track.enabled = false;
+      // It is off now: the others are told so, and it stays so after the server unmutes it.
+      this.#syncMutes(false);
       if (known) return;
       this.#localMuted.set(sourceTrackId, { trackId, kind, track });
       this.#emit('local-muted-by-server', /** @type {LocalMutedDetail} */ ({ kind, trackId, sourceTrackId, track }));
@@ -1641,6 +2207,92 @@ export class Session extends EventTarget {
     }));
   }
 
+  /** `connection-quality`: the server's rating of every member's link (ours too). A message
+   * without a `qualities` array changes nothing. @param {any} msg */
+  #onConnectionQuality(msg) {
+    const qualities = parseConnectionQuality(msg.qualities);
+    if (!qualities) return;
+    this.#quality = new Map(Object.entries(qualities));
+    this.#emit('connection-quality', /** @type {ConnectionQualityDetail} */ ({ qualities }));
+  }
+
+  // ---------------------------------------------------------------- chat (data channel)
+
+  /** Opens the "confab" data channel on a new PeerConnection (before its first offer).
+   * @param {RTCPeerConnection} pc */
+  #openChat(pc) {
+    if (typeof pc.createDataChannel !== 'function') return;
+    /** @type {RTCDataChannel} */
+    let dc;
+    try {
+      dc = pc.createDataChannel('confab', { ordered: true });
+    } catch (e) {
+      this.#emitError('client', `createDataChannel: ${e}`, false);
+      return;
+    }
+    this.#chatChannel = dc;
+    dc.onopen = () => { if (this.#chatChannel === dc) this.#setChatReady(true); };
+    dc.onclose = () => { if (this.#chatChannel === dc) this.#chatClosed(); };
+    dc.onmessage = (ev) => { if (this.#chatChannel === dc) this.#onChatFrame(ev.data); };
+  }
+
+  /** Closes the chat channel with its PeerConnection. */
+  #closeChat() {
+    const dc = this.#chatChannel;
+    this.#chatChannel = null;
+    if (dc) {
+      dc.onopen = dc.onclose = dc.onmessage = null;
+      try { dc.close(); } catch { /* already closed */ }
+    }
+    this.#chatClosed();
+  }
+
+  /** The channel is gone: every send still waiting fails with `not_connected`. */
+  #chatClosed() {
+    for (const clientId of [...this.#chatPending.keys()]) this.#settleChat(clientId, new ChatError('not_connected'));
+    this.#setChatReady(false);
+  }
+
+  /** @param {boolean} ready */
+  #setChatReady(ready) {
+    if (ready === this.#chatReady) return;
+    this.#chatReady = ready;
+    this.#emit('chat-state', /** @type {ChatStateDetail} */ ({ ready }));
+  }
+
+  /** Ends the pending send `clientId` (if any) with its stamped message or an error.
+   * @param {string} clientId @param {ChatMessage | ChatError} outcome */
+  #settleChat(clientId, outcome) {
+    const pending = this.#chatPending.get(clientId);
+    if (!pending) return;
+    this.#chatPending.delete(clientId);
+    clearTimeout(pending.timer);
+    if (outcome instanceof ChatError) pending.reject(outcome);
+    else pending.resolve({ ...outcome });
+  }
+
+  /** A frame from the server on the chat channel; anything malformed is ignored.
+   * @param {unknown} data */
+  #onChatFrame(data) {
+    const frame = parseChatFrame(data, this.#participantId);
+    if (!frame) return;
+    if (frame.type === 'chat-rejected') {
+      const { reason, clientId, retryAfterMs } = frame;
+      if (clientId) this.#settleChat(clientId, new ChatError(reason, retryAfterMs));
+      this.#emit('chat-rejected', /** @type {ChatRejectedDetail} */ ({ reason, clientId, retryAfterMs }));
+      return;
+    }
+    const incoming = frame.type === 'chat' ? [frame.message] : frame.messages;
+    const { list, added } = mergeChat(this.#chat, incoming);
+    this.#chat = list;
+    if (frame.type === 'chat') {
+      if (frame.clientId) this.#settleChat(frame.clientId, frame.message);
+      if (added.length) this.#emit('chat', { ...frame.message });
+    } else {
+      this.#emit('chat-history', /** @type {ChatHistoryDetail} */ ({ messages: frame.messages.map((m) => ({ ...m })) }));
+    }
+  }
+
   /** Dynacast: the server names the simulcast layers of one of our tracks anyone needs.
    * @param {any} msg */
   #onPublishLayers(msg) {
@@ -1708,7 +2360,8 @@ export class Session extends EventTarget {
     const msids = msidTrackIds(pc.localDescription?.sdp ?? '');
     for (const t of this.#ownTransceivers) {
       if (isStopped(t)) continue;
-      if (t.sender.track?.id === trackId || (t.mid !== null && msids.get(t.mid) === trackId)) return t;
+      if (t.sender.track?.id === trackId || this.#senderInfo.get(t)?.id === trackId
+        || (t.mid !== null && msids.get(t.mid) === trackId)) return t;
     }
     return undefined;
   }
@@ -1782,6 +2435,9 @@ export class Session extends EventTarget {
     this.#pc = pc;
     this.#offerWanted = false;
     this.#ownTransceivers = new Set();
+    // A new PeerConnection is a new member on the server: it knows none of our tracks yet.
+    this.#announced = new Set();
+    this.#sentMutes = new Map();
     this.#badSdp = 0;
     this.#connectArmed = false;
     this.#startStallWatch(pc);
@@ -1818,7 +2474,10 @@ export class Session extends EventTarget {
     pc.oniceconnectionstatechange = () => {
       if (this.#pc === pc) this.#onMediaStateChange(pc);
     };
+    // Before the first offer, so that offer carries it (`negotiationneeded` fires async).
+    this.#openChat(pc);
     this.#attachLocalTracks(pc);
+    this.#attachScreen(pc);
     if (this.#receiveOnly) this.#ensureReceiving(pc);
   }
 
@@ -2107,7 +2766,8 @@ export class Session extends EventTarget {
     const stream = this.#localStream;
     if (!stream) return;
     const current = stream.getTracks();
-    const own = [...this.#ownTransceivers].filter((t) => !isStopped(t));
+    // The screen's transceiver is not the camera's to reuse.
+    const own = [...this.#ownTransceivers].filter((t) => !isStopped(t) && t !== this.#screenTransceiver);
     for (const track of current) {
       if (track.readyState === 'ended') continue;
       if (own.some((t) => t.sender.track === track)) continue;
@@ -2126,7 +2786,7 @@ export class Session extends EventTarget {
         }
         const transceiver = pc.addTransceiver(track, init);
         if (track.kind === 'audio' && this.#opts.red) preferRed(transceiver);
-        this.#ownTransceivers.add(transceiver);
+        this.#addOwnTransceiver(transceiver, track, defaultSource(track.kind === 'audio' ? 'audio' : 'video'));
       }
     }
   }
@@ -2165,7 +2825,42 @@ export class Session extends EventTarget {
     // A server offer handled meanwhile may have rolled this offer back already.
     const now = /** @type {RTCSignalingState} */ (pc.signalingState);
     if (this.#pc !== pc || now !== 'have-local-offer' || !desc) return;
-    this.#send({ type: 'offer', sdp: desc.sdp });
+    this.#sendOffer(pc, desc.sdp);
+  }
+
+  /**
+   * Sends an offer of ours with the `sources` of every track we send (by the id the server
+   * knows it by), then the `mute`s its tracks wait for (see `#syncMutes`).
+   * @param {RTCPeerConnection} pc @param {string} sdp
+   */
+  #sendOffer(pc, sdp) {
+    const sources = this.#offerSources(pc);
+    if (!this.#send({ type: 'offer', sdp, sources })) return;
+    this.#announced = new Set(Object.keys(sources));
+    // The server forgets the self mutes of tracks an offer no longer names.
+    for (const id of [...this.#sentMutes.keys()]) if (!this.#announced.has(id)) this.#sentMutes.delete(id);
+    this.#syncMutes(false);
+  }
+
+  /** `offer.sources`: source id → what it carries, for every track we send on `pc`.
+   * @param {RTCPeerConnection} pc @returns {Record<string, TrackSource>} */
+  #offerSources(pc) {
+    /** @type {Record<string, TrackSource>} */
+    const out = {};
+    for (const t of this.#ownTransceivers) {
+      const track = t.sender.track;
+      if (isStopped(t) || !track) continue;
+      out[this.#sourceIdOf(pc, t)] = this.#senderInfo.get(t)?.source ?? defaultSource(track.kind === 'audio' ? 'audio' : 'video');
+    }
+    return out;
+  }
+
+  /** The id the server knows the track of our transceiver by: its m-line's `msid` track id
+   * once negotiated, else the id of the track it was made with, else its track's id.
+   * @param {RTCPeerConnection} pc @param {RTCRtpTransceiver} t */
+  #sourceIdOf(pc, t) {
+    const msid = t.mid !== null ? msidTrackIds(pc.localDescription?.sdp ?? '').get(t.mid) : undefined;
+    return msid ?? this.#senderInfo.get(t)?.id ?? t.sender.track?.id ?? '';
   }
 
   /** @param {string} sdp */
@@ -2262,14 +2957,14 @@ export class Session extends EventTarget {
     track.onended = () => { if (mine()) this.#endRemoteTrack(track); };
     // No media arriving (or arriving again) on the received track: `byServer: false`.
     const muteDetail = () => /** @type {TrackMuteDetail} */ ({
-      ...trackDetail(track, info), kind: track.kind === 'audio' ? 'audio' : 'video', byServer: false, sourceTrackId: null,
+      ...this.#trackDetail(track, info), kind: track.kind === 'audio' ? 'audio' : 'video', byServer: false, sourceTrackId: null,
     });
     track.onmute = () => { if (owns()) this.#emit('track-muted', muteDetail()); };
     track.onunmute = () => { if (owns()) this.#emit('track-unmuted', muteDetail()); };
     // A stream id that names no known member: wait for its announcement (`participant-joined`).
     if (!participant) return;
     participant.stream = stream;
-    this.#emit('track', trackDetail(track, info));
+    this.#emit('track', this.#trackDetail(track, info));
   }
 
   /** @param {MediaStreamTrack} track */
@@ -2279,7 +2974,7 @@ export class Session extends EventTarget {
     this.#remoteTracks.delete(track);
     this.#forgetViews(info.trackId);
     if (!info.announced) return;
-    this.#emit('track-ended', trackDetail(track, info));
+    this.#emit('track-ended', this.#trackDetail(track, info));
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -2317,10 +3012,6 @@ export class Session extends EventTarget {
  *            announced: boolean}} RemoteTrackInfo
  */
 
-/** @param {MediaStreamTrack} track @param {RemoteTrackInfo} info @returns {TrackDetail} */
-function trackDetail(track, { participantId, trackId, stream, receiver }) {
-  return { participantId, trackId, track, stream, receiver };
-}
 
 /** `ms` as seconds for people: "2 s", "1.5 s". @param {number} ms */
 function seconds(ms) {
@@ -2534,7 +3225,10 @@ function toParticipant(wire) {
     id: String(wire.id),
     name: typeof wire.name === 'string' && wire.name ? wire.name : String(wire.id),
     tracks: Array.isArray(wire.tracks)
-      ? wire.tracks.map((/** @type {any} */ t) => ({ track_id: String(t.track_id), kind: t.kind === 'audio' ? 'audio' : 'video' }))
+      ? wire.tracks.map((/** @type {any} */ t) => {
+        const kind = t.kind === 'audio' ? 'audio' : 'video';
+        return { track_id: String(t.track_id), kind, source: toSource(t.source, kind) };
+      })
       : [],
     stream: null,
     metadata: typeof wire.metadata === 'string' && wire.metadata ? wire.metadata : null,

@@ -97,6 +97,8 @@ promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
 echo "== browser end-to-end (headless Chromium)"
 bash tests/browser/run.sh
+echo "== app features in Chromium: chat (stamped, spoof refused, history), screen share, mutes, device switch, quality; screenshots -> artifacts/screenshots/"
+CONFAB_E2E_SCRIPT=app.mjs bash tests/browser/run.sh
 echo "== interop: aiortc joins 20 times over a veth (every join must connect; times printed)"
 bash tests/interop/aiortc.sh
 echo "== TURN: coturn with Confab's short-lived credentials; a browser relayed through it"

@@ -117,6 +117,8 @@ impl Room {
             );
             return;
         }
+        let offered = sdp.clone();
+        let mut applied_ok = false;
         let reply = match peer.apply_offer(sdp, now) {
             Ok(applied) => {
                 if let Some(old) = applied.restarted_from {
@@ -133,6 +135,7 @@ impl Room {
                     );
                     self.demux.unregister(old);
                 }
+                applied_ok = true;
                 ServerMsg::Answer {
                     sdp: applied.answer,
                 }
@@ -148,6 +151,9 @@ impl Room {
         debug!("client offer handled");
         self.mark_dirty(key);
         self.send_to(key, reply, now);
+        if applied_ok {
+            self.unpublish_withdrawn(key, &offered, now);
+        }
     }
 
     pub(super) fn on_answer(&mut self, id: &ParticipantId, sdp: String, now: Instant) {

@@ -1,6 +1,7 @@
 //! Track wiring: a publisher's new track becomes an up track with a pending leg on every
 //! subscriber; an ended track (or a departed publisher) is detached from all of them.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use rtc::peer_connection::event::RTCTrackEventInit;
@@ -26,7 +27,58 @@ fn track_ref(t: &UpTrack) -> TrackRef {
     }
 }
 
+/// The `msid` track ids of the m-sections an offer (or answer) of a client still sends on: a
+/// section made `inactive` or `recvonly` (a `removeTrack`), or rejected with port 0, sends none.
+pub fn sending_track_ids(sdp: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    // The current section: whether it sends, and its msid track id.
+    let mut section: Option<(bool, Option<String>)> = None;
+    let mut close = |section: &mut Option<(bool, Option<String>)>| {
+        if let Some((true, Some(track))) = section.take() {
+            out.insert(track);
+        }
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            close(&mut section);
+            let port_zero = m.split_whitespace().nth(1) == Some("0");
+            section = Some((!port_zero, None));
+        } else if let Some((sends, track)) = section.as_mut() {
+            match line {
+                "a=inactive" | "a=recvonly" => *sends = false,
+                _ => {
+                    if let Some(msid) = line.strip_prefix("a=msid:") {
+                        *track = msid.split_whitespace().nth(1).map(str::to_owned);
+                    }
+                }
+            }
+        }
+    }
+    close(&mut section);
+    out
+}
+
 impl Room {
+    /// A client offer was applied: its tracks that no longer send (the browser removed the
+    /// sender: a stopped screen share, an unpublished camera) leave the room. rtc keeps the
+    /// receiver of such a transceiver, so nothing else would say so.
+    pub(super) fn unpublish_withdrawn(&mut self, key: PeerKey, sdp: &str, now: Instant) {
+        let sending = sending_track_ids(sdp);
+        let withdrawn: Vec<TrackKey> = self
+            .forwarder
+            .tracks_of(key)
+            .into_iter()
+            .filter(|tk| {
+                self.forwarder
+                    .track(*tk)
+                    .is_some_and(|t| !sending.contains(&t.source_track_id))
+            })
+            .collect();
+        for tk in withdrawn {
+            self.unpublish(tk, now);
+        }
+    }
+
     /// Adds a pending leg of track `tk` to `peer` (offered in its next server offer).
     pub(super) fn attach(&mut self, tk: TrackKey, peer: &mut Peer) {
         let Some(t) = self.forwarder.track(tk) else {
@@ -160,5 +212,25 @@ impl Room {
         };
         self.broadcast(t.publisher, msg, now);
         self.rebind_viewers(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sending_track_ids;
+
+    #[test]
+    fn removed_senders_and_rejected_sections_send_nothing() {
+        let sdp = "v=0\r\n\
+            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendonly\r\na=msid:s mic\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:s cam\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=inactive\r\na=msid:s screen\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=recvonly\r\na=msid:s other\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=msid:s gone\r\n";
+        let ids = sending_track_ids(sdp);
+        let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, ["cam", "mic"]);
     }
 }

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 
 import { parseActiveSpeakers, sameSpeakers, Session } from '../../client/confab.js';
-import { FakePeerConnection, FakeWebSocket } from './fakes.mjs';
+import { FakePeerConnection, FakeWebSocket, recordEvents } from './fakes.mjs';
 
 describe('parseActiveSpeakers', () => {
   test('converts entries and keeps the server order (loudest first)', () => {
@@ -115,13 +115,7 @@ async function joinedSession(options = {}) {
   globals.RTCPeerConnection = FakePeerConnection;
   const session = new Session({ url: 'ws://test/ws', room: 'r', name: 'me', ...options });
   sessions.push(session);
-  /** @type {{type: string, detail: any}[]} */
-  const events = [];
-  const dispatch = session.dispatchEvent.bind(session);
-  session.dispatchEvent = (ev) => {
-    events.push({ type: ev.type, detail: /** @type {CustomEvent} */ (ev).detail });
-    return dispatch(ev);
-  };
+  const events = recordEvents(session);
   const joined = session.join();
   const ws = FakeWebSocket.all.at(-1);
   assert.ok(ws, 'the session opened a socket');

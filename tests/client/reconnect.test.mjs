@@ -12,7 +12,10 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, mock, test } from 'node:test';
 
 import { backoffDelay, describeMediaFailure, diffParticipants, receivedBytes, Session } from '../../client/confab.js';
-import { FakePeerConnection, FakeWebSocket } from './fakes.mjs';
+import {
+  BOB, CAROL, FakePeerConnection, FakeWebSocket, joinedMsg as sharedJoinedMsg, joinNow, lastSocket, ofType, recordEvents,
+  SELF, settle, tick,
+} from './fakes.mjs';
 
 // ------------------------------------------------------------------ pure helpers
 
@@ -140,43 +143,13 @@ afterEach(() => {
   FakePeerConnection.all = [];
 });
 
-const SELF = 'pself000000';
-const BOB = 'pbob0000000';
-const CAROL = 'pcarol00000';
 const DAVE = 'pdave000000';
 
-/** Lets queued promise work (the negotiation queue) run. Real `setImmediate`: not mocked. */
-const settle = async () => {
-  for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
-};
-
-/** Advances the mock clock, in steps of at most 100 ms (a timer that a timer callback arms,
- * and the 10 s pings answered by the fake server, then run as they would in real time).
- * @param {number} ms */
-const tick = (ms) => {
-  for (let left = ms; left > 0; left -= 100) mock.timers.tick(Math.min(100, left));
-};
-
-/** The newest socket. */
-const lastSocket = () => /** @type {FakeWebSocket} */ (FakeWebSocket.all.at(-1));
-
 /**
- * The `joined` (or `resumed`) a server sends.
+ * The `joined` (or `resumed`) a server sends: without a resume token unless `extra` has one.
  * @param {Record<string, unknown>} [extra]
  */
-function joinedMsg(extra = {}) {
-  return {
-    type: 'joined',
-    participant_id: SELF,
-    room: 'r',
-    participants: [
-      { id: BOB, name: 'bob', tracks: [{ track_id: 'tb1', kind: 'audio' }, { track_id: 'tb2', kind: 'video' }] },
-      { id: CAROL, name: 'carol', tracks: [{ track_id: 'tc1', kind: 'audio' }] },
-    ],
-    ice_servers: [],
-    ...extra,
-  };
-}
+const joinedMsg = (extra = {}) => sharedJoinedMsg({ resume_token: undefined, resume_grace_ms: undefined, ...extra });
 
 /**
  * A session joined to room `r` with bob and carol, and every event it emits from then on.
@@ -191,25 +164,13 @@ async function joinedSession(options = {}, joined = { resume_token: 'tok1', resu
     url: 'ws://test/ws', room: 'r', name: 'me', random: () => 0.5, socketProbeMs: 1500, stallMs: 2000, ...options,
   });
   sessions.push(session);
-  /** @type {{type: string, detail: any}[]} */
-  const events = [];
-  const dispatch = session.dispatchEvent.bind(session);
-  session.dispatchEvent = (ev) => {
-    events.push({ type: ev.type, detail: /** @type {CustomEvent} */ (ev).detail });
-    return dispatch(ev);
-  };
-  const done = session.join();
-  const ws = lastSocket();
-  ws.open();
-  ws.serverSays(joinedMsg(joined));
-  await done;
+  const events = recordEvents(session);
+  const ws = await joinNow(session, joinedMsg(joined));
   const pc = /** @type {FakePeerConnection} */ (/** @type {unknown} */ (session.pc));
   events.length = 0;
   return { session, ws, pc, events };
 }
 
-/** @param {{type: string, detail: any}[]} events @param {string} type */
-const ofType = (events, type) => events.filter((e) => e.type === type).map((e) => e.detail);
 
 // ------------------------------------------------------------------ rejoin backoff
 

@@ -4,148 +4,21 @@
 //
 //   node --test tests/client/
 //
-// The Session is driven through the fake WebSocket and RTCPeerConnection of fakes.mjs (the
-// PeerConnection extended here with `addTransceiver`, so a stream can be published), on
-// node:test's mock timers, with `random: () => 0.5` (no jitter). No browser, no server.
+// The Session is driven through the fakes of fakes.mjs (its `joinedSession` publishes a
+// microphone and a camera), on node:test's mock timers, with `random: () => 0.5` (no jitter).
+// No browser, no server.
 
 import assert from 'node:assert/strict';
-import { afterEach, beforeEach, describe, mock, test } from 'node:test';
+import { describe, test } from 'node:test';
 
-import { isRejoinableRemoval, JoinError, Session } from '../../client/confab.js';
-import { FakePeerConnection, FakeWebSocket } from './fakes.mjs';
+import { isRejoinableRemoval, JoinError } from '../../client/confab.js';
+import {
+  BOB, CAROL, FakeLocalTrack, FakeWebSocket, joinedSession, lastSocket, newSession, ofType, SELF, tick, useMockTimersAndCleanUp,
+} from './fakes.mjs';
 
-// ------------------------------------------------------------------ fakes and harness
+// ------------------------------------------------------------------ harness
 
-/** A local `MediaStreamTrack`, as far as the SDK uses one. */
-class FakeLocalTrack {
-  /** @param {string} id @param {'audio' | 'video'} kind */
-  constructor(id, kind) {
-    this.id = id;
-    this.kind = kind;
-    this.enabled = true;
-    this.readyState = 'live';
-  }
-}
-
-/** A local `MediaStream`. */
-class FakeStream {
-  /** @param {FakeLocalTrack[]} tracks */
-  constructor(tracks) { this.tracks = [...tracks]; }
-  getTracks() { return [...this.tracks]; }
-  getAudioTracks() { return this.tracks.filter((t) => t.kind === 'audio'); }
-  getVideoTracks() { return this.tracks.filter((t) => t.kind === 'video'); }
-  /** @param {FakeLocalTrack} t */
-  removeTrack(t) { this.tracks = this.tracks.filter((x) => x !== t); }
-  /** @param {FakeLocalTrack} t */
-  addTrack(t) { this.tracks.push(t); }
-}
-
-/** The fake PeerConnection, able to send: `addTransceiver` as the SDK's publish uses it. */
-class SendingPeerConnection extends FakePeerConnection {
-  /** @param {any} config */
-  constructor(config) {
-    super(config);
-    /** @type {any[]} */
-    this.transceivers = [];
-  }
-
-  getTransceivers() { return [...this.transceivers]; }
-
-  /** @param {any} track @param {any} init */
-  addTransceiver(track, init = {}) {
-    const kind = typeof track === 'string' ? track : track.kind;
-    const t = {
-      mid: null,
-      direction: init.direction ?? 'sendrecv',
-      currentDirection: null,
-      sender: { track: typeof track === 'string' ? null : track, replaceTrack: async (/** @type {any} */ n) => { t.sender.track = n; } },
-      receiver: { track: { kind } },
-    };
-    this.transceivers.push(t);
-    return t;
-  }
-}
-
-const globals = /** @type {any} */ (globalThis);
-const saved = { WebSocket: globals.WebSocket, RTCPeerConnection: globals.RTCPeerConnection };
-/** @type {Session[]} */
-const sessions = [];
-
-beforeEach(() => {
-  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
-});
-
-afterEach(() => {
-  for (const s of sessions.splice(0)) s.leave();
-  mock.timers.reset();
-  globals.WebSocket = saved.WebSocket;
-  globals.RTCPeerConnection = saved.RTCPeerConnection;
-  FakeWebSocket.all = [];
-  FakePeerConnection.all = [];
-});
-
-const SELF = 'pself000000';
-const BOB = 'pbob0000000';
-const CAROL = 'pcarol00000';
-
-/** Advances the mock clock in steps of at most 100 ms. @param {number} ms */
-const tick = (ms) => {
-  for (let left = ms; left > 0; left -= 100) mock.timers.tick(Math.min(100, left));
-};
-
-/** The newest socket. */
-const lastSocket = () => /** @type {FakeWebSocket} */ (FakeWebSocket.all.at(-1));
-
-/** The server's `joined`. @param {Record<string, unknown>} [extra] */
-function joinedMsg(extra = {}) {
-  return {
-    type: 'joined',
-    participant_id: SELF,
-    room: 'r',
-    participants: [
-      { id: BOB, name: 'bob', tracks: [{ track_id: 'tb1', kind: 'audio' }, { track_id: 'tb2', kind: 'video' }] },
-      { id: CAROL, name: 'carol', metadata: '{"role":"host"}', tracks: [{ track_id: 'tc1', kind: 'audio' }] },
-    ],
-    ice_servers: [],
-    resume_token: 'tok1',
-    resume_grace_ms: 15_000,
-    ...extra,
-  };
-}
-
-/**
- * A session joined to room `r` with bob and carol, publishing a microphone and a camera, and
- * every event it emits from then on.
- * @param {Partial<import('../../client/confab.js').SessionOptions>} [options]
- */
-async function joinedSession(options = {}, joined = {}) {
-  globals.WebSocket = FakeWebSocket;
-  globals.RTCPeerConnection = SendingPeerConnection;
-  const session = new Session({ url: 'ws://test/ws', room: 'r', name: 'me', random: () => 0.5, ...options });
-  sessions.push(session);
-  /** @type {{type: string, detail: any}[]} */
-  const events = [];
-  const dispatch = session.dispatchEvent.bind(session);
-  session.dispatchEvent = (ev) => {
-    events.push({ type: ev.type, detail: /** @type {CustomEvent} */ (ev).detail });
-    return dispatch(ev);
-  };
-  const mic = new FakeLocalTrack('local-mic-1', 'audio');
-  const cam = new FakeLocalTrack('local-cam-1', 'video');
-  const stream = new FakeStream([mic, cam]);
-  await session.publish(/** @type {any} */ (stream));
-  const done = session.join();
-  const ws = lastSocket();
-  ws.open();
-  ws.serverSays(joinedMsg(joined));
-  await done;
-  const pc = /** @type {SendingPeerConnection} */ (/** @type {unknown} */ (session.pc));
-  events.length = 0;
-  return { session, ws, pc, events, mic, cam, stream };
-}
-
-/** @param {{type: string, detail: any}[]} events @param {string} type */
-const ofType = (events, type) => events.filter((e) => e.type === type).map((e) => e.detail);
+useMockTimersAndCleanUp();
 
 /** A `track-muted` / `track-unmuted` as the server sends it.
  * @param {boolean} muted @param {string} participantId @param {string} trackId @param {string} sourceTrackId */
@@ -483,10 +356,7 @@ describe('removed by the server', () => {
   });
 
   test('removed before joined: join() rejects with code removed', async () => {
-    globals.WebSocket = FakeWebSocket;
-    globals.RTCPeerConnection = SendingPeerConnection;
-    const session = new Session({ url: 'ws://test/ws', room: 'r', name: 'me', random: () => 0.5 });
-    sessions.push(session);
+    const { session } = newSession();
     const done = session.join();
     lastSocket().open();
     lastSocket().serverSays({ type: 'error', code: 'removed', message: 'the room was closed' });
