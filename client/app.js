@@ -1,12 +1,21 @@
 // @ts-check
 /**
- * Confab UI: join form, tile grid, mute/camera/leave buttons and a connection indicator.
- * All signaling and WebRTC lives in `confab.js`; this file only renders its events.
+ * Confab UI: join screen (camera preview, microphone meter, device choice), tiles in a grid or
+ * speaker view, chat, screen sharing, device settings, mute/camera/share/leave buttons and a
+ * connection indicator. All signaling and WebRTC lives in `confab.js`; this file and its two
+ * helpers (`chat.js`: the chat panel, `devices.js`: device choice, preview and level meter)
+ * only render its events.
  *
- * URL parameters: `?room=NAME&name=YOU` joins at once (no click); `&token=...` is passed on;
- * `&simulcast=0` publishes the camera as one encoding instead of three simulcast layers.
+ * URL parameters: `?room=NAME&name=YOU` joins at once (no click, no preview); `&token=...` is
+ * passed on; `&simulcast=0` publishes the camera as one encoding instead of three simulcast
+ * layers. Without both the join screen shows, with `#preview-video` (the chosen camera,
+ * mirrored), `#mic-level` (a <meter> 0..1 fed by a WebAudio AnalyserNode) and `#sel-camera`,
+ * `#sel-mic`, `#sel-speaker` (`enumerateDevices`; the speaker only where `setSinkId` exists);
+ * the call opens the devices chosen there.
  * For tests, `window.confab = {session, state}` exposes the live Session (e.g. `session.pc`)
- * and a plain snapshot of what the UI shows; `window.confabStats()` resolves to the inbound
+ * and a plain snapshot of what the UI shows (`AppState` below: e.g. `chat`, the messages
+ * shown; `chatUnread`, `chatError`; `screenShares`; `layout` / `speakerView`; `quality` per
+ * participant id; `invite`); `window.confabStats()` resolves to the inbound
  * stats of every received track by publisher participant id (`Session.inboundStats()`; no
  * entries without a session) plus `speakers`, the ids of the active speakers, loudest first
  * (`Session.activeSpeakers()`; participant ids start with `p`, so never clash with it). After
@@ -28,10 +37,49 @@
  * `media-reconnecting` (its `reason`, e.g. that UDP may be blocked), cleared on
  * `media-connected`. `state.banner` holds its text; `state.recovery` the session's counters.
  *
+ * Chat (`#btn-chat` toggles `#chat-panel`; aria-expanded; `#chat-unread` counts messages from
+ * others while it is closed): `#chat-log` lists the messages as the server stamped them
+ * (`li.chat-msg[data-id][data-from]`, sender name and time; ours `.self`; history first, so a
+ * late joiner sees the last 50), never the text a client claims before the server echoes it.
+ * `#chat-form` / `#chat-input` send with `Session.sendChat`; a refused send stays in the input
+ * and `#chat-error` says why ("Slow down: too many messages — try again in 1 s" for
+ * `rate_limited`). On a narrow screen (≤ 600 px) the panel covers the tiles, full width.
+ *
+ * Screen sharing (`#btn-share`, aria-pressed; "Stop sharing" while on): `Session.shareScreen`;
+ * the browser's own stop button ends it the same way. A shared screen (ours or a member's,
+ * `source` `screen`) is a tile of its own (`.tile.screen`, `data-participant-id="screen:<id>"`,
+ * ours `screen:local`), shown large: while any screen is shared the layout is speaker view.
+ *
+ * Layout (`#btn-layout`, aria-pressed = speaker view): the grid, or speaker view: one tile
+ * large (`.stage`: the first shared screen, else the loudest speaker, else the first other
+ * member), the rest in a strip below. Tiles keep reporting their size and visibility (below).
+ *
+ * Devices (`#btn-devices` opens `#devices-panel`, which gets the same selects): a camera or
+ * microphone change calls `Session.switchDevice` (`replaceTrack`, no renegotiation); the
+ * speaker applies `setSinkId` to every tile. The panel also lists the keyboard shortcuts.
+ *
+ * Presence on each tile: a member's own mic/camera mute (`track-muted` with `byServer: false`)
+ * shows like the host's below but says "muted" instead of "muted by the host" (`.badge-muted`
+ * has `data-by` = `self` or `host`); a tile without a picture (camera off, or none yet) shows an
+ * avatar with the initials (`data-initial`) in a colour of the name; `.quality` (role="img",
+ * aria-label "Connection good"; ●●● excellent, ●●○ good, ●○○ poor, ○○○ lost; `data-quality` on
+ * it and on the tile, whose accessible name says it too) shows the server's
+ * `connection-quality` for that member, ours on the self view, as soon as the event arrives.
+ *
+ * Invite (`#btn-invite`): copies `…/?room=NAME` (no name or token) with `navigator.clipboard`
+ * (else a selected input and `execCommand('copy')`); `#invite-status` says "Link copied" (or
+ * shows the link if copying failed) for 4 s.
+ *
+ * Keyboard, in the call: `m` or Ctrl/⌘+D microphone, `v` or Ctrl/⌘+E camera, `s` share
+ * screen, `c` chat, `l` layout, Escape closes the chat or devices panel. The letter keys do
+ * nothing while typing in a field (the chat input); buttons carry `aria-keyshortcuts`. Every
+ * control has an accessible name; toggles have aria-pressed, panels' buttons aria-expanded.
+ * The controls wrap on a narrow screen (390 px: no horizontal scrolling).
+ *
  * Room API (the host, through the server):
  * - A member's track muted by the host: its tile gets the class `mic-muted` / `cam-muted`, a
  *   "Mic muted" / "Camera off" badge (in `.badges`), and its accessible name says so; a camera
- *   off shows the initial instead of the frozen picture. Our own tile does the same.
+ *   off shows the avatar instead of the frozen picture. Our own tile does the same.
  * - Our own track muted by the host: the notice `#host-notice` (an assertive live region) says
  *   "Muted by the host" ("… (camera)", "… (microphone and camera)"), the mic (camera) button
  *   shows the muted state; the user may still unmute. `track-unmuted` only changes the notice to
@@ -42,27 +90,6 @@
  * - A data message from the host appears as a toast in `#toasts` (a polite live region): the
  *   topic, and the payload as text if it is a string, else as JSON; gone after 10 s or when
  *   dismissed. `state.messages` keeps them.
- * In the call (issue 13):
- * - Chat (`client/chat.js`, `#btn-chat` with the unread count, `#chat-panel`): the messages as
- *   the server stamped them (name, time); refused sends say why in `#chat-error`; a late joiner
- *   sees the history. `state.chat` lists what is shown.
- * - Screen share (`#btn-share`): ours is sent beside the camera; a member's shared screen
- *   (`source: 'screen'`) gets its own tile `.tile.screen` (`data-participant-id="screen:<id>"`)
- *   shown large (`.stage`) in speaker view with the others in a strip, and goes when the share
- *   stops. `state.screenShares` lists whose screens show ('local': ours).
- * - Layouts: `#btn-layout` toggles grid / speaker view (the loudest speaker large); a shared
- *   screen always shows speaker view (`state.layout`, `state.speakerView`). Tiles report their
- *   size to the server as before.
- * - Mutes: a member's own mic/camera off (`track-muted`, `byServer: false`) shows like the
- *   host's (badge `data-by="self"`, "Mic muted" / "Camera off", the initial instead of the
- *   picture); the host's say so (`data-by="host"`).
- * - Connection quality: each tile shows the server's rating (`.quality[data-quality]`, ●●●
- *   excellent, ●●○ good, ●○○ poor, ○○○ lost, with an accessible label); `state.quality`.
- * - Devices (`client/devices.js`): the join form has a camera preview, a microphone level meter
- *   and camera/microphone/speaker choice; in the call `#btn-devices` opens the same choice and a
- *   change switches the device without renegotiating (speaker: `setSinkId` where supported).
- * - `#btn-invite` copies a link to the room (no name, no token) and says "Link copied".
- * - Keyboard (not while typing): m microphone, v camera, c chat, s share screen, l layout.
  * - Removed by the host or the room closed (`removed`): the call ends with the reason on the
  *   join form ("You are no longer in the call: the room was closed."); no rejoin.
  *   `state.removedReason` holds it.
@@ -98,6 +125,10 @@ import { Devices } from './devices.js';
  * @property {string | null} removedReason  why the server ended our session (`removed`)
  * @property {{id: number, from: string, name: string, text: string, self: boolean}[]} chat
  *           the chat messages shown, by id (`client/chat.js`)
+ * @property {boolean} chatOpen   the chat panel is open
+ * @property {number} chatUnread  the unread count on the chat button
+ * @property {string | null} chatError  the reason of the last refused send (`ChatError.reason`,
+ *           e.g. 'rate_limited'), null once a send succeeds
  * @property {string[]} screenShares  participant ids whose screen is shown ('local': ours)
  * @property {Record<string, string>} quality  the server's connection quality per participant
  *           id (ours under our own id): excellent, good, poor, lost
@@ -127,6 +158,15 @@ const state = {
   removedReason: null,
   get chat() {
     return chat.messages;
+  },
+  get chatOpen() {
+    return chat.open;
+  },
+  get chatUnread() {
+    return chat.unread;
+  },
+  get chatError() {
+    return chat.lastError;
   },
   screenShares: [],
   quality: {},
@@ -222,19 +262,17 @@ const ui = {
 };
 
 const chat = new ChatPanel();
-const devices = new Devices({
-  cameraConstraints: CAMERA_CONSTRAINTS,
-  onSwitched: () => {
-    // The SDK put the new track in our stream: show it.
-    const tile = /** @type {HTMLElement | null} */ (ui.tiles.querySelector('.tile.local'));
-    if (tile && localStream) {
-      const video = tileVideo(tile);
-      video.srcObject = localStream;
-      video.play().catch(() => {});
-      updateVideoPresence(tile, localStream);
-    }
-  },
-});
+const devices = new Devices({ cameraConstraints: CAMERA_CONSTRAINTS });
+
+/** The SDK put a new track in our stream (`switchDevice`): the self view shows it. */
+function refreshSelfView() {
+  const tile = findTile('local');
+  if (!tile || !localStream) return;
+  const video = tileVideo(tile);
+  if (video.srcObject !== localStream) video.srcObject = localStream; // it follows the stream's tracks
+  video.play().catch(() => {});
+  updateVideoPresence(tile, localStream);
+}
 
 /** @param {string | null} text */
 function showNotice(text) {
@@ -368,10 +406,26 @@ function ensureTile(id, name, local = false) {
   }
   const labelNode = /** @type {HTMLElement} */ (tile.querySelector('.label'));
   labelNode.textContent = local ? `${name} (you)` : name;
-  tile.dataset.initial = (name.trim()[0] ?? '?').toUpperCase();
+  tile.dataset.initial = initials(name);
   tile.dataset.name = name;
-  renderSpeaking(tile);
+  tile.style.setProperty('--avatar-hue', String(hue(name)));
+  renderQuality(tile); // also names the tile (renderSpeaking)
   return tile;
+}
+
+/** What a tile without a picture shows: the first letters of the first and last word. @param {string} name */
+function initials(name) {
+  const words = name.replace(/\s*\((you|screen)\)$/, '').trim().split(/\s+/).filter(Boolean);
+  const first = (/** @type {string} */ w) => Array.from(w)[0] ?? '';
+  const text = words.length > 1 ? first(words[0]) + first(words[words.length - 1]) : first(words[0] ?? '');
+  return text.toUpperCase() || '?';
+}
+
+/** A stable colour per name for the avatar (0..359). @param {string} name */
+function hue(name) {
+  let h = 0;
+  for (const c of name) h = (h * 31 + (c.codePointAt(0) ?? 0)) % 360;
+  return h;
 }
 
 /** @param {string} id */
@@ -943,9 +997,11 @@ function wireSession(session) {
     if (d.local) {
       state.name = d.name;
       if (findTile('local')) ensureTile('local', d.name, true);
+      if (findTile('screen:local')) ensureTile('screen:local', `${d.name} (screen)`);
       return;
     }
     if (findTile(d.participantId)) ensureTile(d.participantId, d.name);
+    if (findTile(`screen:${d.participantId}`)) ensureTile(`screen:${d.participantId}`, `${d.name} (screen)`);
     syncParticipants();
   });
   on('data', (/** @type {import('./confab.js').DataDetail} */ d) => showToast(session, d));
@@ -977,6 +1033,10 @@ function wireSession(session) {
     state.quality = Object.fromEntries(Object.entries(d.qualities).map(([id, q]) => [id, q.quality]));
     for (const tile of ui.tiles.querySelectorAll('.tile')) renderQuality(/** @type {HTMLElement} */ (tile));
   }, false);
+  on('local-track-replaced', () => {
+    refreshSelfView();
+    syncMediaButtons(); // the mute state went over to the new track
+  });
   on('local-screen', (/** @type {import('./confab.js').LocalScreenDetail} */ d) => {
     setPressed(ui.btnShare, !!d.track, 'Share screen', 'Stop sharing');
     if (d.track) {
@@ -1066,8 +1126,9 @@ function applyLayout() {
   const screen = ui.tiles.querySelector('.tile.screen');
   const loudest = state.speakers[0] ? findTile(speakerTileId(state.speakers[0])) : null;
   const stage = speaker ? (screen ?? loudest ?? ui.tiles.querySelector('.tile:not(.local)') ?? ui.tiles.querySelector('.tile')) : null;
+  // CSS puts the stage first (`order`): the DOM order stays, so no video is moved and
+  // restarted, and a screen reader's order does not change with every new speaker.
   for (const tile of ui.tiles.querySelectorAll('.tile')) tile.classList.toggle('stage', tile === stage);
-  if (stage && ui.tiles.firstElementChild !== stage) ui.tiles.prepend(stage);
   updateAllViews(); // tile sizes changed: the server picks layers for them
 }
 
@@ -1166,7 +1227,7 @@ function endCall(message, finalState = message ? 'failed' : 'disconnected') {
   chat.attach(null);
   chat.toggle(false);
   devices.attach(null);
-  ui.devicesPanel.hidden = true;
+  setDevicesOpen(false);
   screenTiles.clear();
   state.screenShares = [];
   state.quality = {};
@@ -1238,8 +1299,19 @@ ui.btnShare.addEventListener('click', async () => {
   }
 });
 
+/** Shows or hides the devices panel (one panel at a time: it closes the chat). @param {boolean} open */
+function setDevicesOpen(open) {
+  ui.devicesPanel.hidden = !open;
+  ui.btnDevices.setAttribute('aria-expanded', String(open));
+  if (open) {
+    chat.toggle(false);
+    /** @type {HTMLElement | null} */ (ui.devicesPanel.querySelector('select:not(:disabled)'))?.focus();
+  }
+}
+
 ui.btnChat.addEventListener('click', () => {
-  if (chat.open) ui.devicesPanel.hidden = true;
+  // The chat panel toggled itself (client/chat.js); it takes the devices panel's place.
+  if (chat.open) setDevicesOpen(false);
 });
 
 ui.btnLayout.addEventListener('click', () => {
@@ -1248,23 +1320,43 @@ ui.btnLayout.addEventListener('click', () => {
   applyLayout();
 });
 
-ui.btnDevices.addEventListener('click', () => {
-  const open = ui.devicesPanel.hidden;
-  ui.devicesPanel.hidden = !open;
-  ui.btnDevices.setAttribute('aria-expanded', String(open));
-  if (open) chat.toggle(false);
+ui.btnDevices.addEventListener('click', () => setDevicesOpen(ui.devicesPanel.hidden));
+
+el('devices-close', HTMLButtonElement).addEventListener('click', () => {
+  setDevicesOpen(false);
+  ui.btnDevices.focus();
 });
 
 ui.btnInvite.addEventListener('click', () => void copyInvite());
 
-// Keyboard: m microphone, v camera, c chat, s share screen, l layout (not while typing).
+/** Single-key shortcuts (not while typing in a field). */
+const KEYS = /** @type {Record<string, HTMLButtonElement>} */ ({ m: ui.btnMic, v: ui.btnCam, c: ui.btnChat, s: ui.btnShare, l: ui.btnLayout });
+/** Ctrl (⌘ on a Mac) shortcuts, as other meeting apps have them: they work in a field too. */
+const CTRL_KEYS = /** @type {Record<string, HTMLButtonElement>} */ ({ d: ui.btnMic, e: ui.btnCam });
+
+// Keyboard (in the call): m or Ctrl/⌘+D microphone, v or Ctrl/⌘+E camera, c chat, s share
+// screen, l layout; Escape closes the chat or devices panel.
 document.addEventListener('keydown', (ev) => {
-  if (!exposed.session || ev.ctrlKey || ev.metaKey || ev.altKey || ev.repeat) return;
+  if (!exposed.session || ui.callView.hidden || ev.repeat || ev.altKey || ev.isComposing) return;
+  const key = ev.key.toLowerCase();
   const target = /** @type {HTMLElement | null} */ (ev.target);
-  if (target && (target.closest('input, textarea, select, [contenteditable]'))) return;
-  const button = { m: ui.btnMic, v: ui.btnCam, c: ui.btnChat, s: ui.btnShare, l: ui.btnLayout }[ev.key.toLowerCase()];
+  const typing = !!target?.closest('input, textarea, select, [contenteditable]');
+  /** @type {HTMLButtonElement | undefined} */
+  let button;
+  if (ev.ctrlKey !== ev.metaKey) button = ev.shiftKey ? undefined : CTRL_KEYS[key];
+  else if (!ev.ctrlKey && !ev.shiftKey && !typing) button = KEYS[key];
+  if (key === 'escape' && !ev.ctrlKey && !ev.metaKey) {
+    if (chat.open) {
+      chat.toggle(false);
+      ui.btnChat.focus();
+    } else if (!ui.devicesPanel.hidden) {
+      setDevicesOpen(false);
+      ui.btnDevices.focus();
+    }
+    return;
+  }
   if (button && !button.disabled) {
-    ev.preventDefault();
+    ev.preventDefault(); // Ctrl+D would bookmark, Ctrl+E search
     button.click();
   }
 });

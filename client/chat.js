@@ -50,7 +50,10 @@ export class ChatPanel {
     this.input = /** @type {HTMLInputElement} */ (byId('chat-input'));
     this.error = byId('chat-error');
     this.button.addEventListener('click', () => this.toggle());
-    byId('chat-close').addEventListener('click', () => this.toggle(false));
+    byId('chat-close').addEventListener('click', () => {
+      this.toggle(false);
+      this.button.focus();
+    });
     this.form.addEventListener('submit', (ev) => {
       ev.preventDefault();
       this.#send();
@@ -73,6 +76,11 @@ export class ChatPanel {
       if (this.#session !== session) return;
       for (const m of /** @type {CustomEvent<{messages: ChatMessage[]}>} */ (ev).detail.messages) this.#add(m, false);
     });
+  }
+
+  /** The count on the chat button. */
+  get unread() {
+    return this.#unread;
   }
 
   get open() {
@@ -102,12 +110,19 @@ export class ChatPanel {
       this.#add(sent, false);
     } catch (e) {
       const reason = /** @type {any} */ (e)?.reason;
-      this.#showError(REFUSED[reason] ?? `The message could not be sent (${reason ?? e})`);
+      const retry = /** @type {any} */ (e)?.retryAfterMs;
+      const wait = reason === 'rate_limited' && typeof retry === 'number' ? ` — try again in ${Math.max(1, Math.ceil(retry / 1000))} s` : '';
+      this.#showError(`${REFUSED[reason] ?? `The message could not be sent (${reason ?? e})`}${wait}`);
+      this.lastError = reason ?? String(e);
     }
   }
 
+  /** The reason of the last refused send (for tests: `state.chatError`), null after a good one. @type {string | null} */
+  lastError = null;
+
   /** @param {string | null} text */
   #showError(text) {
+    if (!text) this.lastError = null;
     this.error.hidden = !text;
     this.error.textContent = text ?? '';
   }

@@ -2867,7 +2867,11 @@ export class Session extends EventTarget {
   async #onServerOffer(sdp) {
     const pc = /** @type {RTCPeerConnection} */ (this.#pc);
     const hadLocalOffer = pc.signalingState === 'have-local-offer';
-    // Polite peer: an outstanding offer of ours is rolled back implicitly.
+    // Polite peer: an outstanding offer of ours is rolled back, explicitly: with the implicit
+    // rollback Chromium (156) checks the server's header-extension ids against our pending offer
+    // too and may refuse it ("RTP extension ID reassignment not supported"), leaving the offer
+    // unanswered until the server gives up on us.
+    if (hadLocalOffer) await pc.setLocalDescription({ type: 'rollback' });
     await pc.setRemoteDescription({ type: 'offer', sdp });
     await this.#flushCandidates(pc);
     await pc.setLocalDescription();

@@ -31,6 +31,8 @@ export class Devices {
   #meterFrame = null;
   /** @type {import('./confab.js').Session | null} */
   #session = null;
+  /** Bumped by every start/stop of the preview, so a late getUserMedia does not restart it. */
+  #previewRun = 0;
 
   /**
    * @param {{cameraConstraints: MediaTrackConstraints, onSwitched?: (kind: string, track: MediaStreamTrack) => void}} opts
@@ -66,7 +68,7 @@ export class Devices {
     } catch {
       return;
     }
-    const fill = (/** @type {HTMLSelectElement} */ sel, /** @type {MediaDeviceInfo[]} */ list, /** @type {string} */ what) => {
+    const fill = (/** @type {HTMLSelectElement} */ sel, /** @type {{deviceId: string, label: string}[]} */ list, /** @type {string} */ what) => {
       const keep = sel.value;
       sel.replaceChildren(...list.map((d, i) => {
         const o = document.createElement('option');
@@ -86,20 +88,29 @@ export class Devices {
   async startPreview() {
     byId('prejoin-devices').append(this.selects);
     this.stopPreview();
+    const run = this.#previewRun;
     try {
       if (!navigator.mediaDevices) throw new Error('no media devices');
       const stream = await navigator.mediaDevices.getUserMedia(this.constraints());
+      if (run !== this.#previewRun || this.#session) {
+        // Joined (or another preview started) meanwhile: the call opens its own.
+        for (const t of stream.getTracks()) t.stop();
+        return;
+      }
       this.#preview = stream;
+      this.previewVideo.hidden = false;
       this.previewVideo.srcObject = stream;
       this.previewVideo.play().catch(() => {});
       this.#startMeter(stream);
     } catch {
       this.previewVideo.srcObject = null;
+      this.previewVideo.hidden = true;
     }
     await this.refresh();
   }
 
   stopPreview() {
+    this.#previewRun++;
     if (this.#meterFrame !== null) cancelAnimationFrame(this.#meterFrame);
     this.#meterFrame = null;
     this.#audio?.close().catch(() => {});
@@ -107,16 +118,26 @@ export class Devices {
     for (const t of this.#preview?.getTracks() ?? []) t.stop();
     this.#preview = null;
     this.previewVideo.srcObject = null;
+    this.previewVideo.hidden = true;
     this.meter.value = 0;
   }
 
-  /** The call started (or ended: null): the selects move to the devices panel. @param {import('./confab.js').Session | null} session */
+  /**
+   * The call started: the selects move to the devices panel (under its heading). The call
+   * ended (null): back to the join screen, without a preview (the camera stays off until the
+   * user picks a device or reloads).
+   * @param {import('./confab.js').Session | null} session
+   */
   attach(session) {
     this.#session = session;
     if (session) {
       this.stopPreview();
-      this.panel.append(this.selects);
+      const heading = this.panel.querySelector('header') ?? this.panel.querySelector('h2');
+      if (heading) heading.after(this.selects);
+      else this.panel.prepend(this.selects);
       void this.refresh();
+    } else {
+      byId('prejoin-devices').append(this.selects);
     }
   }
 
@@ -134,6 +155,11 @@ export class Devices {
     if (!stream.getAudioTracks().length || typeof AudioContext === 'undefined') return;
     const ctx = new AudioContext();
     this.#audio = ctx;
+    if (ctx.state === 'suspended') {
+      // No user gesture yet (autoplay policy): the meter starts with the first one.
+      const wake = () => { if (this.#audio === ctx) ctx.resume().catch(() => {}); };
+      for (const type of ['pointerdown', 'keydown']) document.addEventListener(type, wake, { once: true, capture: true });
+    }
     const analyser = ctx.createAnalyser();
     analyser.fftSize = 512;
     ctx.createMediaStreamSource(stream).connect(analyser);
