@@ -5,8 +5,8 @@
  * This module touches no DOM, so any UI (or a test) can drive it. It speaks the protocol in
  * `docs/protocol.md`:
  * - The browser is the *polite* peer in perfect negotiation. A server `offer` always wins: if we
- *   have an offer of our own outstanding, `setRemoteDescription` rolls it back implicitly, we
- *   answer, and `negotiationneeded` fires again so we re-offer.
+ *   have an offer of our own outstanding, we roll it back (explicitly, before
+ *   `setRemoteDescription`), answer, and offer again once stable.
  * - Remote ICE candidates are queued until a remote description is set.
  * - A ping every 10 s; 30 s without any server frame means the socket is dead.
  * - **Session resume.** `joined` and `resumed` carry a `resume_token` (each `resumed` a new one)
