@@ -117,21 +117,7 @@ impl Room {
             }
         }
         let (participant_id, track_id) = (id.clone(), track_id.clone());
-        let msg = if muted {
-            ServerMsg::TrackMuted {
-                participant_id,
-                track_id,
-                source_track_id,
-                by_server: true,
-            }
-        } else {
-            ServerMsg::TrackUnmuted {
-                participant_id,
-                track_id,
-                source_track_id,
-                by_server: true,
-            }
-        };
+        let msg = ServerMsg::track_mute(muted, participant_id, track_id, source_track_id, true);
         self.broadcast_all(msg, now);
         Ok(())
     }

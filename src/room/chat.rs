@@ -149,19 +149,14 @@ impl Room {
         let (from, name) = (peer.id().clone(), peer.name().as_str().to_owned());
         let send = match parsed {
             Err(refused) => {
-                return self.chat_refuse(
-                    key,
-                    refused.reason,
-                    refused.client_id.as_deref(),
-                    None,
-                    now,
-                )
+                let client_id = refused.client_id.as_deref();
+                return self.chat_refuse(key, refused.reason, client_id, None, now);
             }
-            Ok(_) if !allowed => None,
-            Ok(send) => Some(send),
-        };
-        let Some(send) = send else {
-            return self.chat_refuse(key, Rejection::NotAllowed, None, None, now);
+            Ok(send) if !allowed => {
+                let client_id = send.client_id.as_deref();
+                return self.chat_refuse(key, Rejection::NotAllowed, client_id, None, now);
+            }
+            Ok(send) => send,
         };
         let allowance = self
             .chat

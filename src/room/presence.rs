@@ -97,21 +97,7 @@ impl Room {
         debug!(track = %t.id, muted, "self mute");
         let (participant_id, track_id) = (t.publisher_id.clone(), t.id.clone());
         let source_track_id = t.source_track_id.clone();
-        let msg = if muted {
-            ServerMsg::TrackMuted {
-                participant_id,
-                track_id,
-                source_track_id,
-                by_server: false,
-            }
-        } else {
-            ServerMsg::TrackUnmuted {
-                participant_id,
-                track_id,
-                source_track_id,
-                by_server: false,
-            }
-        };
+        let msg = ServerMsg::track_mute(muted, participant_id, track_id, source_track_id, false);
         self.broadcast(key, msg, now);
     }
 }

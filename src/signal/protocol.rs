@@ -361,6 +361,31 @@ impl ServerMsg {
         }
     }
 
+    /// `track-muted` (`muted`) or `track-unmuted` for one published track.
+    pub fn track_mute(
+        muted: bool,
+        participant_id: ParticipantId,
+        track_id: TrackId,
+        source_track_id: String,
+        by_server: bool,
+    ) -> Self {
+        if muted {
+            ServerMsg::TrackMuted {
+                participant_id,
+                track_id,
+                source_track_id,
+                by_server,
+            }
+        } else {
+            ServerMsg::TrackUnmuted {
+                participant_id,
+                track_id,
+                source_track_id,
+                by_server,
+            }
+        }
+    }
+
     /// The `type` tag, for metrics labels.
     pub fn type_name(&self) -> &'static str {
         match self {
