@@ -383,8 +383,9 @@ const CLOSING_CODES = new Set(['negotiation_timeout', 'internal', 'removed']);
 /**
  * Whether an `error {code: 'removed'}` with this message is about a problem a fresh join may
  * fix, so the session rejoins: the server removed us because our media connection failed
- * ("media connection failed", "media connection lost", "media never connected"), or a session
- * with the same identity replaced ours ("replaced by …"). Every other removal (an admin
+ * ("media connection failed", "media connection lost", "media never connected"), a session
+ * with the same identity replaced ours ("replaced by …"), or, in a cluster, the room moved to
+ * the node that owns it ("moved to another node"). Every other removal (an admin
  * removed us through the room API, with the default "removed from the room" or a reason of
  * their own; the room was closed, "the room was closed" / "the room is gone") ends the session
  * for good. The server's `removed` carries no machine-readable reason, so this goes by the
@@ -392,7 +393,7 @@ const CLOSING_CODES = new Set(['negotiation_timeout', 'internal', 'removed']);
  * @param {string} message
  */
 export function isRejoinableRemoval(message) {
-  return /^\s*(media\b|replaced\b)/i.test(message);
+  return /^\s*(media\b|replaced\b|moved\b)/i.test(message);
 }
 
 /** Errors in reply to `resume` that mean the server will not resume this session (an older
@@ -2374,8 +2375,9 @@ export class Session extends EventTarget {
       this.#resumeRefused(`the server could not resume the session${message ? ` (${message})` : ''}`);
       return;
     }
-    if (key === 'rate_limited' && this.#awaiting) {
-      // Refused our join (or resume) for now: back off, at least as long as the server asks.
+    if ((key === 'rate_limited' || key === 'unavailable') && this.#awaiting) {
+      // Refused our join (or resume) for now (limited, draining, or the cluster cannot place
+      // the room yet): back off, at least as long as the server asks.
       this.#emitError(code, message, false);
       const after = Number(msg?.retry_after_ms);
       this.#onSocketLost('the server is limiting connection attempts', Number.isFinite(after) && after > 0 ? after : 0);

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 # chromium: browser E2E (/usr/bin/chromium); firefox-esr: the Firefox interop browser test
 # (/usr/bin/firefox-esr); prometheus: the scrape test (/usr/bin/prometheus);
 # coturn: the TURN test's server (/usr/bin/turnserver; the package leaves its service disabled);
+# redis-server: the cluster test's shared state (/usr/bin/redis-server; the test starts its own);
 # gstreamer1.0-*, python3-gi, gir1.2-*: the WHIP interop test's GStreamer webrtcbin publisher
 # (driven by Debian's /usr/bin/python3 through PyGObject; libnice for its ICE);
 # python3 + pip: the aiortc interop tests (aiortc and websockets from PyPI), only when missing;
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 # nft); ca-certificates + curl: HTTPS downloads (npm, rustup); nodejs + npm: the E2E runner,
 # only when no `node` / `npm` is on PATH (e.g. from NodeSource or nvm); gcc + libc6-dev: the C
 # parts of the build (ring, mimalloc), only when there is no `cc`.
-packages=(chromium firefox-esr prometheus coturn iproute2 nftables util-linux ca-certificates curl
+packages=(chromium firefox-esr prometheus coturn redis-server iproute2 nftables util-linux ca-certificates curl
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-nice python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   gir1.2-gst-plugins-bad-1.0)
@@ -52,6 +53,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [[ " ${missing[*]} " == *" prometheus "* ]]; then
     # The package starts a system Prometheus on :9090; the tests run their own instance.
     systemctl stop prometheus 2>/dev/null || service prometheus stop >/dev/null 2>&1 || true
+  fi
+  if [[ " ${missing[*]} " == *" redis-server "* ]]; then
+    # Likewise a system Redis on :6379; the cluster test starts its own on a free port.
+    systemctl stop redis-server 2>/dev/null || service redis-server stop >/dev/null 2>&1 || true
   fi
 fi
 

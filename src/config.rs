@@ -36,6 +36,80 @@ pub struct Config {
     /// Signed HTTP callbacks on room events.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// Several nodes sharing rooms through Redis (off without `redis_url`).
+    pub cluster: ClusterConfig,
+}
+
+/// A cluster of nodes coordinated through Redis (see [`crate::cluster`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db` (or `rediss://`): turns clustering on. Unset: a single node that
+    /// needs no Redis.
+    pub redis_url: Option<String>,
+    /// This node's id (1-64 characters of A-Z a-z 0-9 _ . -), the `node` label of its metrics.
+    /// Unset: `node-` and 8 random hex digits, new on every start.
+    pub node_id: Option<String>,
+    /// Base URL the other nodes reach this node's HTTP at (`http://confab1:8080`; plain HTTP:
+    /// TLS ends at the load balancer). Unset: `http://<http.bind>`, which needs a specific
+    /// `http.bind` address.
+    pub signaling_url: Option<String>,
+    /// Shared by all nodes: authenticates relayed requests (they carry the client's IP).
+    /// Unset: derived from the first `[auth] keys` secret; with neither, relayed requests are
+    /// believed as they are (an open server has nothing to protect).
+    pub secret: Option<String>,
+    /// How often the node refreshes its record and its rooms' entries in Redis.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A node whose record has not been refreshed for this long has dropped out; its rooms
+    /// may be taken over.
+    #[serde(with = "humantime_serde")]
+    pub node_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            node_id: None,
+            signaling_url: None,
+            secret: None,
+            heartbeat_interval: Duration::from_secs(1),
+            node_ttl: Duration::from_secs(3),
+        }
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |why: String| Err(ConfigError::Cluster(why));
+        if let Some(url) = &self.redis_url {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss" | "unix" | "redis+unix"));
+            if !ok {
+                return invalid(format!("redis_url {url:?} is not a redis:// URL"));
+            }
+        }
+        if let Some(id) = &self.node_id {
+            if crate::ids::RoomName::parse(id).is_none() {
+                return invalid(format!(
+                    "node_id {id:?} must be 1-64 characters of A-Z a-z 0-9 _ . -"
+                ));
+            }
+        }
+        if let Some(url) = &self.signaling_url {
+            let ok = reqwest::Url::parse(url).is_ok_and(|u| u.scheme() == "http" && u.has_host());
+            if !ok {
+                return invalid(format!(
+                    "signaling_url {url:?} is not an http:// URL (nodes talk plain HTTP on the internal network)"
+                ));
+            }
+        }
+        if self.heartbeat_interval.is_zero() || self.node_ttl < self.heartbeat_interval * 2 {
+            return invalid("node_ttl must be at least twice heartbeat_interval (> 0)".into());
+        }
+        Ok(())
+    }
 }
 
 /// Process lifecycle.
@@ -401,6 +475,9 @@ pub enum ConfigError {
     /// A `[webhooks]` setting is unusable.
     #[error("webhooks: {0}")]
     Webhooks(String),
+    /// A `[cluster]` setting is unusable.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl Config {
@@ -442,6 +519,23 @@ impl Config {
             return Err(ConfigError::TurnPair);
         }
         self.webhooks.validate(&self.auth)?;
+        self.cluster.validate()?;
+        if self.cluster.redis_url.is_some()
+            && (self.http.tls_cert.is_some() || self.http.self_signed)
+        {
+            return Err(ConfigError::Cluster(
+                "nodes relay signaling to each other over plain HTTP: end TLS at the load balancer (unset http.tls_cert / self_signed)".into(),
+            ));
+        }
+        if self.cluster.redis_url.is_some()
+            && self.cluster.signaling_url.is_none()
+            && self.http.bind.ip().is_unspecified()
+        {
+            return Err(ConfigError::Cluster(format!(
+                "http.bind is {}: set cluster.signaling_url to the URL other nodes reach this one at",
+                self.http.bind
+            )));
+        }
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! (`http::whip`), `/metrics`, `/healthz`, `/readyz` and the room API at `/api/rooms`.
 
 mod api;
+mod forward;
 mod whip;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use rust_embed::RustEmbed;
 
+use crate::cluster::{Cluster, CLIENT_IP_HEADER, RELAY_KEY_HEADER, RELAY_NODE_HEADER};
 use crate::room::registry::Rooms;
 use crate::signal::protocol::ErrorCode;
 use crate::signal::session::{self, ConnInfo, SessionContext};
@@ -45,6 +47,32 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<IpAddr>>,
     /// WHIP/WHEP session resources.
     pub http_sessions: Arc<HttpSessions>,
+    /// This node's cluster membership (`None`: a single node).
+    pub cluster: Option<Cluster>,
+}
+
+impl AppState {
+    /// Whether the request was relayed by another node of the cluster.
+    fn relayed(&self, headers: &HeaderMap) -> bool {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.trusts(get(RELAY_NODE_HEADER), get(RELAY_KEY_HEADER)))
+    }
+
+    /// The client's IP: as the relaying node says for a relayed request, else [`client_ip`].
+    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if self.relayed(headers) {
+            if let Some(ip) = headers
+                .get(CLIENT_IP_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+            {
+                return ip;
+            }
+        }
+        client_ip(peer, &self.trusted_proxies, headers)
+    }
 }
 
 /// The client's IP: the TCP peer, or the last `X-Forwarded-For` hop when the peer is a trusted
@@ -74,6 +102,10 @@ pub fn router(state: AppState) -> Router {
         .merge(whip::routes())
         .route("/", get(index))
         .route("/{*path}", get(asset))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forward::to_owner,
+        ))
         .with_state(state)
 }
 
@@ -115,8 +147,9 @@ async fn ws(
         return json_error(StatusCode::FORBIDDEN, "origin not allowed");
     }
     let conn = ConnInfo {
-        ip: client_ip(peer.ip(), &state.trusted_proxies, &headers),
+        ip: state.client_ip(peer.ip(), &headers),
         token: request_token(&headers, &query),
+        relayed: state.relayed(&headers),
     };
     upgrade
         .max_message_size(WS_HARD_LIMIT)

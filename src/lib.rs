@@ -40,6 +40,7 @@
 //! - *Demuxer*: maps datagrams on the shared port to peer connections.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod ids;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::Auth;
+use crate::cluster::{random_node_id, Cluster, NodeIdentity};
 use crate::config::Config;
 use crate::http::{router, AppState};
 use crate::room::registry::Rooms;
@@ -65,6 +66,7 @@ pub struct Server {
     tcp: Option<tokio::task::JoinHandle<()>>,
     webhooks: Webhooks,
     webhooks_stop: CancellationToken,
+    cluster: Option<Cluster>,
 }
 
 /// A self-signed certificate for `localhost`, loopback and the given IPs (PEM cert, PEM key).
@@ -180,11 +182,43 @@ impl Server {
         let listener = std::net::TcpListener::bind(config.http.bind).map_err(bind_err)?;
         listener.set_nonblocking(true).map_err(bind_err)?;
         let http_addr = listener.local_addr().map_err(bind_err)?;
+        let cluster = match &config.cluster.redis_url {
+            Some(url) => {
+                let id = config
+                    .cluster
+                    .node_id
+                    .clone()
+                    .unwrap_or_else(random_node_id);
+                crate::telemetry::METRICS.set_node(&id);
+                let mut media: Vec<String> =
+                    advertised.udp.iter().map(|a| format!("{a}/udp")).collect();
+                media.extend(advertised.tcp.iter().map(|a| format!("{a}/tcp")));
+                let me = NodeIdentity {
+                    id,
+                    signaling_url: config
+                        .cluster
+                        .signaling_url
+                        .clone()
+                        .unwrap_or_else(|| format!("http://{http_addr}")),
+                    media,
+                    secret: config
+                        .cluster
+                        .secret
+                        .clone()
+                        .or_else(|| config.auth.keys.values().next().cloned()),
+                };
+                let cluster = Cluster::start(&config.cluster, url, me, rooms.clone())
+                    .map_err(|e| ServerError::Config(e.to_string()))?;
+                Some(cluster)
+            }
+            None => None,
+        };
         let state = AppState {
             rooms: rooms.clone(),
             allowed_origins: Arc::new(config.http.allowed_origins.clone()),
             trusted_proxies: Arc::new(config.http.trusted_proxies.clone()),
             http_sessions: crate::signal::whip::HttpSessions::new(),
+            cluster: cluster.clone(),
             session: Arc::new(SessionContext {
                 rooms: rooms.clone(),
                 auth,
@@ -196,6 +230,7 @@ impl Server {
                 resume_grace: config.signaling.resume_grace,
                 max_message_bytes: config.signaling.max_message_bytes,
                 shutdown: shutdown.clone(),
+                cluster: cluster.clone(),
             }),
         };
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -233,6 +268,7 @@ impl Server {
             tcp: tcp_task,
             webhooks,
             webhooks_stop,
+            cluster,
         })
     }
 
@@ -258,6 +294,9 @@ impl Server {
             }
         }
         info!(rooms = self.rooms.len(), "draining");
+        if let Some(cluster) = &self.cluster {
+            cluster.drain();
+        }
         self.rooms.drain().await;
         let deadline = tokio::time::Instant::now() + self.drain_timeout;
         while !self.rooms.is_empty() && tokio::time::Instant::now() < deadline {
@@ -268,6 +307,9 @@ impl Server {
                 rooms = self.rooms.len(),
                 "drain deadline passed; exiting anyway"
             );
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.leave().await;
         }
         self.http_handle
             .graceful_shutdown(Some(Duration::from_millis(500)));

@@ -214,6 +214,21 @@ pub struct Metrics {
     pub sender_reports: IntCounter,
     /// Changes of a room's dominant speaker.
     pub speaker_changes: IntCounter,
+    /// Cluster: Redis operations that failed (unreachable, timed out).
+    pub cluster_store_errors: IntCounter,
+    /// Cluster: 1 while the last heartbeat reached Redis.
+    pub cluster_store_up: IntGauge,
+    /// Cluster: rooms placed, by where (`local`, `remote`).
+    pub cluster_placements: IntCounterVec,
+    /// Cluster: signaling sockets and HTTP requests relayed to the owning node, by kind (`ws`,
+    /// `http`).
+    pub cluster_relayed: IntCounterVec,
+    /// Cluster: relayed signaling sockets open now.
+    pub cluster_relay_sessions: IntGauge,
+    /// Cluster: duplicate rooms handed over to the node that owns them.
+    pub cluster_room_handovers: IntCounter,
+    /// The `node` label added to every sample (`cluster.node_id`, with clustering on).
+    node: std::sync::OnceLock<String>,
 }
 
 /// Label values of `confab_nack_unanswered_total{reason}`: older than the cache keeps, never
@@ -444,6 +459,33 @@ impl Metrics {
                 "confab_runtime_tasks",
                 "Live async tasks (sessions, rooms, sockets); flat when idle means nothing leaks"
             )),
+            cluster_store_errors: reg!(counter(
+                "confab_cluster_store_errors_total",
+                "Redis operations that failed (unreachable or timed out)"
+            )),
+            cluster_store_up: reg!(gauge(
+                "confab_cluster_store_up",
+                "1 while the last cluster heartbeat reached Redis"
+            )),
+            cluster_placements: reg!(counter_vec(
+                "confab_cluster_placements_total",
+                "Rooms placed by this node, by where: local, remote",
+                &["where"]
+            )),
+            cluster_relayed: reg!(counter_vec(
+                "confab_cluster_relayed_total",
+                "Signaling sockets (ws) and HTTP requests (http) relayed to the room's node",
+                &["kind"]
+            )),
+            cluster_relay_sessions: reg!(gauge(
+                "confab_cluster_relay_sessions",
+                "Relayed signaling sockets open now"
+            )),
+            cluster_room_handovers: reg!(counter(
+                "confab_cluster_room_handovers_total",
+                "Duplicate rooms whose members were moved to the node owning the room"
+            )),
+            node: std::sync::OnceLock::new(),
             room_panics: reg!(counter(
                 "confab_room_panics_total",
                 "Room tasks that panicked and were closed"
@@ -516,6 +558,12 @@ impl Metrics {
         for t in crate::signal::protocol::CLIENT_MSG_TYPES {
             self.signaling_messages.with_label_values(&[t]);
         }
+        for w in ["local", "remote"] {
+            self.cluster_placements.with_label_values(&[w]);
+        }
+        for k in ["ws", "http"] {
+            self.cluster_relayed.with_label_values(&[k]);
+        }
         for c in ErrorCode::ALL {
             self.signaling_errors.with_label_values(&[c.as_str()]);
         }
@@ -546,6 +594,11 @@ impl Metrics {
             .inc();
     }
 
+    /// Adds `node="<id>"` to every sample from now on (once; later calls are ignored).
+    pub fn set_node(&self, id: &str) {
+        let _ = self.node.set(id.to_owned());
+    }
+
     /// Renders the text exposition format.
     pub fn render(&self) -> String {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -554,7 +607,20 @@ impl Metrics {
         }
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
-        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+        let mut families = self.registry.gather();
+        if let Some(node) = self.node.get() {
+            for family in &mut families {
+                for metric in family.mut_metric() {
+                    let mut labels = metric.take_label();
+                    let mut pair = prometheus::proto::LabelPair::new();
+                    pair.set_name("node".to_owned());
+                    pair.set_value(node.clone());
+                    labels.push(pair);
+                    metric.set_label(labels);
+                }
+            }
+        }
+        if let Err(e) = encoder.encode(&families, &mut buf) {
             tracing::warn!(%e, "encoding metrics failed");
         }
         String::from_utf8(buf).unwrap_or_default()

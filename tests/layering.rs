@@ -77,6 +77,20 @@ fn imports_point_down_the_layers() {
             );
         }
     }
+    // The cluster sits beside the room directory: it places rooms and never speaks the
+    // signaling protocol or HTTP; rooms know nothing of the cluster.
+    for f in files("src/cluster") {
+        let c = code(&f);
+        for up in ["crate::signal", "crate::http", "crate::server"] {
+            assert!(!c.contains(up), "{f} imports {up}: cluster/ sits below it");
+        }
+    }
+    for f in files("src/room") {
+        assert!(
+            !code(&f).contains("crate::cluster"),
+            "{f} imports crate::cluster: rooms do not know where they are placed"
+        );
+    }
     // The directory spawns room tasks; a task holds a lease, never the directory.
     for f in ["src/room/task.rs", "src/room/state.rs", "src/room/lease.rs"] {
         assert!(

@@ -15,11 +15,12 @@
 //! without the grant), 404 (no such room/participant/track), 503 (server full).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -27,6 +28,7 @@ use serde::Deserialize;
 
 use super::{json_error, request_token, AppState};
 use crate::auth::AuthError;
+use crate::cluster::Placement;
 use crate::ids::{DisplayName, ParticipantId, RoomName, TrackId};
 use crate::room::admin::{AdminError, RoomOptions};
 use crate::room::{JoinError, RoomCmd};
@@ -132,10 +134,14 @@ macro_rules! tri {
 
 async fn list(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     tri!(authorize(&state, &headers, &query, None));
+    if let Some(cluster) = state.cluster.as_ref().filter(|_| !state.relayed(&headers)) {
+        return super::forward::list_cluster(&state, cluster, &headers, peer.ip()).await;
+    }
     let rooms = state.rooms.snapshots().await;
     Json(serde_json::json!({ "rooms": rooms })).into_response()
 }
@@ -171,6 +177,8 @@ const DEFAULT_EMPTY_TIMEOUT: Duration = Duration::from_secs(300);
 
 async fn create(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     bytes: Bytes,
@@ -188,6 +196,26 @@ async fn create(
             StatusCode::BAD_REQUEST,
             "max_participants must be at least 1",
         );
+    }
+    if let Some(cluster) = state.cluster.as_ref().filter(|_| !state.relayed(&headers)) {
+        match cluster.place(&name, true).await {
+            Ok(Placement::Remote(node)) => {
+                let ip = state.client_ip(peer.ip(), &headers);
+                let path = uri.path_and_query().map_or("/api/rooms", |p| p.as_str());
+                return super::forward::send(
+                    cluster,
+                    &node,
+                    Method::POST,
+                    path,
+                    &headers,
+                    bytes,
+                    ip,
+                )
+                .await;
+            }
+            Ok(_) => {}
+            Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
     }
     let options = RoomOptions {
         max_participants: req.max_participants,

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 
-use super::{client_ip, request_token, AppState};
+use super::{request_token, AppState};
 use crate::config::IceServer;
 use crate::signal::whip::{Kind, StartRequest, WhipError, MAX_OFFER_BYTES};
 
@@ -177,7 +177,7 @@ async fn start(
         of: of.as_deref(),
         name: query.get("name").map(String::as_str),
         token: token.as_deref(),
-        ip: client_ip(peer.ip(), &state.trusted_proxies, &headers),
+        ip: state.client_ip(peer.ip(), &headers),
         offer,
     };
     let started = match state.http_sessions.start(&state.session, req).await {

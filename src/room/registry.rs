@@ -52,6 +52,11 @@ impl Rooms {
         self.map.len()
     }
 
+    /// Names of the open rooms.
+    pub fn names(&self) -> Vec<RoomName> {
+        self.map.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Whether no room is open.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()

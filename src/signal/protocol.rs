@@ -476,11 +476,14 @@ pub enum ErrorCode {
     ResumeFailed,
     /// A `mute` for a track the participant does not publish.
     UnknownTrack,
+    /// The server cannot take the join now (it drains, or the cluster cannot place the room):
+    /// retry shortly, through any node.
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code (for pre-creating metric labels).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
         ErrorCode::MessageTooLarge,
@@ -501,6 +504,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::ResumeFailed,
         ErrorCode::UnknownTrack,
+        ErrorCode::Unavailable,
     ];
 
     /// The wire name, also used as a metrics label.
@@ -526,6 +530,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::ResumeFailed => "resume_failed",
             ErrorCode::UnknownTrack => "unknown_track",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }

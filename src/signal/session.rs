@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
 use super::protocol::{parse_client_msg, ClientMsg, ErrorCode, ServerMsg};
+use super::relay::{self, Upstream};
 use super::turn;
 use crate::auth::Auth;
+use crate::cluster::{Cluster, NodeRecord, Placement};
 use crate::config::{IceServer, TurnConfig};
 use crate::ids::{DisplayName, ParticipantId, RoomName};
 use crate::room::registry::{RoomHandle, Rooms};
@@ -63,6 +65,8 @@ pub struct ConnInfo {
     pub ip: IpAddr,
     /// Token from the query string (`access_token`) or `Authorization: Bearer`.
     pub token: Option<String>,
+    /// Relayed by another cluster node (so never relayed again).
+    pub relayed: bool,
 }
 
 /// What every session needs.
@@ -87,6 +91,8 @@ pub struct SessionContext {
     pub max_message_bytes: usize,
     /// Cancelled when the server drains.
     pub shutdown: CancellationToken,
+    /// This node's cluster membership (`None`: a single node).
+    pub cluster: Option<Cluster>,
 }
 
 struct Joined {
@@ -99,6 +105,8 @@ enum Flow {
     Continue,
     /// The session ends; the participant leaves the room.
     Close(&'static str),
+    /// The room lives on another node: the rest of the session is piped to it.
+    Relay(Box<Upstream>),
 }
 
 /// What the participant's room is told when the session ends: a client that said `leave` (or
@@ -132,7 +140,9 @@ where
     });
     let mut limited_streak = 0u32;
     let mut span = info_span!("session", participant = tracing::field::Empty);
+    let mut relay_to: Option<(Box<Upstream>, String)> = None;
     let close_reason: &'static str = loop {
+        let stays_on_drain = joined.is_none() && ctx.cluster.is_some();
         let recv_signal = async {
             match joined.as_mut() {
                 Some(j) => j.signal_rx.recv().await,
@@ -140,7 +150,8 @@ where
             }
         };
         tokio::select! {
-            _ = ctx.shutdown.cancelled() => {
+            // In a cluster a draining node still relays new sockets to the other nodes.
+            _ = ctx.shutdown.cancelled(), if !stays_on_drain => {
                 let _ = send(&mut tx, &ServerMsg::GoingAway { reason: "server shutting down".into() }).await;
                 break "server shutting down";
             }
@@ -197,6 +208,10 @@ where
                     }
                 };
                 match handle(&mut tx, &ctx, &conn, &mut joined, msg).instrument(span.clone()).await {
+                    Flow::Relay(up) => {
+                        relay_to = Some((up, text.to_string()));
+                        break "relayed";
+                    }
                     Flow::Continue => {
                         if let Some(j) = &joined {
                             if span.is_disabled() || span.metadata().is_some() {
@@ -209,6 +224,14 @@ where
             }
         }
     };
+    if let Some((up, first)) = relay_to {
+        let reason = relay::pipe(tx, rx, *up, first)
+            .instrument(span.clone())
+            .await;
+        debug!(parent: &span, reason, "session ended");
+        METRICS.ws_connections.dec();
+        return;
+    }
     if let Some(j) = joined.take() {
         if let Some(cmd) = on_end(close_reason, j.id) {
             let _ = j.room.cmds.send(cmd).await;
@@ -289,7 +312,7 @@ async fn handle<S: Sink<Message> + Unpin>(
                 token,
             },
             None,
-        ) => return resume(tx, ctx, joined, &room, participant_id, &token).await,
+        ) => return resume(tx, ctx, conn, joined, &room, participant_id, &token).await,
         (_, None) => {
             reply_error(tx, ErrorCode::NotJoined, "send join first").await;
             return Flow::Continue;
@@ -356,8 +379,13 @@ async fn join<S: Sink<Message> + Unpin>(
     token: Option<&str>,
 ) -> Flow {
     let started = Instant::now();
-    if ctx.shutdown.is_cancelled() {
-        reply_error(tx, ErrorCode::ServerFull, "the server is shutting down").await;
+    if ctx.shutdown.is_cancelled() && ctx.cluster.is_none() {
+        reply_error(
+            tx,
+            ErrorCode::Unavailable,
+            "the server is shutting down; retry shortly",
+        )
+        .await;
         return Flow::Close("draining");
     }
     if ctx
@@ -426,6 +454,14 @@ async fn join<S: Sink<Message> + Unpin>(
             limiter.retain_recent();
         }
     }
+    if let Some(cluster) = &ctx.cluster {
+        let token = token.map(str::to_owned).or_else(|| conn.token.clone());
+        match place(tx, cluster, conn, &room_name, true, token.as_deref()).await {
+            Ok(Some(up)) => return Flow::Relay(up),
+            Ok(None) => {}
+            Err(()) => return Flow::Continue,
+        }
+    }
     let id = ParticipantId::mint();
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);
     match ctx
@@ -488,17 +524,88 @@ fn grace_ms(ctx: &SessionContext) -> u64 {
     ctx.resume_grace.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
+/// In a cluster: where the join (`create`) or resume of `room` goes. `Ok(None)`: here;
+/// `Ok(Some)`: relayed to the owning node; `Err`: refused (the client was told why).
+async fn place<S: Sink<Message> + Unpin>(
+    tx: &mut S,
+    cluster: &Cluster,
+    conn: &ConnInfo,
+    room: &RoomName,
+    create: bool,
+    token: Option<&str>,
+) -> Result<Option<Box<Upstream>>, ()> {
+    let refuse_resume = |why: &str| {
+        METRICS.signaling_error(ErrorCode::ResumeFailed);
+        ServerMsg::error(ErrorCode::ResumeFailed, why)
+    };
+    let node: NodeRecord = match cluster.place(room, create).await {
+        Ok(Placement::Local) => return Ok(None),
+        Ok(Placement::Remote(node)) if !conn.relayed => node,
+        Ok(Placement::Nowhere) => {
+            let _ = send(
+                tx,
+                &refuse_resume("no node hosts this session; join afresh"),
+            )
+            .await;
+            return Err(());
+        }
+        Ok(Placement::Remote(_)) => {
+            // A relayed request whose room moved meanwhile: the client retries via any node.
+            let msg = "the room is moving to another node; retry shortly";
+            if create {
+                reply_error(tx, ErrorCode::Unavailable, msg).await;
+            } else {
+                let _ = send(tx, &refuse_resume(msg)).await;
+            }
+            return Err(());
+        }
+        Err(e) => {
+            reply_error(tx, ErrorCode::Unavailable, &e.to_string()).await;
+            return Err(());
+        }
+    };
+    match relay::connect(cluster, &node, conn.ip, token).await {
+        Ok(up) => Ok(Some(Box::new(up))),
+        Err(e) => {
+            let msg = format!("{e}; retry shortly");
+            if create {
+                reply_error(tx, ErrorCode::Unavailable, &msg).await;
+            } else {
+                let _ = send(tx, &refuse_resume(&msg)).await;
+            }
+            Err(())
+        }
+    }
+}
+
 /// A new socket takes a dropped session back (see `room::resume`).
 async fn resume<S: Sink<Message> + Unpin>(
     tx: &mut S,
     ctx: &SessionContext,
+    conn: &ConnInfo,
     joined: &mut Option<Joined>,
     room: &str,
     id: ParticipantId,
     token: &str,
 ) -> Flow {
+    if let (Some(cluster), Some(name)) = (&ctx.cluster, RoomName::parse(room)) {
+        match place(tx, cluster, conn, &name, false, conn.token.as_deref()).await {
+            Ok(Some(up)) => return Flow::Relay(up),
+            Ok(None) => {}
+            Err(()) => return Flow::Continue,
+        }
+    }
     if ctx.shutdown.is_cancelled() {
-        reply_error(tx, ErrorCode::ServerFull, "the server is shutting down").await;
+        // Nothing here lives on: the client joins afresh (elsewhere, or once we are back).
+        METRICS.signaling_error(ErrorCode::ResumeFailed);
+        let _ = send(
+            tx,
+            &ServerMsg::error(
+                ErrorCode::ResumeFailed,
+                "the server is shutting down; join afresh",
+            ),
+        )
+        .await;
         return Flow::Close("draining");
     }
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_QUEUE);

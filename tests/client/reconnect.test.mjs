@@ -251,6 +251,20 @@ describe('full rejoin backoff', () => {
     assert.equal(ofType(events, 'reconnecting').at(-1).delayMs, 2000);
   });
 
+  test('`unavailable` in reply to a join (draining server, cluster cannot place the room) retries', async () => {
+    const { session, events } = await joinedSession({}, {});
+    lastSocket().drop();
+    tick(500);
+    const ws = lastSocket();
+    ws.open();
+    ws.serverSays({ type: 'error', code: 'unavailable', message: 'the server is shutting down; retry shortly' });
+    assert.equal(ws.readyState, FakeWebSocket.CLOSED, 'the refused socket is closed');
+    assert.equal(session.state, 'reconnecting', 'not a fatal error');
+    const count = FakeWebSocket.all.length;
+    tick(ofType(events, 'reconnecting').at(-1).delayMs);
+    assert.equal(FakeWebSocket.all.length, count + 1, 'a new attempt went out');
+  });
+
   test('`rate_limited` while joined (message rate) is only reported', async () => {
     const { session, ws, events } = await joinedSession();
     ws.serverSays({ type: 'error', code: 'rate_limited', message: 'slow down' });

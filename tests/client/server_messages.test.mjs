@@ -305,7 +305,7 @@ describe('data', () => {
 describe('removed by the server', () => {
   test('isRejoinableRemoval: connection trouble and replacement rejoin, anything else ends', () => {
     for (const m of ['media connection failed', 'media connection lost', 'media never connected',
-      'replaced by a new session with the same identity']) {
+      'replaced by a new session with the same identity', 'moved to another node']) {
       assert.equal(isRejoinableRemoval(m), true, m);
     }
     for (const m of ['removed from the room', 'the room was closed', 'the room is gone', 'spamming the chat', '']) {
