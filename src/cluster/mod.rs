@@ -144,11 +144,12 @@ impl Cluster {
         node.is_some_and(|n| !n.is_empty()) && key.unwrap_or("") == self.inner.key_tag
     }
 
-    /// The headers that mark a request this node relays.
-    pub fn relay_headers(&self) -> [(&'static str, String); 2] {
+    /// The headers of a request this node relays on behalf of `client_ip`.
+    pub fn relay_headers(&self, client_ip: std::net::IpAddr) -> [(&'static str, String); 3] {
         [
             (RELAY_NODE_HEADER, self.inner.me.id.clone()),
             (RELAY_KEY_HEADER, self.inner.key_tag.clone()),
+            (CLIENT_IP_HEADER, client_ip.to_string()),
         ]
     }
 

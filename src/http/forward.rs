@@ -15,7 +15,7 @@ use axum::Json;
 use futures_util::future::join_all;
 
 use super::{json_error, AppState};
-use crate::cluster::{Cluster, NodeRecord, Placement, CLIENT_IP_HEADER};
+use crate::cluster::{Cluster, NodeRecord, Placement};
 use crate::ids::RoomName;
 use crate::telemetry::METRICS;
 
@@ -132,13 +132,10 @@ pub async fn send(
             out.append(name.clone(), value.clone());
         }
     }
-    for (name, value) in cluster.relay_headers() {
+    for (name, value) in cluster.relay_headers(client_ip) {
         if let Ok(v) = HeaderValue::from_str(&value) {
             out.insert(name, v);
         }
-    }
-    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
-        out.insert(CLIENT_IP_HEADER, v);
     }
     METRICS.cluster_relayed.with_label_values(&["http"]).inc();
     let answer = CLIENT

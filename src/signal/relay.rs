@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message as UpMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::debug;
 
-use crate::cluster::{Cluster, NodeRecord, CLIENT_IP_HEADER};
+use crate::cluster::{Cluster, NodeRecord};
 use crate::telemetry::METRICS;
 
 /// Longest wait for the owner to accept the relayed socket.
@@ -60,13 +60,10 @@ pub async fn connect(
         .into_client_request()
         .map_err(|_| RelayError::BadUrl(node.id.clone()))?;
     let headers = req.headers_mut();
-    for (name, value) in cluster.relay_headers() {
+    for (name, value) in cluster.relay_headers(client_ip) {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(name, v);
         }
-    }
-    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
-        headers.insert(CLIENT_IP_HEADER, v);
     }
     if let Some(v) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
         headers.insert("authorization", v);

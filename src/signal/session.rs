@@ -534,29 +534,25 @@ async fn place<S: Sink<Message> + Unpin>(
     create: bool,
     token: Option<&str>,
 ) -> Result<Option<Box<Upstream>>, ()> {
-    let refuse_resume = |why: &str| {
-        METRICS.signaling_error(ErrorCode::ResumeFailed);
-        ServerMsg::error(ErrorCode::ResumeFailed, why)
+    // A join that cannot go where its room is retries (`unavailable`); a resume that cannot
+    // joins afresh (`resume_failed`).
+    let refusal = if create {
+        ErrorCode::Unavailable
+    } else {
+        ErrorCode::ResumeFailed
     };
     let node: NodeRecord = match cluster.place(room, create).await {
         Ok(Placement::Local) => return Ok(None),
         Ok(Placement::Remote(node)) if !conn.relayed => node,
         Ok(Placement::Nowhere) => {
-            let _ = send(
-                tx,
-                &refuse_resume("no node hosts this session; join afresh"),
-            )
-            .await;
+            let why = "no node hosts this session; join afresh";
+            reply_error(tx, ErrorCode::ResumeFailed, why).await;
             return Err(());
         }
         Ok(Placement::Remote(_)) => {
             // A relayed request whose room moved meanwhile: the client retries via any node.
-            let msg = "the room is moving to another node; retry shortly";
-            if create {
-                reply_error(tx, ErrorCode::Unavailable, msg).await;
-            } else {
-                let _ = send(tx, &refuse_resume(msg)).await;
-            }
+            let why = "the room is moving to another node; retry shortly";
+            reply_error(tx, refusal, why).await;
             return Err(());
         }
         Err(e) => {
@@ -567,12 +563,7 @@ async fn place<S: Sink<Message> + Unpin>(
     match relay::connect(cluster, &node, conn.ip, token).await {
         Ok(up) => Ok(Some(Box::new(up))),
         Err(e) => {
-            let msg = format!("{e}; retry shortly");
-            if create {
-                reply_error(tx, ErrorCode::Unavailable, &msg).await;
-            } else {
-                let _ = send(tx, &refuse_resume(&msg)).await;
-            }
+            reply_error(tx, refusal, &format!("{e}; retry shortly")).await;
             Err(())
         }
     }
