@@ -2872,7 +2872,8 @@ export class Session extends EventTarget {
     // Polite peer: an outstanding offer of ours is rolled back, explicitly: with the implicit
     // rollback Chromium (156) checks the server's header-extension ids against our pending offer
     // too and may refuse it ("RTP extension ID reassignment not supported"), leaving the offer
-    // unanswered until the server gives up on us.
+    // unanswered until the server gives up on us. Even the explicit rollback leaves that check
+    // in place; the server's offers therefore use Chromium's ids (`OFFERED_EXTENSION_IDS`).
     if (hadLocalOffer) await pc.setLocalDescription({ type: 'rollback' });
     await pc.setRemoteDescription({ type: 'offer', sdp });
     await this.#flushCandidates(pc);

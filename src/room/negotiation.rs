@@ -117,6 +117,7 @@ impl Room {
             );
             return;
         }
+        tracing::trace!(%sdp, "client offer");
         let offered = sdp.clone();
         let mut applied_ok = false;
         let reply = match peer.apply_offer(sdp, now) {
@@ -136,6 +137,7 @@ impl Room {
                     self.demux.unregister(old);
                 }
                 applied_ok = true;
+                tracing::trace!(sdp = %applied.answer, "server answer");
                 ServerMsg::Answer {
                     sdp: applied.answer,
                 }
@@ -163,11 +165,11 @@ impl Room {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        let sdp_for_log = tracing::enabled!(tracing::Level::TRACE).then(|| sdp.clone());
+        tracing::trace!(%sdp, "client answer");
         let result = peer.apply_answer(sdp, now);
         self.mark_dirty(key);
-        if let (Err(e), Some(sdp)) = (&result, sdp_for_log) {
-            tracing::trace!(%e, %sdp, "answer rejected");
+        if let Err(e) = &result {
+            tracing::trace!(%e, "answer rejected");
         }
         let generation = match result {
             Ok(g) => g,

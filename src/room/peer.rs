@@ -259,8 +259,26 @@ fn media_engine() -> Result<(MediaEngine, Registry), PeerError> {
         Slot::CongestionControl,
         CongestionControlBuilder::new(Bwe::new(BWE_START_BPS, BWE_MIN_BPS, BWE_MAX_BPS)).build(),
     );
+    for (uri, id) in OFFERED_EXTENSION_IDS {
+        me.set_preferred_header_extension_id(uri, id)?;
+    }
     Ok((me, registry))
 }
+
+/// The ids the server's offers give its header extensions until the client has named its own:
+/// those Chromium gives them. A browser whose offer crosses ours rolls it back, and Chromium
+/// (156) still checks our ids against that offer's: with ids of our own (lowest free first),
+/// video-orientation took 2, Chromium's abs-send-time, and the offer was refused ("RTP
+/// extension ID reassignment not supported"). Once the client has offered, its ids are used,
+/// and an id it gave an extension we do not use is never taken for one of ours.
+const OFFERED_EXTENSION_IDS: [(&str, u16); 6] = [
+    (rtc::sdp::extmap::AUDIO_LEVEL_URI, 1),
+    (rtc::sdp::extmap::TRANSPORT_CC_URI, 3),
+    (rtc::sdp::extmap::SDES_MID_URI, 4),
+    (rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI, 10),
+    (rtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI, 11),
+    (rtc::sdp::extmap::VIDEO_ORIENTATION_URI, 13),
+];
 
 /// Opus as the media engine registers it (rtc's defaults: payload type 111, in-band FEC).
 fn opus_codec() -> RTCRtpCodecParameters {
@@ -1119,6 +1137,119 @@ mod fuzz {
         }
         let offer = pc.create_offer(None).expect("offer");
         offer.sdp
+    }
+
+    /// A Chromium offer (as 156 makes them, trimmed): a data channel, and an audio m-line with
+    /// `audio` as its extension lines when given.
+    fn chromium_offer(audio: Option<&str>) -> String {
+        let session = "a=ice-ufrag:xLfX\r\na=ice-pwd:tZ5dZOgZvaQdHnaicGQKOyVs\r\n\
+            a=fingerprint:sha-256 74:03:09:8E:42:3C:81:A5:78:F5:FD:FA:FA:2E:AE:CC:AD:6D:27:85:\
+            BC:B2:D8:E1:86:79:C8:56:ED:EB:27:03\r\na=setup:actpass\r\n";
+        let mut sdp = format!(
+            "v=0\r\no=- 438069335978319993 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+             a=group:BUNDLE 0{}\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS\r\n\
+             m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+             {session}a=mid:0\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n",
+            if audio.is_some() { " 1" } else { "" }
+        );
+        if let Some(extmaps) = audio {
+            sdp.push_str(&format!(
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n{session}a=mid:1\r\n\
+                 {extmaps}a=sendonly\r\na=msid:s a1\r\na=rtcp-mux\r\n\
+                 a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
+                 a=ssrc:3617964102 cname:c\r\n"
+            ));
+        }
+        sdp
+    }
+
+    /// Every `a=extmap` of `sdp` as (id, URI), and whether some id names two URIs.
+    fn extmaps(sdp: &str) -> (Vec<(u16, String)>, bool) {
+        let mut seen: Vec<(u16, String)> = Vec::new();
+        let mut clash = false;
+        for rest in sdp.lines().filter_map(|l| l.strip_prefix("a=extmap:")) {
+            let Some((id, uri)) = rest.split_once(' ') else {
+                continue;
+            };
+            let id: u16 = id.parse().expect("extmap id");
+            clash |= seen.iter().any(|(i, u)| *i == id && u != uri);
+            if !seen.iter().any(|(i, u)| *i == id && u == uri) {
+                seen.push((id, uri.to_owned()));
+            }
+        }
+        (seen, clash)
+    }
+
+    fn offer_with_legs(p: &mut Peer) -> String {
+        for (kind, codec) in [
+            (TrackKind::Audio, opus_codec().rtp_codec),
+            (
+                TrackKind::Video,
+                RTCRtpCodec {
+                    mime_type: "video/VP8".into(),
+                    clock_rate: 90_000,
+                    ..Default::default()
+                },
+            ),
+        ] {
+            p.add_down_track(
+                &ParticipantId::mint(),
+                &TrackId::mint(),
+                kind,
+                codec,
+                TrackKey(1),
+            )
+            .expect("leg");
+        }
+        p.create_offer(Instant::now()).expect("offer").1
+    }
+
+    #[test]
+    fn a_server_offer_before_the_client_named_its_ids_uses_chromiums() {
+        // The client joined before its camera was ready: its offer had a data channel only.
+        // Its next offer (camera, microphone) may cross ours; Chromium checks our ids against
+        // it, so ours must be the ones it gives the same extensions.
+        let mut p = peer();
+        p.apply_offer(chromium_offer(None), Instant::now())
+            .expect("answer");
+        let (ids, clash) = extmaps(&offer_with_legs(&mut p));
+        assert!(!clash, "{ids:?}");
+        for (uri, id) in OFFERED_EXTENSION_IDS {
+            if uri.contains("stream-id") || uri.contains("sdes:mid") {
+                continue; // the client's rid/mid, not on the server's legs
+            }
+            assert!(
+                ids.contains(&(id, uri.to_owned())),
+                "{uri} not {id}: {ids:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_server_offer_never_reuses_an_id_the_client_gave_another_extension() {
+        // Audio negotiated with ids of the client's own (13 is toffset here, an extension the
+        // server does not use; 2 is abs-send-time), video not yet: the video leg's
+        // orientation must take neither, as the client's audio m-line (one BUNDLE transport)
+        // uses both.
+        let audio = "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+            a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n\
+            a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n\
+            a=extmap:13 urn:ietf:params:rtp-hdrext:toffset\r\n";
+        let mut p = peer();
+        p.apply_offer(chromium_offer(Some(audio)), Instant::now())
+            .expect("answer");
+        let (ids, clash) = extmaps(&offer_with_legs(&mut p));
+        assert!(!clash, "{ids:?}");
+        let orientation = ids
+            .iter()
+            .find(|(_, u)| u == rtc::sdp::extmap::VIDEO_ORIENTATION_URI)
+            .map(|(i, _)| *i)
+            .expect("video leg offers orientation");
+        assert!(![1, 2, 3, 13].contains(&orientation), "{ids:?}");
+        assert!(
+            ids.contains(&(1, rtc::sdp::extmap::AUDIO_LEVEL_URI.to_owned())),
+            "{ids:?}"
+        );
     }
 
     #[test]

@@ -200,6 +200,9 @@ pub(crate) struct MediaEngineHeaderExtension {
     pub(crate) is_audio: bool,
     pub(crate) is_video: bool,
     pub(crate) allowed_direction: Option<RTCRtpTransceiverDirection>,
+    /// The id offered for this extension while the remote has not chosen one
+    /// (see [`MediaEngine::set_preferred_header_extension_id`]).
+    pub(crate) preferred_id: Option<u16>,
 }
 
 impl MediaEngineHeaderExtension {
@@ -306,6 +309,10 @@ pub struct MediaEngine {
 
     pub(crate) header_extensions: Vec<MediaEngineHeaderExtension>,
     pub(crate) negotiated_header_extensions: HashMap<u16, MediaEngineHeaderExtension>,
+    /// Every header-extension id a remote description used, with its URI, including the
+    /// extensions this engine does not know: an id the remote gave another URI is never
+    /// offered for one of ours (one BUNDLE transport, one meaning per id).
+    pub(crate) remote_header_extension_ids: HashMap<u16, String>,
 }
 
 impl MediaEngine {
@@ -744,6 +751,31 @@ impl MediaEngine {
         (0, false, false)
     }
 
+    /// Sets the id offered for a registered header extension until the remote has negotiated
+    /// one (an offer made before any remote description, or for a kind not negotiated yet).
+    /// Without one, the lowest free id is taken in registration order. Choosing the ids a
+    /// browser gives the same extensions keeps an offer from reusing an id that the browser's
+    /// own pending (or rolled-back) offer gave another extension. The id is skipped if it is
+    /// taken, negotiated or used by the remote for another extension.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::ErrRegisterHeaderExtensionNoFreeID`] if `id` is not a one-byte extension id
+    ///   (RFC 8285: 1 to 14).
+    /// - [`Error::ErrHeaderExtensionNotFound`] if no extension with this URI is registered.
+    pub fn set_preferred_header_extension_id(&mut self, uri: &str, id: u16) -> Result<()> {
+        if !VALID_EXT_IDS.contains(&id) {
+            return Err(Error::ErrRegisterHeaderExtensionNoFreeID);
+        }
+        let ext = self
+            .header_extensions
+            .iter_mut()
+            .find(|ext| ext.uri == uri)
+            .ok_or(Error::ErrHeaderExtensionNotFound)?;
+        ext.preferred_id = Some(id);
+        Ok(())
+    }
+
     /// clone_to copies any user modifiable state of the MediaEngine
     /// all internal state is reset
     pub(crate) fn clone_to(&self) -> Self {
@@ -937,6 +969,7 @@ impl MediaEngine {
                             is_audio: local_extension.is_audio && typ == RtpCodecKind::Audio,
                             is_video: local_extension.is_video && typ == RtpCodecKind::Video,
                             allowed_direction: local_extension.allowed_direction,
+                            preferred_id: local_extension.preferred_id,
                         },
                     );
                 }
@@ -965,6 +998,9 @@ impl MediaEngine {
         for media in &desc.media_descriptions {
             if media.is_webrtc_datachannel() {
                 continue;
+            }
+            for (uri, id) in rtp_extensions_from_media_description(media)? {
+                self.remote_header_extension_ids.entry(id).or_insert(uri);
             }
 
             let typ = if media.media_name.media.to_lowercase() == "audio" {
@@ -1124,15 +1160,17 @@ impl MediaEngine {
                     }
                 }
                 if !using_negotiated_id {
-                    for id in 1..15 {
-                        let mut id_available = true;
-                        if media_header_extensions.contains_key(&id) {
-                            id_available = false
-                        }
-                        if id_available && !self.negotiated_header_extensions.contains_key(&id) {
-                            media_header_extensions.insert(id, ext);
-                            break;
-                        }
+                    let available = |id: u16| {
+                        !media_header_extensions.contains_key(&id)
+                            && !self.negotiated_header_extensions.contains_key(&id)
+                            && !self.remote_header_extension_ids.contains_key(&id)
+                    };
+                    let id = ext
+                        .preferred_id
+                        .filter(|id| available(*id))
+                        .or_else(|| VALID_EXT_IDS.clone().find(|id| available(*id)));
+                    if let Some(id) = id {
+                        media_header_extensions.insert(id, ext);
                     }
                 }
             }
@@ -1431,5 +1469,88 @@ mod register_feedback_test {
 
         assert_eq!(1, count(&me, "transport-cc", ""));
         assert!(me.audio_codecs[0].rtp_codec.rtcp_feedback.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod header_extension_id_test {
+    use super::*;
+    use std::io::Cursor;
+
+    const AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+    const ORIENTATION: &str = "urn:3gpp:video-orientation";
+    const ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+
+    fn engine() -> MediaEngine {
+        let mut me = MediaEngine::default();
+        me.register_default_codecs().unwrap();
+        for (uri, kind) in [
+            (AUDIO_LEVEL, RtpCodecKind::Audio),
+            (ORIENTATION, RtpCodecKind::Video),
+        ] {
+            let cap = RTCRtpHeaderExtensionCapability {
+                uri: uri.to_owned(),
+            };
+            me.register_header_extension(cap, kind, None).unwrap();
+        }
+        me
+    }
+
+    fn ids(me: &MediaEngine, kind: RtpCodecKind) -> Vec<(String, u16)> {
+        let mut v: Vec<_> = me
+            .get_rtp_parameters_by_kind(kind, RTCRtpTransceiverDirection::Sendonly)
+            .header_extensions
+            .into_iter()
+            .map(|e| (e.uri, e.id))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// An audio-only remote offer, as Chromium makes one (its ids: audio-level 1,
+    /// abs-send-time 2).
+    fn audio_only_remote() -> SessionDescription {
+        let sdp = format!(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+             a=extmap:1 {AUDIO_LEVEL}\r\na=extmap:2 {ABS_SEND_TIME}\r\na=sendonly\r\n\
+             a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n"
+        );
+        SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn without_a_preference_the_lowest_free_id_in_registration_order() {
+        let me = engine();
+        assert_eq!(ids(&me, RtpCodecKind::Video), [(ORIENTATION.to_owned(), 2)]);
+    }
+
+    #[test]
+    fn a_preferred_id_is_offered_before_negotiation() {
+        let mut me = engine();
+        me.set_preferred_header_extension_id(ORIENTATION, 13).unwrap();
+        assert_eq!(ids(&me, RtpCodecKind::Video), [(ORIENTATION.to_owned(), 13)]);
+        assert_eq!(ids(&me, RtpCodecKind::Audio), [(AUDIO_LEVEL.to_owned(), 1)]);
+    }
+
+    #[test]
+    fn a_preference_is_refused_for_unknown_uris_and_invalid_ids() {
+        let mut me = engine();
+        assert!(me.set_preferred_header_extension_id(ABS_SEND_TIME, 2).is_err());
+        assert!(me.set_preferred_header_extension_id(ORIENTATION, 0).is_err());
+        assert!(me.set_preferred_header_extension_id(ORIENTATION, 15).is_err());
+    }
+
+    #[test]
+    fn an_id_the_remote_gave_an_unknown_extension_is_never_offered() {
+        // Audio negotiated, video not yet: the video offer must not reuse id 2, which the
+        // remote's audio m-line (same BUNDLE transport) uses for abs-send-time.
+        let mut me = engine();
+        me.update_from_remote_description(&audio_only_remote())
+            .unwrap();
+        assert_eq!(ids(&me, RtpCodecKind::Video), [(ORIENTATION.to_owned(), 3)]);
+        // A preference on a taken id falls back to a free one as well.
+        me.set_preferred_header_extension_id(ORIENTATION, 2).unwrap();
+        assert_eq!(ids(&me, RtpCodecKind::Video), [(ORIENTATION.to_owned(), 3)]);
     }
 }
