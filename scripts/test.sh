@@ -104,6 +104,8 @@ echo "== browser end-to-end (headless Chromium)"
 bash tests/browser/run.sh
 echo "== app features in Chromium: chat (stamped, spoof refused, history), screen share, mutes, device switch, quality; screenshots -> artifacts/screenshots/"
 CONFAB_E2E_SCRIPT=app.mjs bash tests/browser/run.sh
+echo "== cluster in Chromium: 3 nodes + redis-server behind a load balancer; owner killed, then drained: pages rejoin and decode again"
+CONFAB_E2E_SCRIPT=cluster.mjs bash tests/browser/run.sh
 echo "== interop: aiortc joins 20 times over a veth (every join must connect; times printed)"
 bash tests/interop/aiortc.sh
 echo "== TURN: coturn with Confab's short-lived credentials; a browser relayed through it"
