@@ -107,9 +107,11 @@ function startLoadBalancer() {
 
 async function startRedis() {
   redis = spawn('redis-server', ['--port', String(REDIS_PORT), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  redis.on('error', (e) => { throw new TestFailure(`redis-server (Debian package redis-server) could not start: ${e.message}`); });
+  let failed = null;
+  redis.on('error', (e) => { failed = e.message; });
   const deadline = Date.now() + 10_000;
   for (;;) {
+    if (failed) throw new TestFailure(`redis-server (Debian package redis-server) could not start: ${failed}`);
     const up = await new Promise((resolve) => {
       const s = net.connect(REDIS_PORT, '127.0.0.1');
       s.once('connect', () => { s.destroy(); resolve(true); });

@@ -94,10 +94,9 @@ use crate::rtp_transceiver::rtp_sender::rtp_header_extension_capability::RTCRtpH
 use crate::rtp_transceiver::rtp_sender::rtp_header_extension_parameters::RTCRtpHeaderExtensionParameters;
 use crate::rtp_transceiver::rtp_sender::rtp_parameters::RTCRtpParameters;
 use crate::rtp_transceiver::{PayloadType, rtp_sender::rtcp_parameters::RTCPFeedback};
-use sdp::MediaDescription;
 use sdp::description::session::SessionDescription;
 use shared::error::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use unicase::UniCase;
 
@@ -309,10 +308,10 @@ pub struct MediaEngine {
 
     pub(crate) header_extensions: Vec<MediaEngineHeaderExtension>,
     pub(crate) negotiated_header_extensions: HashMap<u16, MediaEngineHeaderExtension>,
-    /// Every header-extension id a remote description used, with its URI, including the
-    /// extensions this engine does not know: an id the remote gave another URI is never
-    /// offered for one of ours (one BUNDLE transport, one meaning per id).
-    pub(crate) remote_header_extension_ids: HashMap<u16, String>,
+    /// Every header-extension id a remote description used, including those of extensions
+    /// this engine does not know: such an id is never offered for another extension of ours
+    /// (one BUNDLE transport, one meaning per id).
+    pub(crate) remote_header_extension_ids: HashSet<u16>,
 }
 
 impl MediaEngine {
@@ -923,25 +922,18 @@ impl MediaEngine {
         Ok((local_codec, match_type))
     }
 
-    // Update header extensions from a remote media section.
-    fn update_header_extension_from_media_section(
+    // Update header extensions from the extensions (URI → id) of a remote media section.
+    fn update_header_extensions(
         &mut self,
-        media: &MediaDescription,
+        extensions: &HashMap<String, u16>,
+        typ: RtpCodecKind,
     ) -> Result<()> {
-        let typ = if media.media_name.media.to_lowercase() == "audio" {
-            RtpCodecKind::Audio
-        } else if media.media_name.media.to_lowercase() == "video" {
-            RtpCodecKind::Video
-        } else {
+        if typ != RtpCodecKind::Audio && typ != RtpCodecKind::Video {
             return Ok(());
-        };
-
-        let extensions = rtp_extensions_from_media_description(media)?;
-
-        for (extension, id) in extensions {
-            self.update_header_extension(id, extension.as_str(), typ)?;
         }
-
+        for (extension, id) in extensions {
+            self.update_header_extension(*id, extension.as_str(), typ)?;
+        }
         Ok(())
     }
 
@@ -999,9 +991,9 @@ impl MediaEngine {
             if media.is_webrtc_datachannel() {
                 continue;
             }
-            for (uri, id) in rtp_extensions_from_media_description(media)? {
-                self.remote_header_extension_ids.entry(id).or_insert(uri);
-            }
+            let extensions = rtp_extensions_from_media_description(media)?;
+            self.remote_header_extension_ids
+                .extend(extensions.values().copied());
 
             let typ = if media.media_name.media.to_lowercase() == "audio" {
                 RtpCodecKind::Audio
@@ -1024,7 +1016,7 @@ impl MediaEngine {
                 // would send updated header extension in renegotiation.
                 // e.g. publish first track without simucalst ->negotiated-> publish second track with simucalst
                 // then the two media secontions have different rtp header extensions in offer
-                self.update_header_extension_from_media_section(media)?;
+                self.update_header_extensions(&extensions, typ)?;
 
                 if !self.negotiate_multi_codecs || typ == RtpCodecKind::Unspecified {
                     continue;
@@ -1093,7 +1085,7 @@ impl MediaEngine {
                 continue;
             }
 
-            self.update_header_extension_from_media_section(media)?;
+            self.update_header_extensions(&extensions, typ)?;
         }
 
         Ok(())
@@ -1163,7 +1155,7 @@ impl MediaEngine {
                     let available = |id: u16| {
                         !media_header_extensions.contains_key(&id)
                             && !self.negotiated_header_extensions.contains_key(&id)
-                            && !self.remote_header_extension_ids.contains_key(&id)
+                            && !self.remote_header_extension_ids.contains(&id)
                     };
                     let id = ext
                         .preferred_id
@@ -1528,17 +1520,30 @@ mod header_extension_id_test {
     #[test]
     fn a_preferred_id_is_offered_before_negotiation() {
         let mut me = engine();
-        me.set_preferred_header_extension_id(ORIENTATION, 13).unwrap();
-        assert_eq!(ids(&me, RtpCodecKind::Video), [(ORIENTATION.to_owned(), 13)]);
+        me.set_preferred_header_extension_id(ORIENTATION, 13)
+            .unwrap();
+        assert_eq!(
+            ids(&me, RtpCodecKind::Video),
+            [(ORIENTATION.to_owned(), 13)]
+        );
         assert_eq!(ids(&me, RtpCodecKind::Audio), [(AUDIO_LEVEL.to_owned(), 1)]);
     }
 
     #[test]
     fn a_preference_is_refused_for_unknown_uris_and_invalid_ids() {
         let mut me = engine();
-        assert!(me.set_preferred_header_extension_id(ABS_SEND_TIME, 2).is_err());
-        assert!(me.set_preferred_header_extension_id(ORIENTATION, 0).is_err());
-        assert!(me.set_preferred_header_extension_id(ORIENTATION, 15).is_err());
+        assert!(
+            me.set_preferred_header_extension_id(ABS_SEND_TIME, 2)
+                .is_err()
+        );
+        assert!(
+            me.set_preferred_header_extension_id(ORIENTATION, 0)
+                .is_err()
+        );
+        assert!(
+            me.set_preferred_header_extension_id(ORIENTATION, 15)
+                .is_err()
+        );
     }
 
     #[test]
@@ -1550,7 +1555,8 @@ mod header_extension_id_test {
             .unwrap();
         assert_eq!(ids(&me, RtpCodecKind::Video), [(ORIENTATION.to_owned(), 3)]);
         // A preference on a taken id falls back to a free one as well.
-        me.set_preferred_header_extension_id(ORIENTATION, 2).unwrap();
+        me.set_preferred_header_extension_id(ORIENTATION, 2)
+            .unwrap();
         assert_eq!(ids(&me, RtpCodecKind::Video), [(ORIENTATION.to_owned(), 3)]);
     }
 }
