@@ -145,7 +145,9 @@ api() {
   if [ "${out##*$'\n'}" = 404 ]; then echo '{"absent": true}'; else echo "${out%$'\n'*}"; fi
 }
 # The value of metric $1 (no labels), empty when absent.
-metric() { api /metrics | awk -v m="$1" '$1 == m { print $2; exit }'; }
+# awk reads to the end: leaving early could end `api`'s echo with SIGPIPE, which pipefail and
+# set -e turn into the whole script exiting 141 (seen once in CI).
+metric() { api /metrics | awk -v m="$1" '$1 == m && !found { print $2; found = 1 }'; }
 # Reads JSON on stdin, prints python expression $1 of it (`d`), or `ERR` when it does not parse.
 jq_py() { python3 -c 'import json, sys
 try:
