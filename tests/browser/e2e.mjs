@@ -27,7 +27,7 @@
 //      their tiles grew, and the last `track-view` has the new size;
 //   6. the client side of dynacast and pausing, with server messages handed to alice's session
 //      through its socket: `publish-layers` sets the camera encodings' `active` (latest wins, an
-//      unknown track id is ignored), `track-paused` / `track-resumed` put the `paused-bandwidth`
+//      unknown track id is ignored; the server's own `publish-layers` are held back meanwhile), `track-paused` / `track-resumed` put the `paused-bandwidth`
 //      class and the overlay on bob's tile and take them off;
 //   7. no page threw an uncaught exception and no session had to reconnect.
 // Prints time-to-first-remote-frame (page.goto start → first decoded remote frame) per page.
@@ -231,6 +231,15 @@ function instrumentPage() {
   const e2e = {
     views: [],
     sockets: [],
+    /**
+     * Message types the real server sends that are kept from the page while set (the server's
+     * own dynacast can send `publish-layers` at any time; a test feeding its own must not race it).
+     * Only trusted events are held: the test's `serverSays` events are synthetic.
+     * @type {Set<string>}
+     */
+    held: new Set(),
+    /** How many real server messages were held back. */
+    heldCount: 0,
     /** Delivers `msg` to the page as if the server had sent it on the newest socket. */
     serverSays: (msg) => e2e.sockets.at(-1).dispatchEvent(new MessageEvent('message', { data: JSON.stringify(msg) })),
   };
@@ -250,6 +259,16 @@ function instrumentPage() {
     constructor(...args) {
       super(...args);
       e2e.sockets.push(this);
+      // Registered before the page's own listeners, so it runs first and can stop the event.
+      this.addEventListener('message', (ev) => {
+        if (!ev.isTrusted || e2e.held.size === 0 || typeof ev.data !== 'string') return;
+        try {
+          if (e2e.held.has(JSON.parse(ev.data).type)) {
+            ev.stopImmediatePropagation();
+            e2e.heldCount += 1;
+          }
+        } catch { /* not JSON: the page judges it */ }
+      });
     }
   };
 }
@@ -346,7 +365,10 @@ function statsInPage() {
  */
 async function layersRoundTripInPage() {
   const s = window.confab.session;
-  const { serverSays } = window.__e2e;
+  const { serverSays, held } = window.__e2e;
+  // The server's dynacast keeps working (a layer nobody watched for 5 s is turned off): its
+  // messages are held back until the round trip is over, so only the test's are applied.
+  held.add('publish-layers');
   const sender = s.pc.getSenders().find((x) => x.track?.kind === 'video');
   const layers = (active) => serverSays({ type: 'publish-layers', source_track_id: sender.track.id, active });
   const state = () => sender.getParameters().encodings.map((e) => `${e.rid ?? '-'}:${e.active ? 'on' : 'off'}`).join(' ');
@@ -382,7 +404,9 @@ async function layersRoundTripInPage() {
   layers(['q', 'h', 'f']);
   out['[q,h,f]'] = await all;
   s.removeEventListener('publish-layers', record);
+  held.delete('publish-layers');
   out.applied = applied.join(' ');
+  out.held = window.__e2e.heldCount;
   return out;
 }
 
@@ -850,7 +874,7 @@ async function run() {
   if (wrongLayers.length) {
     fail('publish-layers sets the camera encodings', wrongLayers.map(([k, want]) => `${k}: ${layers[k]} (want ${want})`).join('; '));
   }
-  pass('publish-layers sets the camera encodings', `[q] → ${layers['[q]']}, [] → ${layers['[]']}, a burst applies the first and the last, an unknown track id is ignored`);
+  pass('publish-layers sets the camera encodings', `[q] → ${layers['[q]']}, [] → ${layers['[]']}, a burst applies the first and the last, an unknown track id is ignored (${layers.held} of the server's own publish-layers held back meanwhile)`);
 
   const pause = await alice.page.evaluate(pauseRoundTripInPage, bobId);
   const paused = pause.paused;
