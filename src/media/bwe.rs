@@ -29,8 +29,8 @@
 //!   without it the target regrew by 8 % a second to 1.5 × `R`, the allocator stepped a layer up
 //!   into a full link, and a 300 kbit/s subscriber lost 5-50 % of its packets every 4-5 s
 //!   (measured in the shaped browser test). The memory is dropped when more than
-//!   [`CAPACITY_EXCEEDED`] × `C` arrives over [`RATE_WINDOW`] on a clear link (a probe got
-//!   through: the link is bigger now), and after an outage (the path may be new).
+//!   [`CAPACITY_EXCEEDED`] × `C` arrives over [`RATE_WINDOW`] on a clear link without a queue
+//!   forming (a probe got through: the link is bigger now), and after an outage (the path may be new).
 //!
 //! Pure: instants come in as arguments.
 
@@ -76,6 +76,9 @@ pub const ADDITIVE_PER_S: f64 = 0.03;
 pub const OVER_CAPACITY: f64 = 1.1;
 /// Delivered above this share of the remembered capacity (clear link) forgets it.
 pub const CAPACITY_EXCEEDED: f64 = 1.3;
+/// Forgetting the capacity also needs the queueing delay under this (a link that absorbs a
+/// burst in its queue is not bigger).
+pub const FORGET_QUEUE: Duration = Duration::from_millis(20);
 /// Weight of a new backoff's delivered rate in the remembered capacity (when it is close).
 pub const CAPACITY_SMOOTHING: f64 = 0.4;
 /// Arrivals this much faster than the departures of the same packets are the receiver's
@@ -189,6 +192,11 @@ impl Bwe {
             }
             _ => delivered,
         });
+        tracing::debug!(
+            delivered = delivered as u64,
+            capacity = self.capacity.map(|c| c as u64),
+            "bwe: backoff"
+        );
     }
 
     /// The link as last judged.
@@ -371,10 +379,15 @@ impl BandwidthEstimator for Bwe {
         } else if loss < CLEAR_LOSS && delivered >= CLEAR_SHARE * sent {
             self.state = LinkState::Clear;
             if self.capacity.is_some_and(|c| {
-                delivered > CAPACITY_EXCEEDED * c && delivered <= MAX_ARRIVAL_SPEEDUP * sent
+                delivered > CAPACITY_EXCEEDED * c
+                    && delivered <= MAX_ARRIVAL_SPEEDUP * sent
+                    && queue < FORGET_QUEUE
             }) {
                 tracing::debug!(
                     delivered = delivered as u64,
+                    sent = sent as u64,
+                    target = self.target as u64,
+                    capacity = self.capacity.map(|c| c as u64),
                     "bwe: more got through than the remembered capacity; forgotten"
                 );
                 self.capacity = None;
@@ -418,6 +431,7 @@ impl BandwidthEstimator for Bwe {
                 delivered = delivered as u64,
                 sent = sent as u64,
                 target = self.target as u64,
+                capacity = self.capacity.map(|c| c as u64),
                 "bwe"
             );
         }
