@@ -830,6 +830,19 @@ mod tests {
         }
     }
 
+    /// The delivery task counts a delivery when the response has come back, a moment after the
+    /// receiver recorded the request: waits (at most 2 s) until the counters satisfy `done`.
+    async fn stats_when(hooks: &Webhooks, done: impl Fn(&WebhookStats) -> bool) -> WebhookStats {
+        let start = Instant::now();
+        loop {
+            let stats = hooks.stats();
+            if done(&stats) || start.elapsed() > Duration::from_secs(2) {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn config(url: String) -> WebhooksConfig {
         WebhooksConfig {
             urls: vec![url],
@@ -933,7 +946,7 @@ mod tests {
         assert_eq!(ids.len(), sent.len());
 
         assert_eq!(
-            hooks.stats(),
+            stats_when(&hooks, |s| s.delivered >= sent.len() as u64).await,
             WebhookStats {
                 delivered: sent.len() as u64,
                 ..WebhookStats::default()
@@ -975,7 +988,7 @@ mod tests {
         );
         assert!(seen[3..].iter().all(|s| s.header(ATTEMPT_HEADER) == "1"));
         assert_delivered_in_order(&seen, &sent);
-        let stats = hooks.stats();
+        let stats = stats_when(&hooks, |s| s.delivered >= 6).await;
         assert_eq!((stats.delivered, stats.retries, stats.failed), (6, 2, 0));
     }
 
@@ -998,11 +1011,7 @@ mod tests {
         assert_eq!(seen[1].header(EVENT_ID_HEADER), event.id);
         assert_eq!(seen[1].header(ATTEMPT_HEADER), "2");
         // The receiver answered the first attempt 2xx, too late: delivered once, retried once.
-        let start = Instant::now();
-        while hooks.stats().delivered == 0 && start.elapsed() < Duration::from_secs(2) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let stats = hooks.stats();
+        let stats = stats_when(&hooks, |s| s.delivered > 0).await;
         assert_eq!((stats.delivered, stats.retries), (1, 1));
     }
 
@@ -1028,7 +1037,7 @@ mod tests {
             .iter()
             .all(|s| s.header(EVENT_ID_HEADER) == sent[0].id));
         assert_delivered_in_order(&seen, &sent[1..]);
-        let stats = hooks.stats();
+        let stats = stats_when(&hooks, |s| s.delivered >= 5).await;
         assert_eq!((stats.delivered, stats.failed, stats.retries), (5, 1, 2));
     }
 
