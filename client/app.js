@@ -25,7 +25,9 @@
  * Each remote tile reports how its video is shown (`Session.setTrackView`): its rendered size
  * in device pixels (ResizeObserver) and whether it is visible (IntersectionObserver, the page
  * not hidden, the element displayed). A tile whose track the server paused for bandwidth gets
- * the class `paused-bandwidth` and a "Paused — low bandwidth" overlay.
+ * the class `paused-bandwidth` and a "Paused — low bandwidth" overlay; one whose audio alone
+ * is paused (a link too slow for every voice) the class `audio-paused-bandwidth` and "Audio
+ * paused — low bandwidth".
  *
  * The tile of each active speaker (the server's `active-speakers`; the self-view tile when our
  * own id is listed) gets the class `speaking`, the loudest one also `dominant`, and its
@@ -188,6 +190,8 @@ const exposed = { session: null, state };
 const CAMERA_CONSTRAINTS = { width: { ideal: 960 }, height: { ideal: 540 } };
 
 const PAUSED_TEXT = 'Paused — low bandwidth';
+/** The overlay while only the participant's audio is held back (a link too slow for every voice). */
+const AUDIO_PAUSED_TEXT = 'Audio paused — low bandwidth';
 
 /** How long "The host allowed you to unmute" and a data toast stay. */
 const HOST_ALLOWED_MS = 10_000;
@@ -502,7 +506,13 @@ watchPixelRatio();
 function renderPaused(session, participantId) {
   const tile = findTile(participantId);
   if (!tile) return;
-  tile.classList.toggle('paused-bandwidth', session.pausedTracks().some((p) => p.participantId === participantId));
+  const paused = session.pausedTracks().filter((p) => p.participantId === participantId);
+  const video = paused.some((p) => p.kind === 'video');
+  const audio = paused.some((p) => p.kind === 'audio');
+  tile.classList.toggle('paused-bandwidth', video);
+  tile.classList.toggle('audio-paused-bandwidth', audio);
+  const note = tile.querySelector('.paused-note');
+  if (note) note.textContent = video ? PAUSED_TEXT : AUDIO_PAUSED_TEXT;
 }
 
 // ------------------------------------------------------------------ active speakers

@@ -222,7 +222,8 @@
  * @typedef {{reason: string}} RemovedDetail  the server removed us for good (admin removal or
  *            room closed); the session is over and will not rejoin
  * @typedef {{participantId: string, trackId: string, kind: 'audio' | 'video' | null}} MutedTrack
- * @typedef {{participantId: string, trackId: string, reason: string}} TrackPausedDetail
+ * @typedef {{participantId: string, trackId: string, kind: 'audio' | 'video', reason: string}} TrackPausedDetail
+ *            `kind`: as the server says, else as the track was announced (`video` if unknown)
  * @typedef {{participantId: string, trackId: string}} TrackResumedDetail
  * @typedef {{sourceTrackId: string, active: string[], sender: RTCRtpSender,
  *            encodings: {rid: string | null, active: boolean}[]}} PublishLayersDetail
@@ -697,8 +698,8 @@ export class Session extends EventTarget {
   /** The server's last `active-speakers`, loudest first. Emptied with the socket.
    * @type {ActiveSpeaker[]} */
   #speakers = [];
-  /** Received tracks the server paused for bandwidth: server track id → owner and reason.
-   * @type {Map<string, {participantId: string, reason: string}>} */
+  /** Received tracks the server paused for bandwidth: server track id → owner, kind, reason.
+   * @type {Map<string, {participantId: string, kind: 'audio' | 'video', reason: string}>} */
   #paused = new Map();
   /** Per sender of ours: whether `setParameters` is running, and the latest `publish-layers`
    * still to apply (older ones waiting are dropped: the latest wins).
@@ -973,7 +974,7 @@ export class Session extends EventTarget {
   /** Received tracks the server has paused for bandwidth (`track-paused` not yet followed by
    * `track-resumed`). @returns {TrackPausedDetail[]} */
   pausedTracks() {
-    return [...this.#paused].map(([trackId, { participantId, reason }]) => ({ participantId, trackId, reason }));
+    return [...this.#paused].map(([trackId, { participantId, kind, reason }]) => ({ participantId, trackId, kind, reason }));
   }
 
   /** Who is speaking, loudest first, as the server last said (`active-speakers`); our own
@@ -2015,8 +2016,10 @@ export class Session extends EventTarget {
     const participantId = String(msg.participant_id);
     const trackId = String(msg.track_id);
     const reason = typeof msg.reason === 'string' && msg.reason ? msg.reason : 'bandwidth';
-    this.#paused.set(trackId, { participantId, reason });
-    this.#emit('track-paused', /** @type {TrackPausedDetail} */ ({ participantId, trackId, reason }));
+    const announced = this.#participants.get(participantId)?.tracks.find((t) => t.track_id === trackId)?.kind;
+    const kind = msg.kind === 'audio' || msg.kind === 'video' ? msg.kind : announced === 'audio' ? 'audio' : 'video';
+    this.#paused.set(trackId, { participantId, kind, reason });
+    this.#emit('track-paused', /** @type {TrackPausedDetail} */ ({ participantId, trackId, kind, reason }));
   }
 
   /** @param {any} msg */

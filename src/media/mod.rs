@@ -19,6 +19,7 @@
 //! - [`bwe`]: a subscriber's bandwidth estimate from its transport-wide feedback.
 //! - [`probe`]: padding bursts that test a subscriber's link upward.
 //! - [`allocator`]: per-subscriber bandwidth allocation (audio first, layers by priority).
+//! - [`voices`]: which voices a link too slow for all of them gets (speakers first).
 //! - [`speaker`]: active-speaker detection from the publishers' audio levels.
 
 pub mod allocator;
@@ -41,5 +42,6 @@ pub mod sentlog;
 pub mod simulcast;
 pub mod speaker;
 pub mod track;
+pub mod voices;
 
 pub use crate::telemetry::DropReason;

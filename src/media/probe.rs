@@ -101,11 +101,12 @@ impl Prober {
             return;
         }
         // Enough to show room for the want plus the allocator's upgrade headroom, at most
-        // doubling what is sent.
+        // doubling what is sent: below [`MIN_PROBE_BPS`] the floor gives way, or a 60 kbit/s
+        // link already full of one voice got 100 kbit/s of padding on top every few seconds.
         let bps = ((wanted_bps as f64 * PROBE_HEADROOM) as u64)
             .saturating_sub(estimate)
-            .min(estimate)
-            .clamp(MIN_PROBE_BPS, MAX_PROBE_BPS);
+            .clamp(MIN_PROBE_BPS, MAX_PROBE_BPS)
+            .min(estimate);
         self.active = Some(Active {
             started: now,
             bps,
@@ -145,6 +146,17 @@ impl Prober {
 mod tests {
     use super::*;
 
+    /// Runs the probe started at `start` to its end: the padding it sent, in bits.
+    fn probe_bits(p: &mut Prober, start: Instant) -> u64 {
+        let mut sent = 0;
+        let mut now = start;
+        while let Some(next) = p.next_deadline(now) {
+            now = next;
+            sent += p.packets_due(now);
+        }
+        sent as u64 * PROBE_PACKET_BITS
+    }
+
     #[test]
     fn a_subscriber_that_wants_more_is_probed_after_a_settle_and_the_burst_is_spread() {
         let mut p = Prober::default();
@@ -155,14 +167,20 @@ mod tests {
         p.on_allocation(t1, 300_000, 2_000_000);
         assert!(p.probing());
         // 300 kbit/s (capped at the estimate) for 200 ms = 60 kbit of padding.
-        let mut sent = 0;
-        let mut now = t1;
-        while let Some(next) = p.next_deadline(now) {
-            now = next;
-            sent += p.packets_due(now);
-        }
-        let bits = sent as u64 * PROBE_PACKET_BITS;
+        let bits = probe_bits(&mut p, t1);
         assert!((55_000..=60_000).contains(&bits), "{bits} bits");
+    }
+
+    #[test]
+    fn a_probe_never_more_than_doubles_a_small_estimate() {
+        let mut p = Prober::default();
+        let t0 = Instant::now();
+        p.on_allocation(t0, 40_000, 2_000_000);
+        p.on_allocation(t0 + MIN_BACKOFF, 40_000, 2_000_000);
+        assert!(p.probing());
+        // 40 kbit/s for 200 ms = 8 kbit, not the 20 kbit of the 100 kbit/s floor.
+        let bits = probe_bits(&mut p, t0 + MIN_BACKOFF);
+        assert!((7_000..=8_000).contains(&bits), "{bits} bits");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::ids::{ParticipantId, PeerKey, TrackId, TrackKind};
 use crate::media::allocator::{self, Choice, LayerOffer, VideoDemand};
 use crate::media::downtrack::DownState;
 use crate::media::forwarder::TrackKey;
+use crate::media::simulcast::LayerIndex;
+use crate::media::voices::{self, Voice};
 use crate::signal::protocol::{PauseReason, ServerMsg};
 use crate::telemetry::METRICS;
 
@@ -42,6 +44,8 @@ struct Leg {
     audio_bps: u64,
     /// Audio sent as RED (RFC 2198) by its publisher.
     red: bool,
+    /// Audio: its layer (the one stream), its publisher, and whether the leg flows now.
+    voice: Option<(LayerIndex, PeerKey, bool)>,
 }
 
 impl Room {
@@ -89,13 +93,47 @@ impl Room {
         // Audio redundancy while it fits beside the lowest video layers; primary blocks only
         // otherwise.
         let redundancy = allocator::redundancy_fits(estimate, red_audio_bps, &demands);
-        let audio_bps: u64 = legs
+        // Voices first; on a link too slow for all of them, the speakers' (`media::voices`).
+        let voices: Vec<(Voice, LayerIndex)> = legs
             .iter()
-            .map(|l| match (l.red, redundancy) {
-                (true, false) => (l.audio_bps as f64 * allocator::RED_PRIMARY_SHARE) as u64,
-                _ => l.audio_bps,
+            .filter_map(|l| {
+                let (layer, publisher, flowing) = l.voice?;
+                let bps = match (l.red, redundancy) {
+                    (true, false) => (l.audio_bps as f64 * allocator::RED_PRIMARY_SHARE) as u64,
+                    _ => l.audio_bps,
+                };
+                let voice = Voice {
+                    track: l.track,
+                    bps,
+                    speaking: self.speakers.is_speaking(publisher),
+                    recency: self
+                        .speaker_order
+                        .iter()
+                        .position(|k| *k == publisher)
+                        .unwrap_or(usize::MAX),
+                    flowing,
+                };
+                Some((voice, layer))
             })
+            .collect();
+        let heard = voices::choose(
+            estimate,
+            &voices.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        );
+        let audio_bps: u64 = voices
+            .iter()
+            .zip(&heard)
+            .filter(|(_, heard)| **heard)
+            .map(|((v, _), _)| v.bps)
             .sum();
+        for ((v, layer), heard) in voices.iter().zip(heard) {
+            let choice = if heard {
+                Choice::Layer(*layer)
+            } else {
+                Choice::NoBandwidth
+            };
+            self.apply(key, v.track, choice, now);
+        }
         for l in legs.iter().filter(|l| l.red) {
             if let Some(d) = self.forwarder.leg_mut(l.track, key) {
                 if d.redundancy != redundancy {
@@ -193,6 +231,13 @@ impl Room {
                     0
                 },
                 red: t.codec.mime_type.eq_ignore_ascii_case("audio/red"),
+                voice: (t.kind == TrackKind::Audio)
+                    .then(|| {
+                        offers
+                            .first()
+                            .map(|o| (o.layer, t.publisher, !d.paused_for_bandwidth))
+                    })
+                    .flatten(),
                 demand: (t.kind == TrackKind::Video).then(|| VideoDemand {
                     track: tk,
                     // By the size it is shown at; an active speaker's video goes first.
@@ -245,12 +290,13 @@ impl Room {
         let Some(t) = self.forwarder.track(tk) else {
             return;
         };
-        let (participant_id, track_id) = (t.publisher_id.clone(), t.id.clone());
-        debug!(track = %track_id, paused, "bandwidth pause");
+        let (participant_id, track_id, kind) = (t.publisher_id.clone(), t.id.clone(), t.kind);
+        debug!(track = %track_id, ?kind, paused, "bandwidth pause");
         let msg = if paused {
             ServerMsg::TrackPaused {
                 participant_id,
                 track_id,
+                kind,
                 reason: PauseReason::Bandwidth,
             }
         } else {

@@ -247,13 +247,16 @@ pub enum ServerMsg {
         /// Track id.
         track_id: TrackId,
     },
-    /// The server stopped sending one of a member's video tracks to this client because its
-    /// link cannot carry even the lowest layer; `track-resumed` follows when it can.
+    /// The server stopped sending one of a member's tracks to this client because its link
+    /// cannot carry it: a video whose lowest layer does not fit, or, on a link too slow for
+    /// every voice, the audio of someone not speaking; `track-resumed` follows when it can.
     TrackPaused {
         /// Publisher.
         participant_id: ParticipantId,
         /// Track id.
         track_id: TrackId,
+        /// Audio or video.
+        kind: TrackKind,
         /// Why (`bandwidth`).
         reason: PauseReason,
     },

@@ -28,7 +28,8 @@
 //   6. the client side of dynacast and pausing, with server messages handed to alice's session
 //      through its socket: `publish-layers` sets the camera encodings' `active` (latest wins, an
 //      unknown track id is ignored; the server's own `publish-layers` are held back meanwhile), `track-paused` / `track-resumed` put the `paused-bandwidth`
-//      class and the overlay on bob's tile and take them off;
+//      class and the overlay on bob's tile and take them off (for his audio alone:
+//      `audio-paused-bandwidth` and "Audio paused — low bandwidth");
 //   7. no page threw an uncaught exception and no session had to reconnect.
 // Prints time-to-first-remote-frame (page.goto start → first decoded remote frame) per page.
 
@@ -433,7 +434,20 @@ async function pauseRoundTripInPage(publisherId) {
   serverSays({ type: 'track-paused', participant_id: publisherId, track_id: trackId, reason: 'bandwidth' });
   const paused = await look();
   serverSays({ type: 'track-resumed', participant_id: publisherId, track_id: trackId });
-  return { trackId, paused, resumed: await look() };
+  const resumed = await look();
+  // Only the voice held back (a link too slow for every voice): the tile says so, the video
+  // stays as it is.
+  const audioId = s.participants.get(publisherId)?.tracks.find((t) => t.kind === 'audio')?.track_id;
+  if (!audioId) return { error: `no announced audio track of ${publisherId}` };
+  serverSays({ type: 'track-paused', participant_id: publisherId, track_id: audioId, kind: 'audio', reason: 'bandwidth' });
+  const audioPaused = {
+    ...(await look()),
+    audioMarked: tile?.classList.contains('audio-paused-bandwidth') ?? false,
+    kind: s.pausedTracks().find((p) => p.trackId === audioId)?.kind ?? null,
+  };
+  serverSays({ type: 'track-resumed', participant_id: publisherId, track_id: audioId });
+  const audioResumed = { ...(await look()), audioMarked: tile?.classList.contains('audio-paused-bandwidth') ?? false };
+  return { trackId, paused, resumed, audioPaused, audioResumed };
 }
 
 /** @param {{visible: boolean, width: number, height: number}} v */
@@ -884,6 +898,12 @@ async function run() {
     fail('track-paused marks the tile', `alice's tile of bob: ${JSON.stringify(pause)}`);
   }
   pass('track-paused marks the tile', `bob's tile on alice: .paused-bandwidth and "${paused.overlay}" while paused, neither after track-resumed`);
+  const { audioPaused, audioResumed } = pause;
+  if (!audioPaused.audioMarked || audioPaused.marked || audioPaused.overlay !== 'Audio paused — low bandwidth' || audioPaused.kind !== 'audio'
+    || audioPaused.pausedForBandwidth !== false || audioResumed.audioMarked || audioResumed.overlay !== null) {
+    fail('an audio pause marks the tile as such', `alice's tile of bob: ${JSON.stringify({ audioPaused, audioResumed })}`);
+  }
+  pass('an audio pause marks the tile as such', `.audio-paused-bandwidth and "${audioPaused.overlay}" (video not marked), neither after track-resumed`);
 
   // Housekeeping checks.
   const reconnects = remaining.map((p) => `${p.name}=${p.samples.at(-1)?.reconnects}`);

@@ -17,7 +17,8 @@
 //      clean audio from everyone, while uncapped b2 keeps full resolution;
 //   3. the cap lifted: how long until b1 gets full resolution again;
 //   4. b1's downlink capped at 60 kbit/s: b1's video should be paused (tile `.paused-bandwidth`,
-//      or no frames), its audio clean, and b2/b3 unaffected.
+//      or no frames); two voices do not fit either, so each remote's audio is clean or held back
+//      (tile `.audio-paused-bandwidth`), and at least one is clean; b2/b3 unaffected.
 // Exits 1 when a criterion fails (unless SHAPED_REPORT_ONLY=1) or when the harness itself finds
 // the set-up broken (no join, media not over the veths): those fail even in report-only mode.
 
@@ -223,6 +224,7 @@ async function sampleInPage() {
       cssWidth: video?.clientWidth ?? 0,
       cssHeight: video?.clientHeight ?? 0,
       paused: tile.classList.contains('paused-bandwidth'),
+      audioPaused: tile.classList.contains('audio-paused-bandwidth'),
     };
   }
   return out;
@@ -287,6 +289,7 @@ function remoteMetrics(samples, remote) {
     audioLoss: d.alost + d.apackets > 0 ? d.alost / (d.alost + d.apackets) : NaN,
     concealment: d.samples > 0 ? d.concealed / d.samples : NaN,
     pausedShare: samples.filter((s) => s.tiles[remote]?.paused).length / samples.length,
+    audioPausedShare: samples.filter((s) => s.tiles[remote]?.audioPaused).length / samples.length,
     audioSamplesPerSec: d.samples / dt,
   };
 }
@@ -516,8 +519,15 @@ async function runTest() {
     const paused = m.pausedShare >= PAUSED_MIN_SHARE || m.frames === 0;
     criterion('4', `b1<-${r} video paused`, paused,
       `tile .paused-bandwidth in ${(m.pausedShare * 100).toFixed(0)} % of samples (>= ${PAUSED_MIN_SHARE * 100}), ${m.frames} frames decoded`);
-    criterion('4', `b1<-${r} audio concealment <= ${pct(MAX_CONCEALMENT_PAUSED)} %`, m.concealment <= MAX_CONCEALMENT_PAUSED, `${pct(m.concealment)} %`);
+    // Two voices do not fit in 60 kbit/s: the server may hold one back (and say so), but what
+    // it forwards must be clean, and b1 must hear someone.
+    const held = m.audioPausedShare >= PAUSED_MIN_SHARE;
+    criterion('4', `b1<-${r} audio clean (<= ${pct(MAX_CONCEALMENT_PAUSED)} % concealed) or held back`, m.concealment <= MAX_CONCEALMENT_PAUSED || held,
+      `${pct(m.concealment)} % concealed; tile .audio-paused-bandwidth in ${(m.audioPausedShare * 100).toFixed(0)} % of samples`);
   }
+  const heard = remotesOf(b1).filter((r) => s4.result.b1[r].concealment <= MAX_CONCEALMENT_PAUSED);
+  criterion('4', 'b1 hears at least one remote clean', heard.length > 0,
+    remotesOf(b1).map((r) => `<-${r} ${pct(s4.result.b1[r].concealment)} %`).join(', '));
   for (const p of others) {
     for (const r of remotesOf(p)) {
       const m = s4.result[p.name][r];
