@@ -1,7 +1,7 @@
 //! Several Confab nodes sharing one namespace of rooms through Redis. Each room lives on exactly
 //! one node; every node registers itself with a TTL heartbeat ([`load::NodeRecord`]); the first
 //! join of a room places it on the least-loaded live node and records room → node atomically
-//! ([`store`]); a join, WHIP/WHEP request or room-API call that reaches another node is relayed
+//! (`store`); a join, WHIP/WHEP request or room-API call that reaches another node is relayed
 //! to the owner (`signal::relay`, `http::forward`), so clients need one address only.
 //!
 //! Redis holds nothing a node cannot rebuild: each heartbeat rewrites the node's record and its

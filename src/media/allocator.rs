@@ -2,8 +2,9 @@
 //! receives, which layer of each video track it gets, or whether that track is paused.
 //!
 //! The rules, in order:
-//! 1. Audio first: every audio leg is forwarded and its cost comes off the estimate before any
-//!    video is considered.
+//! 1. Audio first: the audio legs the caller forwards (every one, unless the link is too slow
+//!    for all voices: [`voices`](super::voices)) cost `audio_bps`, which comes off the estimate
+//!    before any video is considered.
 //! 2. Never more than the subscriber renders: a hidden tile gets nothing; a tile is capped at the
 //!    smallest layer at least as wide as it is drawn (when the layer's width is known).
 //! 3. Video by priority (the caller's order key: larger on screen first), each first at its

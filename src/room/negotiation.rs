@@ -1,5 +1,5 @@
-//! Negotiation: the offer/answer state machine each [`Peer`] owns ([`Negotiation`]), and the
-//! room's handling of offers, answers and candidates.
+//! Negotiation: the offer/answer state machine each [`Peer`](super::peer::Peer) owns
+//! ([`Negotiation`]), and the room's handling of offers, answers and candidates.
 //!
 //! Rules (see `docs/protocol.md`): the client makes the first offer; the server is the
 //! impolite side (a client offer while a server offer is outstanding gets `offer_collision`);

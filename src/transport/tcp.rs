@@ -5,8 +5,9 @@
 //! as [`Datagram`]s carrying the connection's [`TcpLink`], through which the room answers.
 //!
 //! Limits: at most [`MAX_CONNECTIONS`] connections; a connection that does not identify itself
-//! within [`HELLO_TIMEOUT`], sends nothing for [`IDLE_TIMEOUT`], sends a frame no packet can be,
-//! or cannot keep up with what is sent to it, is closed. Nothing here blocks a room.
+//! within `HELLO_TIMEOUT` (10 s), sends nothing for `IDLE_TIMEOUT` (60 s), sends a frame no
+//! packet can be, or cannot keep up with what is sent to it, is closed. Nothing here blocks a
+//! room.
 
 use std::collections::HashMap;
 use std::io;
