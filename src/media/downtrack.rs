@@ -5,6 +5,8 @@
 
 use std::time::Instant;
 
+use bytes::BytesMut;
+
 use rtc::rtp::header::{Extension, Header};
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -16,6 +18,7 @@ use super::rate::RateMeter;
 use super::sentlog::{RetransmitBudget, SentLog};
 use super::simulcast::{LayerIndex, LayerSelector, Selection};
 use super::track::Translation;
+use super::vp8::Vp8Numbers;
 use super::DropReason;
 use crate::ids::PeerKey;
 
@@ -123,6 +126,8 @@ pub struct DownTrack {
     pub bytes: u64,
     /// Outgoing bitrate.
     pub rate: RateMeter,
+    /// VP8: the picture numbers as this leg sends them.
+    vp8: Vp8Numbers,
 }
 
 impl DownTrack {
@@ -154,6 +159,7 @@ impl DownTrack {
             packets: 0,
             bytes: 0,
             rate: RateMeter::default(),
+            vp8: Vp8Numbers::default(),
         }
     }
 
@@ -290,7 +296,11 @@ impl DownTrack {
         out_seq: u16,
         out_ts: u32,
         cached: Cached<'_>,
+        vp8: Option<(LayerIndex, &mut BytesMut)>,
     ) -> Option<Packet> {
+        let renumbered =
+            vp8.and_then(|(layer, arena)| self.vp8.rewrite_again(layer, cached.payload, arena));
+        let payload = renumbered.as_ref().unwrap_or(cached.payload);
         let t = self.translation.as_ref()?;
         let pt = t.payload_type(cached.payload_type)?;
         let header = |ssrc, payload_type, sequence_number| Header {
@@ -303,19 +313,19 @@ impl DownTrack {
             ..Default::default()
         };
         if let (Some(rtx_ssrc), Some(rtx_pt)) = (self.rtx_ssrc, t.rtx_payload_type(pt)) {
-            let mut payload = bytes::BytesMut::with_capacity(2 + cached.payload.len());
-            payload.extend_from_slice(&out_seq.to_be_bytes());
-            payload.extend_from_slice(cached.payload);
+            let mut rtx = BytesMut::with_capacity(2 + payload.len());
+            rtx.extend_from_slice(&out_seq.to_be_bytes());
+            rtx.extend_from_slice(payload);
             let seq = self.rtx_seq;
             self.rtx_seq = seq.wrapping_add(1);
             return Some(Packet {
                 header: header(rtx_ssrc, rtx_pt, seq),
-                payload: payload.freeze(),
+                payload: rtx.freeze(),
             });
         }
         Some(Packet {
             header: header(self.ssrc, pt, out_seq),
-            payload: cached.payload.clone(),
+            payload: payload.clone(),
         })
     }
 
@@ -325,13 +335,16 @@ impl DownTrack {
         self.munger.output_ts(in_ssrc, in_ts)
     }
 
-    /// Rewrites `src` (a packet of `layer`) for this subscriber, or says why not.
+    /// Rewrites `src` (a packet of `layer`) for this subscriber, or says why not. `vp8`: the
+    /// packet is VP8, and rewritten payloads go into this buffer (its picture numbers are made
+    /// continuous across the leg's layer switches, [`vp8`](super::vp8)).
     pub fn rewrite(
         &mut self,
         src: &Packet,
         layer: LayerIndex,
         is_keyframe: bool,
         now: Instant,
+        vp8: Option<&mut BytesMut>,
     ) -> LegOutcome {
         let Some(t) = &self.translation else {
             return LegOutcome::Drop(DropReason::NotNegotiated);
@@ -362,6 +375,9 @@ impl DownTrack {
             return LegOutcome::Drop(DropReason::WaitingForKeyframe);
         }
         let switched = selection == Selection::Switched;
+        if switched && vp8.is_some() {
+            self.vp8.align(layer, &src.payload);
+        }
         let ticks = self.last_out.map_or(0, |at| {
             let us = now.saturating_duration_since(at).as_micros() as u64;
             (us * u64::from(self.clock_rate) / 1_000_000) as u32
@@ -409,9 +425,13 @@ impl DownTrack {
                     extensions,
                     extensions_padding: 0,
                 },
-                payload: match primary {
-                    Some(range) => src.payload.slice(range),
-                    None => src.payload.clone(),
+                payload: match (primary, vp8) {
+                    (Some(range), _) => src.payload.slice(range),
+                    (None, Some(arena)) => self
+                        .vp8
+                        .rewrite(layer, &src.payload, arena)
+                        .unwrap_or_else(|| src.payload.clone()),
+                    (None, None) => src.payload.clone(),
                 },
             },
         }

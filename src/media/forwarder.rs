@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
@@ -163,6 +164,8 @@ pub struct Forwarder {
     tracks: HashMap<TrackKey, UpTrack>,
     next_key: u64,
     pli_throttle: Duration,
+    /// Where VP8 payloads renumbered for a leg are copied ([`vp8`](super::vp8)).
+    vp8_arena: BytesMut,
 }
 
 impl Forwarder {
@@ -172,6 +175,7 @@ impl Forwarder {
             tracks: HashMap::new(),
             next_key: 1,
             pli_throttle,
+            vp8_arena: BytesMut::new(),
         }
     }
 
@@ -459,11 +463,13 @@ impl Forwarder {
             }
         }
         let decodable = outcome.keyframe || !codec.needs_keyframe();
+        let vp8 = codec == Codec::Vp8;
         for d in t.downs.iter_mut() {
             if d.state != DownState::Open {
                 continue;
             }
-            match d.rewrite(pkt, layer, decodable, now) {
+            let arena = vp8.then_some(&mut self.vp8_arena);
+            match d.rewrite(pkt, layer, decodable, now, arena) {
                 LegOutcome::Send { packet, switched } => {
                     out.push(Outgoing {
                         subscriber: d.subscriber,
@@ -548,7 +554,9 @@ impl Forwarder {
                 counts.over_budget += 1;
                 continue;
             }
-            let Some(packet) = d.retransmission(seq, origin.out_ts, cached) else {
+            let vp8 = (t.rtp_map.codec_kind(cached.payload_type) == Some(Codec::Vp8))
+                .then_some((origin.layer, &mut self.vp8_arena));
+            let Some(packet) = d.retransmission(seq, origin.out_ts, cached, vp8) else {
                 counts.unknown += 1;
                 continue;
             };
@@ -1250,6 +1258,63 @@ mod tests {
         assert_eq!(c.sent, 1);
         assert_eq!(again[0].packet.header.sequence_number, lost);
         assert!(again[0].packet.header.padding && again[0].packet.payload.is_empty());
+    }
+
+    /// The VP8 PictureID (15 bits) of a payload that has one.
+    fn picture_id(p: &Packet) -> u16 {
+        assert_eq!(p.payload[..2], [0x90, 0x80], "X and I set");
+        u16::from_be_bytes([p.payload[2] & 0x7f, p.payload[3]])
+    }
+
+    #[test]
+    fn vp8_picture_ids_run_on_across_a_layer_switch() {
+        let (mut f, tk) = simulcast_room();
+        let t0 = Instant::now();
+        // Each layer numbers its pictures on its own: q from 7000, f from 300 (far behind).
+        let send = |f: &mut Forwarder, n: u16, key: &[u32]| {
+            let mut got = Vec::new();
+            for (ssrc, seq0, pid0) in [(10u32, 100u16, 7_000u16), (30, 60_000, 300)] {
+                let pid = pid0 + n;
+                let mut payload = vec![0x90, 0x80, 0x80 | (pid >> 8) as u8, pid as u8];
+                payload.push(if key.contains(&ssrc) { 0x00 } else { 0x01 });
+                payload.resize(100, 0);
+                let mut p = layer_packet(
+                    ssrc,
+                    seq0.wrapping_add(n),
+                    u32::from(n) * 1800,
+                    false,
+                    96,
+                    None,
+                );
+                p.payload = Bytes::from(payload);
+                let mut out = Vec::new();
+                f.forward(
+                    tk,
+                    &p,
+                    t0 + Duration::from_millis(u64::from(n) * 20),
+                    &mut out,
+                );
+                got.extend(out.into_iter().map(|o| o.packet));
+            }
+            got
+        };
+        let mut got = send(&mut f, 0, &[10]);
+        got.extend(send(&mut f, 1, &[]));
+        f.set_target(tk, PeerKey(2), Some(2), t0 + Duration::from_millis(30));
+        got.extend(send(&mut f, 2, &[30]));
+        got.extend(send(&mut f, 3, &[]));
+        // q's frames 0-2 (frame 2's q packet comes before f's keyframe), then f's 2 and 3.
+        let ids: Vec<u16> = got.iter().map(picture_id).collect();
+        assert_eq!(
+            ids,
+            vec![7_000, 7_001, 7_002, 7_003, 7_004],
+            "q's numbers, then f's continuing them"
+        );
+        assert_eq!(
+            &got[3].payload[4..],
+            &[0x00; 96][..],
+            "the keyframe's body as it was"
+        );
     }
 
     #[test]

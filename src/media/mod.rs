@@ -8,6 +8,7 @@
 //! - [`keyframe`]: PLI merging and throttling per published track.
 //! - [`track`]: negotiated payload-type/extension tables.
 //! - [`codec`]: keyframe detection per codec.
+//! - [`vp8`]: VP8 picture numbers kept continuous across a leg's layer switches.
 //! - [`rate`]: bitrate meters for the room API.
 //! - [`loss`]: a received stream's sequence-number span (upstream loss).
 //! - [`read_hook`]: a pass-through interceptor around one hook on inbound packets.
@@ -43,5 +44,6 @@ pub mod simulcast;
 pub mod speaker;
 pub mod track;
 pub mod voices;
+pub mod vp8;
 
 pub use crate::telemetry::DropReason;

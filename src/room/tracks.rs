@@ -160,7 +160,11 @@ impl Room {
         else {
             return;
         };
-        info!(track = %track_id, ?kind, "track published");
+        let audio_level_id = self
+            .forwarder
+            .track(tk)
+            .and_then(|t| t.rtp_map.audio_level_id());
+        info!(track = %track_id, ?kind, ?audio_level_id, "track published");
         if let Some(t) = self.forwarder.track(tk) {
             let track = track_ref(t);
             let who = self.peers.get(&key).map(Room::participant_ref);
