@@ -64,6 +64,49 @@ pub fn vp8_is_keyframe(p: &[u8]) -> bool {
     vp8_frame_start(p).is_some_and(|f| f.first().is_some_and(|h| h & 0x01 == 0))
 }
 
+/// Where the fields of a VP8 payload descriptor (RFC 7741 §4.2) are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Descriptor {
+    /// Offset of the PictureID, and whether it has 15 bits (else 7).
+    pub picture_id: Option<(usize, bool)>,
+    /// Offset of the TL0PICIDX.
+    pub tl0: Option<usize>,
+    /// The descriptor's length: the VP8 payload starts here.
+    pub len: usize,
+}
+
+/// Parses a VP8 payload descriptor; `None` if the packet is shorter than it says.
+pub fn vp8_descriptor(p: &[u8]) -> Option<Vp8Descriptor> {
+    let b0 = *p.first()?;
+    let mut d = Vp8Descriptor {
+        picture_id: None,
+        tl0: None,
+        len: 1,
+    };
+    if b0 & 0x80 == 0 {
+        return Some(d);
+    }
+    let x = *p.get(1)?;
+    let mut i = 2;
+    if x & 0x80 != 0 {
+        // PictureID: 7 or 15 bits.
+        let long = p.get(i)? & 0x80 != 0;
+        d.picture_id = Some((i, long));
+        i += if long { 2 } else { 1 };
+    }
+    if x & 0x40 != 0 {
+        d.tl0 = Some(i);
+        i += 1;
+    }
+    if x & 0x30 != 0 {
+        i += 1; // TID/Y/KEYIDX
+    }
+    // Every field named is there.
+    p.get(..i)?;
+    d.len = i;
+    Some(d)
+}
+
 /// The VP8 payload after the RTP payload descriptor (RFC 7741 §4.2), if this packet starts
 /// partition 0 of a frame (where the frame header is).
 pub fn vp8_frame_start(p: &[u8]) -> Option<&[u8]> {
@@ -73,22 +116,7 @@ pub fn vp8_frame_start(p: &[u8]) -> Option<&[u8]> {
     if !start_of_partition || partition_id != 0 {
         return None;
     }
-    let mut i = 1;
-    if b0 & 0x80 != 0 {
-        let x = *p.get(i)?;
-        i += 1;
-        if x & 0x80 != 0 {
-            // PictureID: 7 or 15 bits.
-            i += if p.get(i)? & 0x80 != 0 { 2 } else { 1 };
-        }
-        if x & 0x40 != 0 {
-            i += 1; // TL0PICIDX
-        }
-        if x & 0x30 != 0 {
-            i += 1; // TID/Y/KEYIDX
-        }
-    }
-    p.get(i..)
+    p.get(vp8_descriptor(p)?.len..)
 }
 
 /// draft-ietf-payload-vp9: P (inter-picture predicted) clear and B (start of frame) set.

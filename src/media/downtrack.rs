@@ -298,11 +298,11 @@ impl DownTrack {
         cached: Cached<'_>,
         vp8: Option<(LayerIndex, &mut BytesMut)>,
     ) -> Option<Packet> {
+        let t = self.translation.as_ref()?;
+        let pt = t.payload_type(cached.payload_type)?;
         let renumbered =
             vp8.and_then(|(layer, arena)| self.vp8.rewrite_again(layer, cached.payload, arena));
         let payload = renumbered.as_ref().unwrap_or(cached.payload);
-        let t = self.translation.as_ref()?;
-        let pt = t.payload_type(cached.payload_type)?;
         let header = |ssrc, payload_type, sequence_number| Header {
             version: 2,
             marker: cached.marker,

@@ -15,46 +15,12 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::codec::vp8_descriptor;
 use super::simulcast::{LayerIndex, MAX_LAYERS};
 
 /// Rewritten payloads are copied into a shared buffer grown by this much at a time, so that a
 /// packet costs a copy but (almost) never an allocation of its own.
 pub const ARENA_CHUNK: usize = 64 * 1024;
-
-/// Where a descriptor's numbers are: (offset of PictureID, 15 bits?), offset of TL0PICIDX.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Fields {
-    picture_id: Option<(usize, bool)>,
-    tl0: Option<usize>,
-}
-
-fn fields(p: &[u8]) -> Option<Fields> {
-    let b0 = *p.first()?;
-    if b0 & 0x80 == 0 {
-        return Some(Fields {
-            picture_id: None,
-            tl0: None,
-        });
-    }
-    let x = *p.get(1)?;
-    let mut i = 2;
-    let mut picture_id = None;
-    if x & 0x80 != 0 {
-        let long = p.get(i)? & 0x80 != 0;
-        if long {
-            p.get(i + 1)?;
-        }
-        picture_id = Some((i, long));
-        i += if long { 2 } else { 1 };
-    }
-    let tl0 = if x & 0x40 != 0 {
-        p.get(i)?;
-        Some(i)
-    } else {
-        None
-    };
-    Some(Fields { picture_id, tl0 })
-}
 
 fn mask(long: bool) -> u16 {
     if long {
@@ -105,8 +71,10 @@ impl Vp8Numbers {
     /// At the first packet of a layer's keyframe that starts it on this leg: the layer's
     /// numbers continue from the last ones sent (on the leg's first layer nothing is shifted).
     pub fn align(&mut self, layer: LayerIndex, payload: &[u8]) {
-        let (Some(f), Some(slot)) = (fields(payload), self.offsets.get_mut(usize::from(layer)))
-        else {
+        let (Some(f), Some(slot)) = (
+            vp8_descriptor(payload),
+            self.offsets.get_mut(usize::from(layer)),
+        ) else {
             return;
         };
         if let (Some((at, long)), Some((last, _))) = (f.picture_id, self.last_picture_id) {
@@ -149,7 +117,7 @@ impl Vp8Numbers {
         arena: &mut BytesMut,
         remember: bool,
     ) -> Option<Bytes> {
-        let f = fields(payload)?;
+        let f = vp8_descriptor(payload)?;
         let (pid_offset, tl0_offset) = *self.offsets.get(usize::from(layer))?;
         let picture_id = f.picture_id.and_then(|(at, long)| {
             let id = read_picture_id(payload, at, long)?.wrapping_add(pid_offset) & mask(long);
@@ -213,7 +181,7 @@ mod tests {
     }
 
     fn numbers(p: &[u8]) -> (u16, u8) {
-        let f = fields(p).unwrap();
+        let f = vp8_descriptor(p).unwrap();
         let (at, long) = f.picture_id.unwrap();
         (read_picture_id(p, at, long).unwrap(), p[f.tl0.unwrap()])
     }

@@ -94,7 +94,7 @@ impl Room {
         // otherwise.
         let redundancy = allocator::redundancy_fits(estimate, red_audio_bps, &demands);
         // Voices first; on a link too slow for all of them, the speakers' (`media::voices`).
-        let voices: Vec<(Voice, LayerIndex)> = legs
+        let (voices, layers): (Vec<Voice>, Vec<LayerIndex>) = legs
             .iter()
             .filter_map(|l| {
                 let (layer, publisher, flowing) = l.voice?;
@@ -115,20 +115,17 @@ impl Room {
                 };
                 Some((voice, layer))
             })
-            .collect();
-        let heard = voices::choose(
-            estimate,
-            &voices.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
-        );
+            .unzip();
+        let heard = voices::choose(estimate, &voices);
         let audio_bps: u64 = voices
             .iter()
             .zip(&heard)
             .filter(|(_, heard)| **heard)
-            .map(|((v, _), _)| v.bps)
+            .map(|(v, _)| v.bps)
             .sum();
-        for ((v, layer), heard) in voices.iter().zip(heard) {
+        for ((v, layer), heard) in voices.iter().zip(layers).zip(heard) {
             let choice = if heard {
-                Choice::Layer(*layer)
+                Choice::Layer(layer)
             } else {
                 Choice::NoBandwidth
             };

@@ -156,14 +156,13 @@ impl Room {
         peer.add_published(init.track_id.clone(), tk);
         METRICS.tracks[kind_index(kind)].inc();
         self.apply_claims(key, tk);
-        let Some((track_id, source)) = self.forwarder.track(tk).map(|t| (t.id.clone(), t.source))
+        let Some((track_id, source, audio_level_id)) = self
+            .forwarder
+            .track(tk)
+            .map(|t| (t.id.clone(), t.source, t.rtp_map.audio_level_id()))
         else {
             return;
         };
-        let audio_level_id = self
-            .forwarder
-            .track(tk)
-            .and_then(|t| t.rtp_map.audio_level_id());
         info!(track = %track_id, ?kind, ?audio_level_id, "track published");
         if let Some(t) = self.forwarder.track(tk) {
             let track = track_ref(t);
